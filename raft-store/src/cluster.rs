@@ -1,0 +1,404 @@
+//! The cluster handle: start a Raft node on its storage, propose writes from
+//! any node (forwarding to the leader), serve linearizable reads, bootstrap once,
+//! and report what every member is doing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, Request, Response};
+use crate::network::{NetworkFactory, RpcClient, RpcFailure};
+use crate::state_machine::StateReader;
+use crate::types::{Node, NodeId, Raft};
+
+/// How a node runs its Raft instance; filled from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub id: NodeId,
+    pub cluster_name: String,
+    pub secret: String,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Take a snapshot after this many applied entries since the last one.
+    pub snapshot_logs: u64,
+    /// Log entries kept behind a snapshot for slow followers.
+    pub keep_logs: u64,
+    /// How long a write may wait for leader election plus commit.
+    pub write_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// No leader could be reached before the deadline; nothing was applied.
+    #[error("no leader available: {0}")]
+    Unavailable(String),
+    /// The write may or may not have been applied (leader lost mid-flight).
+    #[error("write outcome unknown: {0}")]
+    Unknown(String),
+    /// A membership change was refused by Raft.
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    /// The local Raft core has stopped; the node needs a restart.
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// Everything a follower can hand to the leader over `/raft/propose`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Proposal {
+    Write(Request),
+    AddLearner { id: NodeId, addr: String },
+    Promote { ids: BTreeSet<NodeId> },
+    Remove { ids: BTreeSet<NodeId> },
+}
+
+/// The leader's answer to a [`Proposal`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ProposalOutcome {
+    Applied(Response),
+    MembershipChanged,
+    NotLeader { leader: Option<(NodeId, String)> },
+    Refused(String),
+}
+
+/// One node's own view of itself, served at `/raft/report`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub id: NodeId,
+    pub role: String,
+    pub term: u64,
+    pub leader_id: Option<NodeId>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub initialized: bool,
+}
+
+/// One member as `GET /api/cluster/status` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    pub role: String,
+    pub voter: bool,
+    pub healthy: bool,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub lag: Option<u64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub leader_id: Option<NodeId>,
+    pub term: u64,
+    pub nodes: Vec<NodeStatus>,
+    pub total_nodes: usize,
+    pub healthy_nodes: usize,
+}
+
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateReader,
+    pub rpc: RpcClient,
+    pub opts: ClusterOptions,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}
+
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+const REPORT_TIMEOUT: Duration = Duration::from_millis(400);
+
+impl Cluster {
+    /// Open storage in `dir` and start the Raft core; returns once it runs.
+    pub async fn start(opts: ClusterOptions, dir: &std::path::Path) -> Result<Arc<Self>, ClusterError> {
+        let (log_store, sm) = crate::open_storage(dir).map_err(|e| ClusterError::Fatal(e.to_string()))?;
+        let config = Config {
+            cluster_name: opts.cluster_name.clone(),
+            heartbeat_interval: opts.heartbeat_ms,
+            election_timeout_min: opts.election_min_ms,
+            election_timeout_max: opts.election_max_ms,
+            install_snapshot_timeout: 5_000,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs),
+            max_in_snapshot_log_to_keep: opts.keep_logs,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Fatal(format!("invalid raft config: {e}")))?;
+        let rpc = RpcClient::new(opts.secret.clone());
+        let state = sm.reader();
+        let network = NetworkFactory { rpc: rpc.clone() };
+        let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
+            .await
+            .map_err(|e| ClusterError::Fatal(e.to_string()))?;
+        Ok(Arc::new(Self { id: opts.id, raft, state, rpc, opts }))
+    }
+
+    /// Initialize a brand-new cluster from `peers`, once. Only the lowest id
+    /// does it, only on empty storage, and only if no peer already has a cluster.
+    pub async fn bootstrap(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), ClusterError> {
+        if self.raft.is_initialized().await.map_err(|e| ClusterError::Fatal(e.to_string()))? {
+            tracing::info!("existing raft state found; not initializing");
+            return Ok(());
+        }
+        if peers.keys().next() != Some(&self.id) {
+            return Ok(());
+        }
+        for (id, addr) in peers.iter().filter(|(id, _)| **id != self.id) {
+            if let Ok(report) = self.rpc.post::<_, NodeReport>(addr, "/raft/report", &(), REPORT_TIMEOUT).await {
+                if report.initialized {
+                    tracing::warn!(peer = id, "peer already belongs to a cluster; not initializing");
+                    return Ok(());
+                }
+            }
+        }
+        let members: BTreeMap<NodeId, Node> =
+            peers.iter().map(|(id, addr)| (*id, Node { addr: addr.clone() })).collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => tracing::info!("cluster initialized"),
+            Err(e) => tracing::warn!(error = %e, "initialize skipped"),
+        }
+        Ok(())
+    }
+
+    /// Apply `command` through Raft from this node, wherever the leader is.
+    pub async fn write(&self, actor: &str, command: Command) -> Result<Response, ClusterError> {
+        let req = Request { at_ms: now_ms(), node: self.id, actor: actor.to_string(), command };
+        match self.propose(Proposal::Write(req)).await? {
+            ProposalOutcome::Applied(r) => Ok(r),
+            other => Err(ClusterError::Unknown(format!("unexpected outcome {other:?}"))),
+        }
+    }
+
+    /// Run a proposal on the leader: locally if we lead, else forwarded.
+    /// Retries only when the proposal certainly was not applied.
+    pub async fn propose(&self, proposal: Proposal) -> Result<ProposalOutcome, ClusterError> {
+        let deadline = Instant::now() + self.opts.write_timeout;
+        let mut target: Option<(NodeId, String)> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ClusterError::Unavailable("no leader accepted the write in time".into()));
+            }
+            let outcome = match &target {
+                Some((id, addr)) if *id != self.id => {
+                    match self.rpc.post(addr, "/raft/propose", &proposal, remaining).await {
+                        Ok(outcome) => outcome,
+                        Err(RpcFailure::NotDelivered(e)) => {
+                            tracing::debug!(leader = id, error = %e, "leader unreachable; retrying");
+                            ProposalOutcome::NotLeader { leader: None }
+                        }
+                        Err(RpcFailure::Unknown(e)) => return Err(ClusterError::Unknown(e)),
+                    }
+                }
+                _ => self.propose_local(proposal.clone(), remaining).await?,
+            };
+            match outcome {
+                ProposalOutcome::NotLeader { leader } => {
+                    let known = leader.or_else(|| self.leader_hint());
+                    if known.is_none() || known == target {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    target = known.or_else(|| self.leader_hint());
+                }
+                ProposalOutcome::Refused(msg) => return Err(ClusterError::Membership(msg)),
+                done => return Ok(done),
+            }
+        }
+    }
+
+    fn leader_hint(&self) -> Option<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node.addr))
+    }
+
+    /// Attempt a proposal on this node's Raft core; never forwards.
+    pub async fn propose_local(&self, proposal: Proposal, limit: Duration) -> Result<ProposalOutcome, ClusterError> {
+        let fut = async {
+            let result = match proposal {
+                Proposal::Write(req) => return self.raft.client_write(req).await.map(|r| ProposalOutcome::Applied(r.data)),
+                Proposal::AddLearner { id, addr } => self.raft.add_learner(id, Node { addr }, true).await,
+                Proposal::Promote { ids } => self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await,
+                Proposal::Remove { ids } => self.raft.change_membership(ChangeMembers::RemoveVoters(ids), false).await,
+            };
+            result.map(|_| ProposalOutcome::MembershipChanged)
+        };
+        match tokio::time::timeout(limit, fut).await {
+            Err(_) => Err(ClusterError::Unknown(format!("not committed within {limit:?}"))),
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Ok(ProposalOutcome::NotLeader {
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            }),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Ok(ProposalOutcome::Refused(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
+        }
+    }
+
+    /// Wait until this node has applied everything committed before the call:
+    /// afterwards a local read is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + self.opts.write_timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ClusterError::Unavailable("no leader confirmed the read in time".into()));
+            }
+            let read_index = match self.leader_read_index(remaining).await {
+                Ok(Some(idx)) => idx,
+                Ok(None) => return Ok(()),
+                Err(ClusterError::Unavailable(e)) => {
+                    tracing::debug!(error = %e, "read index not available yet");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return self
+                .raft
+                .wait(Some(remaining))
+                .applied_index_at_least(Some(read_index), "consistent read")
+                .await
+                .map(|_| ())
+                .map_err(|e| ClusterError::Unavailable(e.to_string()));
+        }
+    }
+
+    async fn leader_read_index(&self, limit: Duration) -> Result<Option<u64>, ClusterError> {
+        match self.local_read_index(limit).await {
+            Err(ClusterError::Unavailable(_)) => {}
+            other => return other,
+        }
+        let (id, addr) = self.leader_hint().ok_or_else(|| ClusterError::Unavailable("no leader known".into()))?;
+        if id == self.id {
+            return Err(ClusterError::Unavailable("leadership in flux".into()));
+        }
+        let answer: Result<Option<u64>, String> = self
+            .rpc
+            .post(&addr, "/raft/read-index", &(), limit)
+            .await
+            .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
+        answer.map_err(ClusterError::Unavailable)
+    }
+
+    /// On the leader: the index a linearizable read must wait for.
+    pub async fn local_read_index(&self, limit: Duration) -> Result<Option<u64>, ClusterError> {
+        match tokio::time::timeout(limit, self.raft.get_read_log_id()).await {
+            Err(_) => Err(ClusterError::Unavailable("leader could not confirm its lease in time".into())),
+            Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(ClusterError::Unavailable("not the leader".into()))
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                Err(ClusterError::Unavailable(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
+        }
+    }
+
+    /// This node's own report, as other nodes fetch it for cluster status.
+    pub fn report(&self) -> NodeReport {
+        let m = self.raft.metrics().borrow().clone();
+        NodeReport {
+            id: self.id,
+            role: role_name(m.state).to_string(),
+            term: m.current_term,
+            leader_id: m.current_leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            initialized: m.vote.leader_id().term > 0 || m.last_log_index.is_some(),
+        }
+    }
+
+    /// Gather every member's report (in parallel, bounded) into one status.
+    pub async fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let fetches = membership.nodes().map(|(id, node)| {
+            let (id, addr) = (*id, node.addr.clone());
+            async move {
+                let report = if id == self.id {
+                    Ok(self.report())
+                } else {
+                    self.rpc.post::<_, NodeReport>(&addr, "/raft/report", &(), REPORT_TIMEOUT).await
+                };
+                (id, addr, report)
+            }
+        });
+        let reports = futures::future::join_all(fetches).await;
+        let leader_last = reports
+            .iter()
+            .filter_map(|(_, _, r)| r.as_ref().ok())
+            .find(|r| r.role == "leader")
+            .map(|r| r.last_log_index)
+            .unwrap_or(m.last_log_index.unwrap_or(0));
+        let nodes: Vec<NodeStatus> = reports
+            .into_iter()
+            .map(|(id, addr, report)| {
+                let voter = voters.contains(&id);
+                match report {
+                    Ok(r) => NodeStatus {
+                        id,
+                        addr,
+                        role: r.role,
+                        voter,
+                        healthy: true,
+                        last_log_index: Some(r.last_log_index),
+                        applied_index: Some(r.applied_index),
+                        lag: Some(leader_last.saturating_sub(r.applied_index)),
+                        error: None,
+                    },
+                    Err(e) => NodeStatus {
+                        id,
+                        addr,
+                        role: if voter { "voter" } else { "learner" }.to_string(),
+                        voter,
+                        healthy: false,
+                        last_log_index: None,
+                        applied_index: None,
+                        lag: None,
+                        error: Some(e.to_string()),
+                    },
+                }
+            })
+            .collect();
+        let healthy_nodes = nodes.iter().filter(|n| n.healthy).count();
+        ClusterStatus {
+            cluster_id: self.opts.cluster_name.clone(),
+            node_id: self.id,
+            leader_id: m.current_leader,
+            term: m.current_term,
+            total_nodes: nodes.len(),
+            healthy_nodes,
+            nodes,
+        }
+    }
+}

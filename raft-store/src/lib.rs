@@ -1,0 +1,36 @@
+//! Consensus storage for Engine Room: the replicated `Command` vocabulary, the
+//! state it applies to, the sled-backed Raft log and state machine, and the
+//! cluster handle that turns a command into a committed, applied write.
+
+pub mod cluster;
+pub mod codec;
+pub mod command;
+pub mod log_store;
+pub mod network;
+pub mod state;
+pub mod state_machine;
+pub mod types;
+
+pub use cluster::{Cluster, ClusterError, ClusterOptions};
+pub use command::{Command, CommandError, ErrorKind, Reply, Request, Response};
+pub use state::ControlState;
+pub use types::{NodeId, Raft, TypeConfig};
+
+/// Open the process's one sled database and the two storage halves on top of it.
+pub fn open_storage(
+    dir: &std::path::Path,
+) -> Result<(log_store::LogStore, state_machine::StateMachineStore), StoreOpenError> {
+    let db = sled::Config::new()
+        .path(dir.join("sled"))
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(|e| StoreOpenError(format!("cannot open sled database in {}: {e}", dir.display())))?;
+    let log = log_store::LogStore::new(db.clone()).map_err(|e| StoreOpenError(e.to_string()))?;
+    let sm = state_machine::StateMachineStore::new(db).map_err(|e| StoreOpenError(e.to_string()))?;
+    Ok((log, sm))
+}
+
+/// Opening the data directory failed; the message is meant for one log line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreOpenError(pub String);
