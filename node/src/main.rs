@@ -1,1 +1,66 @@
-fn main(){}
+//! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
+//! a running cluster over its HTTP API (`cluster`, `pools`).
+
+mod client;
+mod config;
+mod dev;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "engine-room",
+    version,
+    about = "Highly available control plane for worker fleets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node of a cluster.
+    Serve(config::ServeArgs),
+    /// Run a local 3-node cluster on loopback with simulated workers.
+    Dev(dev::DevArgs),
+    /// Cluster status and membership changes.
+    Cluster(client::ClusterCmd),
+    /// List and scale pools.
+    Pools(client::PoolsCmd),
+}
+
+fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is reported by clap's own checks.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("engine-room: cannot start tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Cmd::Serve(args) => match args.validate() {
+            Ok(cfg) => runtime.block_on(serve::run(cfg)),
+            Err(e) => {
+                eprintln!("engine-room: config error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Cmd::Dev(args) => runtime.block_on(dev::run(args)),
+        Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("engine-room: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -46,7 +46,9 @@ pub struct AuditEntry {
 pub fn validate_name(what: &str, name: &str) -> Result<(), CommandError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
     if ok {
         Ok(())
     } else {
@@ -61,7 +63,10 @@ impl ControlState {
     /// Apply one request. Refusals leave the state exactly as it was.
     pub fn apply(&mut self, req: &Request) -> Response {
         match &req.command {
-            Command::ScalePool { pool, desired_count } => {
+            Command::ScalePool {
+                pool,
+                desired_count,
+            } => {
                 validate_name("pool", pool)?;
                 if *desired_count > MAX_DESIRED_COUNT {
                     return Err(CommandError::new(
@@ -79,7 +84,11 @@ impl ControlState {
                 entry.desired_count = *desired_count;
                 entry.updated_at_ms = req.at_ms;
                 let reply = Reply::Pool(entry.clone());
-                self.audit(req, pool, Some(format!("desired_count {before} -> {desired_count}")));
+                self.audit(
+                    req,
+                    pool,
+                    Some(format!("desired_count {before} -> {desired_count}")),
+                );
                 Ok(reply)
             }
         }
@@ -105,14 +114,28 @@ mod tests {
     use super::*;
 
     fn req(command: Command) -> Request {
-        Request { at_ms: 1_000, node: 1, actor: "test".into(), command }
+        Request {
+            at_ms: 1_000,
+            node: 1,
+            actor: "test".into(),
+            command,
+        }
     }
 
     #[test]
     fn scale_creates_then_updates_a_pool_and_audits() {
         let mut s = ControlState::default();
-        s.apply(&req(Command::ScalePool { pool: "default".into(), desired_count: 3 })).unwrap();
-        let r = s.apply(&req(Command::ScalePool { pool: "default".into(), desired_count: 5 })).unwrap();
+        s.apply(&req(Command::ScalePool {
+            pool: "default".into(),
+            desired_count: 3,
+        }))
+        .unwrap();
+        let r = s
+            .apply(&req(Command::ScalePool {
+                pool: "default".into(),
+                desired_count: 5,
+            }))
+            .unwrap();
         match r {
             Reply::Pool(p) => assert_eq!(p.desired_count, 5),
             other => panic!("unexpected {other:?}"),
@@ -126,11 +149,19 @@ mod tests {
     fn bad_names_and_counts_change_nothing() {
         let mut s = ControlState::default();
         for bad in ["", "a/b", "white space", &"x".repeat(MAX_NAME_LEN + 1)] {
-            let e = s.apply(&req(Command::ScalePool { pool: bad.into(), desired_count: 1 })).unwrap_err();
+            let e = s
+                .apply(&req(Command::ScalePool {
+                    pool: bad.into(),
+                    desired_count: 1,
+                }))
+                .unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid);
         }
         let e = s
-            .apply(&req(Command::ScalePool { pool: "p".into(), desired_count: MAX_DESIRED_COUNT + 1 }))
+            .apply(&req(Command::ScalePool {
+                pool: "p".into(),
+                desired_count: MAX_DESIRED_COUNT + 1,
+            }))
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert_eq!(s, ControlState::default());

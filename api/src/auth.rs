@@ -1,0 +1,78 @@
+//! Bearer-token auth for `/api`, basic auth for the UI, the cluster secret for
+//! `/raft`. Every comparison is constant-time.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+fn same(given: &str, expected: &str) -> bool {
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `Authorization: Bearer <CONTROL_PLANE_TOKEN>` or 401.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = header_str(req.headers(), header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| same(t.trim(), &state.token));
+    if ok {
+        return next.run(req).await;
+    }
+    let mut res = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong bearer token",
+    )
+    .into_response();
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    res
+}
+
+/// HTTP basic auth with any user name and the token as password, or 401.
+pub async fn require_basic(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = header_str(req.headers(), header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, &state.token)))
+        .unwrap_or(false);
+    if ok {
+        return next.run(req).await;
+    }
+    let mut res = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
+    res.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"engine-room\", charset=\"UTF-8\""),
+    );
+    res
+}
+
+/// The cluster secret header on `/raft/*`, or 401.
+pub async fn require_secret(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let ok = header_str(req.headers(), raft_store::network::SECRET_HEADER)
+        .is_some_and(|s| same(s, &state.secret));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong cluster secret",
+        )
+        .into_response()
+    }
+}

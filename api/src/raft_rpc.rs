@@ -1,0 +1,80 @@
+//! Internal Raft RPC under `/raft/*`: bincode bodies, cluster secret required.
+//! Followers also use it to forward proposals and ask the leader for a read index.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{middleware, Router};
+use raft_store::cluster::Proposal;
+use raft_store::codec;
+use raft_store::TypeConfig;
+use serde::{de::DeserializeOwned, Serialize};
+
+use crate::error::ApiError;
+use crate::{auth, AppState};
+
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/append", post(append))
+        .route("/vote", post(vote))
+        .route("/snapshot", post(snapshot))
+        .route("/propose", post(propose))
+        .route("/read-index", post(read_index))
+        .route("/report", post(report))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_secret))
+        .layer(DefaultBodyLimit::max(crate::RAFT_BODY_LIMIT))
+}
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    codec::decode(body)
+        .map_err(|e| ApiError::bad_request(format!("undecodable raft rpc body: {e}")))
+}
+
+fn encoded<T: Serialize>(value: &T) -> Response {
+    match codec::encode(value) {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "codec", e.to_string()).into_response()
+        }
+    }
+}
+
+async fn append(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&body)?;
+    Ok(encoded(&s.cluster.raft.append_entries(rpc).await))
+}
+
+async fn vote(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let rpc: openraft::raft::VoteRequest<u64> = decode(&body)?;
+    Ok(encoded(&s.cluster.raft.vote(rpc).await))
+}
+
+async fn snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&body)?;
+    Ok(encoded(&s.cluster.raft.install_snapshot(rpc).await))
+}
+
+/// A follower's forwarded proposal; answered only once applied (or refused).
+async fn propose(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let proposal: Proposal = decode(&body)?;
+    let outcome = s
+        .cluster
+        .propose_local(proposal, s.cluster.opts.write_timeout)
+        .await?;
+    Ok(encoded(&outcome))
+}
+
+async fn read_index(State(s): State<AppState>) -> Response {
+    let answer = s
+        .cluster
+        .local_read_index(s.cluster.opts.write_timeout)
+        .await
+        .map_err(|e| e.to_string());
+    encoded(&answer)
+}
+
+async fn report(State(s): State<AppState>) -> Response {
+    encoded(&s.cluster.report())
+}

@@ -1,0 +1,37 @@
+//! The audit log, newest first.
+
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub consistent: bool,
+    pub limit: Option<usize>,
+    pub subject: Option<String>,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.consistent {
+        s.cluster.read_barrier().await?;
+    }
+    let limit = q.limit.unwrap_or(100).min(1_000);
+    let applied = s.cluster.state.read();
+    let entries: Vec<_> = applied
+        .state
+        .audit
+        .iter()
+        .filter(|e| q.subject.as_deref().is_none_or(|want| e.subject == want))
+        .take(limit)
+        .collect();
+    Ok(Json(json!({ "entries": entries })))
+}

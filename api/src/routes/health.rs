@@ -1,0 +1,63 @@
+//! Liveness and readiness, open without a token for load balancers.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+/// How far (in log entries) a node may trail the leader and still be ready.
+const READY_MAX_LAG: u64 = 1_000;
+
+pub async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when a leader is known and this node has applied close to its log.
+pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+    let me = s.cluster.report();
+    let leader = match me.leader_id {
+        None => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"ready": false, "reason": "no known leader"})),
+            )
+        }
+        Some(l) => l,
+    };
+    let leader_last = if leader == s.cluster.id {
+        me.last_log_index
+    } else {
+        let status = s.cluster.status().await;
+        match status
+            .nodes
+            .iter()
+            .find(|n| n.id == leader)
+            .and_then(|n| n.last_log_index)
+        {
+            Some(i) => i,
+            None => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(
+                        json!({"ready": false, "reason": "leader unreachable", "leader_id": leader}),
+                    ),
+                )
+            }
+        }
+    };
+    let lag = leader_last.saturating_sub(me.applied_index);
+    let ready = lag <= READY_MAX_LAG;
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(
+            json!({"ready": ready, "leader_id": leader, "applied_index": me.applied_index, "lag": lag}),
+        ),
+    )
+}

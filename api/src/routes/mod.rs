@@ -1,0 +1,42 @@
+//! `/api` handlers, one module per resource.
+
+pub mod audit;
+pub mod cluster;
+pub mod health;
+pub mod pools;
+pub mod ui;
+
+use axum::http::StatusCode;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+/// `?consistent=true` asks for a linearizable read.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReadOpts {
+    #[serde(default)]
+    pub consistent: bool,
+}
+
+impl ReadOpts {
+    /// Wait for the read barrier when the caller asked for consistency.
+    pub async fn barrier(&self, state: &AppState) -> Result<(), ApiError> {
+        if self.consistent {
+            state.cluster.read_barrier().await?;
+        }
+        Ok(())
+    }
+}

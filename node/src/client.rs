@@ -1,0 +1,154 @@
+//! Client conveniences over the HTTP API, for operators at a shell.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Any node's base URL.
+    #[arg(
+        long,
+        env = "ENGINE_URL",
+        default_value = "http://127.0.0.1:7001",
+        global = true
+    )]
+    pub url: String,
+    /// API bearer token.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+}
+
+impl Target {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let token = self
+            .token
+            .as_deref()
+            .context("CONTROL_PLANE_TOKEN (--token) is required")?;
+        let mut req = reqwest::Client::new()
+            .request(
+                method,
+                format!("{}{}", self.url.trim_end_matches('/'), path),
+            )
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.url))?;
+        let status = res.status();
+        let value: Value = res.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {value}");
+        }
+        Ok(value)
+    }
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterCmd {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    action: ClusterAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// Nodes, roles, term, log indexes, lag.
+    Status,
+    /// Add a node as a non-voting learner.
+    AddLearner { id: u64, addr: String },
+    /// Promote a learner to voter.
+    Promote { id: u64 },
+    /// Remove a node from the cluster.
+    Remove { id: u64 },
+}
+
+impl ClusterCmd {
+    pub async fn run(self) -> anyhow::Result<()> {
+        use reqwest::Method;
+        let t = &self.target;
+        let v = match self.action {
+            ClusterAction::Status => t.call(Method::GET, "/api/cluster/status", None).await?,
+            ClusterAction::AddLearner { id, addr } => {
+                t.call(
+                    Method::POST,
+                    "/api/cluster/learners",
+                    Some(json!({"id": id, "addr": addr})),
+                )
+                .await?
+            }
+            ClusterAction::Promote { id } => {
+                t.call(
+                    Method::POST,
+                    "/api/cluster/promote",
+                    Some(json!({"id": id})),
+                )
+                .await?
+            }
+            ClusterAction::Remove { id } => {
+                t.call(Method::POST, "/api/cluster/remove", Some(json!({"id": id})))
+                    .await?
+            }
+        };
+        print(&v);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PoolsCmd {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    action: PoolsAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolsAction {
+    /// List pools.
+    List,
+    /// Set a pool's desired worker count.
+    Scale { pool: String, desired_count: u32 },
+}
+
+impl PoolsCmd {
+    pub async fn run(self) -> anyhow::Result<()> {
+        use reqwest::Method;
+        let t = &self.target;
+        let v = match self.action {
+            PoolsAction::List => t.call(Method::GET, "/api/pools", None).await?,
+            PoolsAction::Scale {
+                pool,
+                desired_count,
+            } => {
+                let path = format!("/api/pools/{pool}/scale");
+                t.call(
+                    Method::POST,
+                    &path,
+                    Some(json!({"desired_count": desired_count})),
+                )
+                .await?
+            }
+        };
+        print(&v);
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Node configuration: clap flags with environment fallbacks, validated into
+//! typed values. Any problem is reported as one line and the node does not start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use raft_store::ClusterOptions;
+
+/// Flags for `engine-room serve`; every one has an environment fallback.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// This node's Raft id (u64); must appear in ENGINE_PEERS.
+    #[arg(long, env = "ENGINE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// host:port for the HTTP listener (default: the port of this node's peer URL, on 0.0.0.0).
+    #[arg(long, env = "ENGINE_LISTEN")]
+    pub listen: Option<String>,
+    /// URL other nodes use to reach this one (default: this node's ENGINE_PEERS entry).
+    #[arg(long, env = "ENGINE_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Directory for the node's sled database.
+    #[arg(long, env = "ENGINE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Initial voters: `1=http://10.0.0.1:7001,2=http://...,3=http://...`.
+    #[arg(long, env = "ENGINE_PEERS")]
+    pub peers: Option<String>,
+    /// API bearer token and UI basic-auth password.
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Shared secret authenticating `/raft/*` between nodes.
+    #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Name of the cluster, reported as cluster_id.
+    #[arg(long, env = "ENGINE_CLUSTER_ID", default_value = "engine-room")]
+    pub cluster_id: String,
+    /// Leader heartbeat interval in ms.
+    #[arg(long, env = "ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 50)]
+    pub raft_heartbeat_ms: u64,
+    /// Election timeout lower bound in ms.
+    #[arg(long, env = "ENGINE_ELECTION_MIN_MS", default_value_t = 150)]
+    pub election_min_ms: u64,
+    /// Election timeout upper bound in ms.
+    #[arg(long, env = "ENGINE_ELECTION_MAX_MS", default_value_t = 300)]
+    pub election_max_ms: u64,
+    /// Snapshot after this many log entries.
+    #[arg(long, env = "ENGINE_SNAPSHOT_LOGS", default_value_t = 5_000)]
+    pub snapshot_logs: u64,
+    /// Log entries kept behind the snapshot for slow followers.
+    #[arg(long, env = "ENGINE_KEEP_LOGS", default_value_t = 1_000)]
+    pub keep_logs: u64,
+    /// How long a client write may wait for a leader and commit, in ms.
+    #[arg(long, env = "ENGINE_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub write_timeout_ms: u64,
+    /// `text` or `json` logs.
+    #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Validated configuration of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: u64,
+    pub listen: String,
+    pub advertise: String,
+    pub data_dir: PathBuf,
+    pub peers: BTreeMap<u64, String>,
+    pub token: String,
+    pub cluster: ClusterOptions,
+}
+
+fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
+    match value.map(|v| v.trim().to_string()) {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!("{key} (--{flag}) is required")),
+    }
+}
+
+fn check_url(what: &str, url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.contains(' ') => Ok(()),
+        _ => Err(format!(
+            "{what} must be an http:// or https:// URL, got {url:?}"
+        )),
+    }
+}
+
+/// Parse `1=http://a:7001,2=http://b:7001`.
+pub fn parse_peers(raw: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("ENGINE_PEERS entry {part:?} is not id=url"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("ENGINE_PEERS id {id:?} is not a number"))?;
+        let url = url.trim().trim_end_matches('/').to_string();
+        check_url(&format!("ENGINE_PEERS entry for node {id}"), &url)?;
+        if peers.insert(id, url).is_some() {
+            return Err(format!("ENGINE_PEERS names node {id} twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("ENGINE_PEERS is empty".into());
+    }
+    Ok(peers)
+}
+
+impl ServeArgs {
+    pub fn validate(self) -> Result<NodeConfig, String> {
+        let node_id: u64 = required(self.node_id, "ENGINE_NODE_ID", "node-id")?
+            .parse()
+            .map_err(|_| "ENGINE_NODE_ID must be an unsigned integer".to_string())?;
+        let peers = parse_peers(&required(self.peers, "ENGINE_PEERS", "peers")?)?;
+        let own = peers
+            .get(&node_id)
+            .ok_or_else(|| {
+                format!(
+                    "ENGINE_NODE_ID {node_id} is not in ENGINE_PEERS ({:?})",
+                    peers.keys()
+                )
+            })?
+            .clone();
+        let advertise = match self.advertise.filter(|a| !a.trim().is_empty()) {
+            Some(a) => {
+                let a = a.trim().trim_end_matches('/').to_string();
+                check_url("ENGINE_ADVERTISE", &a)?;
+                if a != own {
+                    return Err(format!("ENGINE_ADVERTISE {a} disagrees with ENGINE_PEERS entry for node {node_id} ({own})"));
+                }
+                a
+            }
+            None => own.clone(),
+        };
+        let listen = match self.listen.filter(|l| !l.trim().is_empty()) {
+            Some(l) => l.trim().to_string(),
+            None => {
+                let authority = own.split("://").nth(1).unwrap_or_default();
+                let port = authority
+                    .rsplit(':')
+                    .next()
+                    .filter(|p| p.parse::<u16>().is_ok());
+                format!(
+                    "0.0.0.0:{}",
+                    port.ok_or("ENGINE_LISTEN is required when the peer URL has no port")?
+                )
+            }
+        };
+        if listen.parse::<std::net::SocketAddr>().is_err() && !listen.contains(':') {
+            return Err(format!("ENGINE_LISTEN must be host:port, got {listen:?}"));
+        }
+        let data_dir = self
+            .data_dir
+            .ok_or("ENGINE_DATA_DIR (--data-dir) is required")?;
+        check_data_dir(&data_dir)?;
+        let token = required(self.token, "CONTROL_PLANE_TOKEN", "token")?;
+        let secret = required(self.cluster_secret, "CLUSTER_SECRET", "cluster-secret")?;
+        if self.election_min_ms <= self.raft_heartbeat_ms
+            || self.election_max_ms <= self.election_min_ms
+        {
+            return Err(
+                "need ENGINE_RAFT_HEARTBEAT_MS < ENGINE_ELECTION_MIN_MS < ENGINE_ELECTION_MAX_MS"
+                    .into(),
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "ENGINE_LOG_FORMAT must be text or json, got {:?}",
+                self.log_format
+            ));
+        }
+        let cluster = ClusterOptions {
+            id: node_id,
+            cluster_name: self.cluster_id,
+            secret,
+            heartbeat_ms: self.raft_heartbeat_ms,
+            election_min_ms: self.election_min_ms,
+            election_max_ms: self.election_max_ms,
+            snapshot_logs: self.snapshot_logs.max(1),
+            keep_logs: self.keep_logs,
+            write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
+        };
+        Ok(NodeConfig {
+            node_id,
+            listen,
+            advertise,
+            data_dir,
+            peers,
+            token,
+            cluster,
+        })
+    }
+}
+
+/// The data dir must exist (or be creatable) and be writable by us.
+fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("ENGINE_DATA_DIR {} cannot be created: {e}", dir.display()))?;
+    let probe = dir.join(".write-probe");
+    std::fs::write(&probe, b"ok")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| format!("ENGINE_DATA_DIR {} is not writable: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn peers_parse_and_reject() {
+        let p = parse_peers("1=http://127.0.0.1:7001, 2=http://127.0.0.1:7002/").unwrap();
+        assert_eq!(p[&2], "http://127.0.0.1:7002");
+        assert!(parse_peers("1=ftp://x").is_err());
+        assert!(parse_peers("x=http://a:1").is_err());
+        assert!(parse_peers("1=http://a:1,1=http://b:1").is_err());
+    }
+
+    #[test]
+    fn contradictions_are_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let base = [
+            "--peers",
+            "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002",
+            "--data-dir",
+            d,
+        ];
+        let e = args(
+            &[
+                &base[..],
+                &["--node-id", "3", "--token", "t", "--cluster-secret", "s"],
+            ]
+            .concat(),
+        )
+        .validate()
+        .unwrap_err();
+        assert!(e.contains("not in ENGINE_PEERS"), "{e}");
+        let e = args(&[&base[..], &["--node-id", "1", "--cluster-secret", "s"]].concat())
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("CONTROL_PLANE_TOKEN"), "{e}");
+        let ok = args(
+            &[
+                &base[..],
+                &["--node-id", "1", "--token", "t", "--cluster-secret", "s"],
+            ]
+            .concat(),
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(ok.listen, "0.0.0.0:7001");
+        assert_eq!(ok.advertise, "http://127.0.0.1:7001");
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,114 @@
+//! `engine-room dev`: a local cluster of real node processes on loopback, with
+//! per-node data dirs and logs, for a newcomer to look at and poke.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Port of node 1; node N listens on base_port + N - 1.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+    /// Where node data and logs go.
+    #[arg(long, default_value = ".engine-room-dev")]
+    pub dir: PathBuf,
+    /// Token for the API and UI.
+    #[arg(
+        long,
+        env = "CONTROL_PLANE_TOKEN",
+        default_value = "dev-token",
+        hide_env_values = true
+    )]
+    pub token: String,
+    /// Start from empty data dirs.
+    #[arg(long)]
+    pub fresh: bool,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.fresh && args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let exe = std::env::current_exe().context("cannot find own executable")?;
+    let url = |n: u64| format!("http://127.0.0.1:{}", args.base_port as u64 + n - 1);
+    let peers: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("{n}={}", url(n)))
+        .collect();
+    let peers = peers.join(",");
+
+    let mut children = Vec::new();
+    for n in 1..=args.nodes {
+        let log_path = args.dir.join(format!("node-{n}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let child = tokio::process::Command::new(&exe)
+            .arg("serve")
+            .env("ENGINE_NODE_ID", n.to_string())
+            .env(
+                "ENGINE_LISTEN",
+                format!("127.0.0.1:{}", args.base_port as u64 + n - 1),
+            )
+            .env("ENGINE_DATA_DIR", args.dir.join(format!("node-{n}")))
+            .env("ENGINE_PEERS", &peers)
+            .env("CONTROL_PLANE_TOKEN", &args.token)
+            .env("CLUSTER_SECRET", format!("dev-secret-{}", args.token))
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start node process")?;
+        children.push((n, child));
+    }
+
+    println!("Engine Room dev cluster: {} nodes", args.nodes);
+    for n in 1..=args.nodes {
+        println!(
+            "  node {n}: {}  (log: {})",
+            url(n),
+            args.dir.join(format!("node-{n}.log")).display()
+        );
+    }
+    println!(
+        "  UI:    {}/verifier-engine-room/overview  (any user, password below)",
+        url(1)
+    );
+    println!("  token: {}", args.token);
+    println!(
+        "  try:   curl -H 'Authorization: Bearer {}' {}/api/cluster/status",
+        args.token,
+        url(1)
+    );
+    println!(
+        "Ctrl-C stops the cluster; data stays in {}.",
+        args.dir.display()
+    );
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {
+                for (n, child) in children.iter_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        anyhow::bail!("node {n} exited ({status}); see its log in {}", args.dir.display());
+                    }
+                }
+            }
+        }
+    }
+    println!("stopping nodes");
+    for (_, child) in children.iter_mut() {
+        let _ = child.kill().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Startup of one node, as a narrated sequence: logging, storage and Raft,
+//! listener, bootstrap, serve until a shutdown signal.
+
+use anyhow::Context;
+use api::AppState;
+use raft_store::Cluster;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::NodeConfig;
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
+    init_logging(std::env::var("ENGINE_LOG_FORMAT").as_deref() == Ok("json"));
+    tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, advertise = %cfg.advertise,
+        data_dir = %cfg.data_dir.display(), peers = ?cfg.peers, "starting engine-room node");
+
+    let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir)
+        .await
+        .context("cannot start raft")?;
+    let state = AppState {
+        cluster: cluster.clone(),
+        token: cfg.token.as_str().into(),
+        secret: cfg.cluster.secret.as_str().into(),
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(addr = %cfg.listen, "listening");
+
+    let boot = cluster.clone();
+    let peers = cfg.peers.clone();
+    tokio::spawn(async move {
+        if let Err(e) = boot.bootstrap(&peers).await {
+            tracing::error!(error = %e, "bootstrap failed");
+        }
+    });
+
+    axum::serve(listener, api::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server failed")?;
+    tracing::info!("shutting down raft");
+    let _ = cluster.raft.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler cannot fail on unix");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received");
+}
