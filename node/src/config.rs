@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// How long a client write may wait for a leader and commit, in ms.
     #[arg(long, env = "ENGINE_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     pub write_timeout_ms: u64,
+    /// Local IP for connections to peers (default: the ENGINE_LISTEN host when it is a specific address).
+    #[arg(long, env = "ENGINE_RPC_SOURCE_IP")]
+    pub rpc_source_ip: Option<std::net::IpAddr>,
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -175,6 +178,10 @@ impl ServeArgs {
                 self.log_format
             ));
         }
+        let rpc_source_ip = self.rpc_source_ip.or_else(|| {
+            let ip = listen.parse::<std::net::SocketAddr>().ok()?.ip();
+            (!ip.is_unspecified()).then_some(ip)
+        });
         let cluster = ClusterOptions {
             id: node_id,
             cluster_name: self.cluster_id,
@@ -185,6 +192,7 @@ impl ServeArgs {
             snapshot_logs: self.snapshot_logs.max(1),
             keep_logs: self.keep_logs,
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
+            rpc_source_ip,
         };
         Ok(NodeConfig {
             node_id,

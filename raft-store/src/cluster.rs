@@ -30,6 +30,8 @@ pub struct ClusterOptions {
     pub keep_logs: u64,
     /// How long a write may wait for leader election plus commit.
     pub write_timeout: Duration,
+    /// Local address for connections to peers (None: the OS picks).
+    pub rpc_source_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,9 @@ pub struct NodeStatus {
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     pub lag: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub term: Option<u64>,
     pub error: Option<String>,
 }
 
@@ -154,7 +159,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Fatal(format!("invalid raft config: {e}")))?;
-        let rpc = RpcClient::new(opts.secret.clone());
+        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip);
         let state = sm.reader();
         let network = NetworkFactory { rpc: rpc.clone() };
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
@@ -446,6 +451,9 @@ impl Cluster {
                         last_log_index: Some(r.last_log_index),
                         applied_index: Some(r.applied_index),
                         lag: Some(leader_last.saturating_sub(r.applied_index)),
+                        snapshot_index: r.snapshot_index,
+                        purged_index: r.purged_index,
+                        term: Some(r.term),
                         error: None,
                     },
                     Err(e) => NodeStatus {
@@ -457,6 +465,9 @@ impl Cluster {
                         last_log_index: None,
                         applied_index: None,
                         lag: None,
+                        snapshot_index: None,
+                        purged_index: None,
+                        term: None,
                         error: Some(e.to_string()),
                     },
                 }

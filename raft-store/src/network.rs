@@ -39,8 +39,11 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    pub fn new(secret: String) -> Self {
+    /// `source_ip` pins the local address of outgoing connections, so that
+    /// nodes sharing one host (tests, drills) are told apart by firewall rules.
+    pub fn new(secret: String, source_ip: Option<std::net::IpAddr>) -> Self {
         let http = reqwest::Client::builder()
+            .local_address(source_ip)
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
