@@ -4,22 +4,35 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod heartbeat;
+pub mod metrics;
 pub mod raft_rpc;
 pub mod routes;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use raft_store::Cluster;
 
 pub use error::ApiError;
+pub use heartbeat::{BatchOptions, HeartbeatBatcher};
+pub use metrics::Metrics;
 
 /// Largest `/api` request body accepted (heartbeats are far smaller).
 pub const API_BODY_LIMIT: usize = 64 * 1024;
 /// Largest `/raft` body: a snapshot chunk plus framing.
 pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Env-configured defaults the handlers need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `ALERT_HEARTBEAT_GRACE_SECONDS` in ms: beyond it a worker is `stale`.
+    pub heartbeat_grace_ms: u64,
+}
 
 /// Shared handles every handler needs; cheap to clone.
 #[derive(Clone)]
@@ -27,23 +40,67 @@ pub struct AppState {
     pub cluster: Arc<Cluster>,
     pub token: Arc<str>,
     pub secret: Arc<str>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub batcher: HeartbeatBatcher,
+}
+
+impl AppState {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        token: &str,
+        secret: &str,
+        settings: Settings,
+        batch: BatchOptions,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new(cluster.id));
+        let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
+        Self {
+            cluster,
+            token: token.into(),
+            secret: secret.into(),
+            settings: Arc::new(settings),
+            metrics,
+            batcher,
+        }
+    }
+}
+
+async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(&s),
+    )
 }
 
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
+    use routes::{audit, cluster, health, pools, workers};
     let public = Router::new()
-        .route("/api/health/live", get(routes::health::live))
-        .route("/api/health/ready", get(routes::health::ready));
+        .route("/api/health/live", get(health::live))
+        .route("/api/health/ready", get(health::ready));
 
     let api = Router::new()
-        .route("/api/pools", get(routes::pools::list))
-        .route("/api/pools/{pool}/scale", post(routes::pools::scale))
-        .route("/api/cluster/status", get(routes::cluster::status))
-        .route("/api/cluster/learners", post(routes::cluster::add_learner))
-        .route("/api/cluster/promote", post(routes::cluster::promote))
-        .route("/api/cluster/remove", post(routes::cluster::remove))
-        .route("/api/cluster/snapshot", post(routes::cluster::snapshot))
-        .route("/api/audit", get(routes::audit::list))
+        .route("/api/workers/heartbeat", post(workers::heartbeat))
+        .route("/api/workers", get(workers::list))
+        .route("/api/workers/{id}", get(workers::get))
+        .route("/api/workers/{id}/{action}", post(workers::control))
+        .route("/api/pools", get(pools::list).post(pools::create))
+        .route(
+            "/api/pools/{pool}",
+            get(pools::get).patch(pools::update).put(pools::update),
+        )
+        .route("/api/pools/{pool}/scale", post(pools::scale))
+        .route("/api/pools/{pool}/archive", post(pools::archive))
+        .route("/api/pools/{pool}/unarchive", post(pools::unarchive))
+        .route("/api/pools/{pool}/default", post(pools::set_default))
+        .route("/api/cluster/status", get(cluster::status))
+        .route("/api/cluster/learners", post(cluster::add_learner))
+        .route("/api/cluster/promote", post(cluster::promote))
+        .route("/api/cluster/remove", post(cluster::remove))
+        .route("/api/cluster/snapshot", post(cluster::snapshot))
+        .route("/api/audit", get(audit::list))
+        .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,
@@ -63,6 +120,10 @@ pub fn app(state: AppState) -> Router {
         .merge(public)
         .merge(api)
         .merge(ui)
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_http,
+        ))
         .nest("/raft", raft_rpc::router(state.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

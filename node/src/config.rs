@@ -56,6 +56,18 @@ pub struct ServeArgs {
     /// Local IP for connections to peers (default: the ENGINE_LISTEN host when it is a specific address).
     #[arg(long, env = "ENGINE_RPC_SOURCE_IP")]
     pub rpc_source_ip: Option<std::net::IpAddr>,
+    /// Heartbeat age beyond which a worker counts as stale.
+    #[arg(long, env = "ALERT_HEARTBEAT_GRACE_SECONDS", default_value_t = 120)]
+    pub heartbeat_grace_seconds: u64,
+    /// Workers silent this long are removed by the leader.
+    #[arg(long, env = "STALE_WORKER_TTL_SECONDS", default_value_t = 86_400)]
+    pub stale_worker_ttl_seconds: u64,
+    /// Most heartbeats carried by one Raft entry.
+    #[arg(long, env = "HEARTBEAT_BATCH_MAX", default_value_t = 1_024)]
+    pub heartbeat_batch_max: usize,
+    /// Heartbeat batches in flight at once per node.
+    #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 4)]
+    pub heartbeat_batch_inflight: usize,
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -71,6 +83,9 @@ pub struct NodeConfig {
     pub peers: BTreeMap<u64, String>,
     pub token: String,
     pub cluster: ClusterOptions,
+    pub settings: api::Settings,
+    pub batch: api::BatchOptions,
+    pub stale_worker_ttl: Duration,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -194,6 +209,22 @@ impl ServeArgs {
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
             rpc_source_ip,
         };
+        if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
+            return Err(
+                "HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into(),
+            );
+        }
+        if self.stale_worker_ttl_seconds == 0 {
+            return Err("STALE_WORKER_TTL_SECONDS must be at least 1".into());
+        }
+        let settings = api::Settings {
+            heartbeat_grace_ms: self.heartbeat_grace_seconds.saturating_mul(1000),
+        };
+        let batch = api::BatchOptions {
+            max_batch: self.heartbeat_batch_max,
+            max_inflight: self.heartbeat_batch_inflight,
+        };
+        let stale_worker_ttl = Duration::from_secs(self.stale_worker_ttl_seconds);
         Ok(NodeConfig {
             node_id,
             listen,
@@ -202,6 +233,9 @@ impl ServeArgs {
             peers,
             token,
             cluster,
+            settings,
+            batch,
+            stale_worker_ttl,
         })
     }
 }

@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// Start from empty data dirs.
     #[arg(long)]
     pub fresh: bool,
+    /// Simulated workers heartbeating to random nodes.
+    #[arg(long, default_value_t = 36)]
+    pub workers: usize,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -87,6 +90,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         "  try:   curl -H 'Authorization: Bearer {}' {}/api/cluster/status",
         args.token,
         url(1)
+    );
+    println!(
+        "  {} simulated workers heartbeat to random nodes.",
+        args.workers
+    );
+    crate::sim::spawn(
+        args.workers,
+        (1..=args.nodes).map(url).collect(),
+        args.token.clone(),
     );
     println!(
         "Ctrl-C stops the cluster; data stays in {}.",

@@ -4,7 +4,9 @@
 mod client;
 mod config;
 mod dev;
+mod loops;
 mod serve;
+mod sim;
 
 use std::process::ExitCode;
 

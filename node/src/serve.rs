@@ -27,11 +27,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir)
         .await
         .context("cannot start raft")?;
-    let state = AppState {
-        cluster: cluster.clone(),
-        token: cfg.token.as_str().into(),
-        secret: cfg.cluster.secret.as_str().into(),
-    };
+    let state = AppState::new(
+        cluster.clone(),
+        &cfg.token,
+        &cfg.cluster.secret,
+        cfg.settings.clone(),
+        cfg.batch,
+    );
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -44,6 +46,13 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             tracing::error!(error = %e, "bootstrap failed");
         }
     });
+
+    crate::loops::spawn(
+        cluster.clone(),
+        crate::loops::LoopConfig {
+            stale_worker_ttl: cfg.stale_worker_ttl,
+        },
+    );
 
     axum::serve(listener, api::app(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::Pool;
+use crate::state::{Heartbeat, HeartbeatAnswer, Pool, PoolPatch, Worker, WorkerAction};
 use crate::types::NodeId;
 
 /// One Raft log payload: a command plus the facts apply may not look up itself.
@@ -26,15 +26,65 @@ impl std::fmt::Display for Request {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Command {
+    /// Heartbeats gathered by one node within one batching window.
+    HeartbeatBatch {
+        beats: Vec<Heartbeat>,
+    },
+    /// Operator or automation control of one worker.
+    WorkerControl {
+        worker: String,
+        action: WorkerAction,
+        reason: Option<String>,
+    },
+    /// Leader's stale-worker cleanup: remove these if still silent since `cutoff_ms`.
+    RemoveStaleWorkers {
+        cutoff_ms: u64,
+        ids: Vec<String>,
+    },
     /// Set a pool's desired worker count, creating the pool if it is new.
-    ScalePool { pool: String, desired_count: u32 },
+    ScalePool {
+        pool: String,
+        desired_count: u32,
+    },
+    CreatePool {
+        name: String,
+        patch: PoolPatch,
+    },
+    UpdatePool {
+        name: String,
+        patch: PoolPatch,
+    },
+    ArchivePool {
+        name: String,
+        archived: bool,
+    },
+    SetDefaultPool {
+        name: String,
+    },
 }
 
 impl Command {
     /// Short stable name, used in audit entries and metrics labels.
     pub fn name(&self) -> &'static str {
         match self {
+            Command::HeartbeatBatch { .. } => "worker.heartbeat",
+            Command::WorkerControl { action, .. } => match action {
+                WorkerAction::Pause => "worker.pause",
+                WorkerAction::Resume => "worker.resume",
+                WorkerAction::Drain => "worker.drain",
+                WorkerAction::Stop => "worker.stop",
+                WorkerAction::Quarantine => "worker.quarantine",
+                WorkerAction::Unquarantine => "worker.unquarantine",
+            },
+            Command::RemoveStaleWorkers { .. } => "worker.remove_stale",
             Command::ScalePool { .. } => "pool.scale",
+            Command::CreatePool { .. } => "pool.create",
+            Command::UpdatePool { .. } => "pool.update",
+            Command::ArchivePool { archived: true, .. } => "pool.archive",
+            Command::ArchivePool {
+                archived: false, ..
+            } => "pool.unarchive",
+            Command::SetDefaultPool { .. } => "pool.set_default",
         }
     }
 }
@@ -45,6 +95,10 @@ pub enum Reply {
     /// Entries with nothing to say (blank and membership entries).
     Done,
     Pool(Pool),
+    Worker(Worker),
+    /// One answer per heartbeat of a batch, in order.
+    Heartbeats(Vec<Result<HeartbeatAnswer, CommandError>>),
+    Removed(Vec<String>),
 }
 
 /// Why a command was refused by the state machine. Refusals are deterministic:

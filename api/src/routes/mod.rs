@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod health;
 pub mod pools;
 pub mod ui;
+pub mod workers;
 
 use axum::http::StatusCode;
 use serde::Deserialize;

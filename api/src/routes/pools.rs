@@ -1,7 +1,14 @@
-//! Pools: list and scale.
+//! Pools as first-class groups: list with live worker counts, create, edit,
+//! archive, set default, scale.
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
+use raft_store::cluster::now_ms;
+use raft_store::state::worker::heartbeat_state;
+use raft_store::state::{ControlState, Pool, PoolPatch, Profile};
 use raft_store::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -11,14 +18,186 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::AppState;
 
+/// A pool with the live counts of its workers by state.
+fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in state.workers.values().filter(|w| w.pool == p.name) {
+        *counts.entry("total").or_default() += 1;
+        *counts
+            .entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace))
+            .or_default() += 1;
+        *counts.entry(w.desired_state.as_str()).or_default() += 1;
+        if w.quarantined {
+            *counts.entry("quarantined").or_default() += 1;
+        }
+    }
+    let mut v = json!(p);
+    v["workers"] = json!(counts);
+    v
+}
+
 pub async fn list(
     State(s): State<AppState>,
     ApiQuery(opts): ApiQuery<ReadOpts>,
 ) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
+    let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
     let applied = s.cluster.state.read();
-    let pools: Vec<_> = applied.state.pools.values().collect();
+    let pools: Vec<_> = applied
+        .state
+        .pools
+        .values()
+        .map(|p| pool_view(&applied.state, p, now, grace))
+        .collect();
     Ok(Json(json!({ "pools": pools })))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(opts): ApiQuery<ReadOpts>,
+) -> Result<Json<Value>, ApiError> {
+    opts.barrier(&s).await?;
+    let applied = s.cluster.state.read();
+    let p = applied
+        .state
+        .pools
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found(format!("pool {name:?} not found")))?;
+    Ok(Json(pool_view(
+        &applied.state,
+        p,
+        now_ms(),
+        s.settings.heartbeat_grace_ms,
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolBody {
+    pub desired_count: Option<u32>,
+    pub min_count: Option<u32>,
+    pub max_count: Option<u32>,
+    pub profiles: Option<BTreeMap<String, Profile>>,
+}
+
+impl From<PoolBody> for PoolPatch {
+    fn from(b: PoolBody) -> Self {
+        PoolPatch {
+            desired_count: b.desired_count,
+            min_count: b.min_count,
+            max_count: b.max_count,
+            profiles: b.profiles,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    pub name: String,
+    pub desired_count: Option<u32>,
+    pub min_count: Option<u32>,
+    pub max_count: Option<u32>,
+    pub profiles: Option<BTreeMap<String, Profile>>,
+}
+
+async fn write_pool(
+    s: &AppState,
+    headers: &HeaderMap,
+    cmd: Command,
+) -> Result<Json<Value>, ApiError> {
+    match s.cluster.write(&crate::auth::actor(headers), cmd).await?? {
+        Reply::Pool(p) => {
+            let applied = s.cluster.state.read();
+            Ok(Json(pool_view(
+                &applied.state,
+                &p,
+                now_ms(),
+                s.settings.heartbeat_grace_ms,
+            )))
+        }
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(b): ApiJson<CreateBody>,
+) -> Result<Json<Value>, ApiError> {
+    let patch = PoolPatch {
+        desired_count: b.desired_count,
+        min_count: b.min_count,
+        max_count: b.max_count,
+        profiles: b.profiles,
+    };
+    write_pool(
+        &s,
+        &headers,
+        Command::CreatePool {
+            name: b.name,
+            patch,
+        },
+    )
+    .await
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(b): ApiJson<PoolBody>,
+) -> Result<Json<Value>, ApiError> {
+    write_pool(
+        &s,
+        &headers,
+        Command::UpdatePool {
+            name,
+            patch: b.into(),
+        },
+    )
+    .await
+}
+
+pub async fn archive(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    write_pool(
+        &s,
+        &headers,
+        Command::ArchivePool {
+            name,
+            archived: true,
+        },
+    )
+    .await
+}
+
+pub async fn unarchive(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    write_pool(
+        &s,
+        &headers,
+        Command::ArchivePool {
+            name,
+            archived: false,
+        },
+    )
+    .await
+}
+
+pub async fn set_default(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    write_pool(&s, &headers, Command::SetDefaultPool { name }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,15 +208,17 @@ pub struct ScaleBody {
 
 pub async fn scale(
     State(s): State<AppState>,
+    headers: HeaderMap,
     ApiPath(pool): ApiPath<String>,
     ApiJson(body): ApiJson<ScaleBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let command = Command::ScalePool {
-        pool,
-        desired_count: body.desired_count,
-    };
-    match s.cluster.write("operator", command).await?? {
-        Reply::Pool(p) => Ok(Json(json!(p))),
-        other => Err(ApiError::bad_request(format!("unexpected reply {other:?}"))),
-    }
+    write_pool(
+        &s,
+        &headers,
+        Command::ScalePool {
+            pool,
+            desired_count: body.desired_count,
+        },
+    )
+    .await
 }

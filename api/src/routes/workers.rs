@@ -1,0 +1,324 @@
+//! Workers: the heartbeat hot path, listing with filters, and runtime controls.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use raft_store::cluster::now_ms;
+use raft_store::state::worker::{heartbeat_state, MetricMap, PROCESS_STATES};
+use raft_store::state::{validate_name, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
+use raft_store::{Command, Reply};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::AppState;
+
+/// Longest free-text field (host, version, status, reason) accepted.
+const MAX_TEXT: usize = 256;
+/// Most entries in any one metrics map, and unknown top-level fields kept.
+const MAX_ENTRIES: usize = 128;
+pub const DEFAULT_PAGE: usize = 100;
+pub const MAX_PAGE: usize = 1_000;
+
+#[derive(Debug, Deserialize)]
+struct HeartbeatBody {
+    worker_id: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    ip: String,
+    pool: Option<String>,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    process_state: Option<String>,
+    #[serde(default)]
+    metrics: MetricMap,
+    #[serde(default)]
+    stage_metrics: BTreeMap<String, MetricMap>,
+    #[serde(default)]
+    smtp_metrics: MetricMap,
+    #[serde(default)]
+    provider_metrics: BTreeMap<String, MetricMap>,
+    #[serde(flatten)]
+    extra: BTreeMap<String, Value>,
+}
+
+/// Turn request bytes into a validated heartbeat, or a 4xx that says why.
+pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
+    let b: HeartbeatBody = serde_json::from_slice(body).map_err(|e| {
+        let code = if e.is_data() {
+            "invalid_heartbeat"
+        } else {
+            "invalid_json"
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
+    })?;
+    validate_name("worker_id", &b.worker_id)?;
+    if let Some(p) = &b.pool {
+        validate_name("pool", p)?;
+    }
+    for (field, v) in [
+        ("host", &b.host),
+        ("version", &b.version),
+        ("status", &b.status),
+    ] {
+        if v.len() > MAX_TEXT {
+            return Err(ApiError::bad_request(format!(
+                "{field} is longer than {MAX_TEXT} characters"
+            )));
+        }
+    }
+    if !b.ip.is_empty() && b.ip.parse::<IpAddr>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "ip {:?} is not an IP address",
+            b.ip
+        )));
+    }
+    let process_state = b.process_state.unwrap_or_else(|| "unknown".into());
+    if !PROCESS_STATES.contains(&process_state.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "process_state must be one of {PROCESS_STATES:?}"
+        )));
+    }
+    let too_big = |m: usize| m > MAX_ENTRIES;
+    if too_big(b.metrics.len())
+        || too_big(b.smtp_metrics.len())
+        || too_big(b.stage_metrics.len())
+        || too_big(b.provider_metrics.len())
+        || b.stage_metrics
+            .values()
+            .chain(b.provider_metrics.values())
+            .any(|m| too_big(m.len()))
+        || too_big(b.extra.len())
+    {
+        return Err(ApiError::bad_request(format!(
+            "a metrics map or the body has more than {MAX_ENTRIES} entries"
+        )));
+    }
+    let meta = b
+        .extra
+        .into_iter()
+        .map(|(k, v)| (k, v.to_string()))
+        .collect();
+    Ok(Heartbeat {
+        worker_id: b.worker_id,
+        host: b.host,
+        ip: b.ip,
+        pool: b.pool,
+        version: b.version,
+        status: b.status,
+        process_state,
+        metrics: b.metrics,
+        stage_metrics: b.stage_metrics,
+        smtp_metrics: b.smtp_metrics,
+        provider_metrics: b.provider_metrics,
+        meta,
+    })
+}
+
+pub async fn heartbeat(
+    State(s): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    s.metrics.heartbeats_received.inc();
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("body over {} bytes", crate::API_BODY_LIMIT),
+            )
+        } else {
+            ApiError::bad_request(r.body_text())
+        }
+    })?;
+    let beat = parse_heartbeat(&body)?;
+    let answer = s.batcher.submit(beat).await?;
+    Ok(Json(json!(answer)))
+}
+
+/// A worker as the API shows it: stored fields plus derived status.
+pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
+    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
+    if let Value::Object(obj) = &mut v {
+        let meta: Map<String, Value> = w
+            .meta
+            .iter()
+            .map(|(k, raw)| {
+                (
+                    k.clone(),
+                    serde_json::from_str(raw).unwrap_or(Value::String(raw.clone())),
+                )
+            })
+            .collect();
+        obj.insert("meta".into(), Value::Object(meta));
+        obj.insert(
+            "heartbeat_state".into(),
+            json!(heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms)),
+        );
+        obj.insert(
+            "heartbeat_age_ms".into(),
+            json!(now.saturating_sub(w.last_heartbeat_ms)),
+        );
+        obj.insert("runtime_match".into(), json!("unmatched"));
+    }
+    v
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WorkerQuery {
+    #[serde(default)]
+    pub consistent: bool,
+    pub pool: Option<String>,
+    pub desired_state: Option<String>,
+    pub heartbeat_state: Option<String>,
+    pub quarantined: Option<bool>,
+    pub q: Option<String>,
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub offset: usize,
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<WorkerQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.consistent {
+        s.cluster.read_barrier().await?;
+    }
+    let desired = match q.desired_state.as_deref() {
+        Some(d) => Some(
+            DesiredState::parse(d)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown desired_state {d:?}")))?,
+        ),
+        None => None,
+    };
+    if let Some(h) = q.heartbeat_state.as_deref() {
+        if !["healthy", "stale", "none"].contains(&h) {
+            return Err(ApiError::bad_request(format!(
+                "unknown heartbeat_state {h:?}"
+            )));
+        }
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={MAX_PAGE}"
+        )));
+    }
+    let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
+    let needle = q.q.as_deref().map(str::to_lowercase);
+    let applied = s.cluster.state.read();
+    let matches = applied.state.workers.values().filter(|w| {
+        q.pool.as_deref().is_none_or(|p| w.pool == p)
+            && desired.is_none_or(|d| w.desired_state == d)
+            && q.quarantined.is_none_or(|qq| w.quarantined == qq)
+            && q.heartbeat_state
+                .as_deref()
+                .is_none_or(|h| heartbeat_state(Some(w.last_heartbeat_ms), now, grace) == h)
+            && needle.as_deref().is_none_or(|n| {
+                w.id.to_lowercase().contains(n)
+                    || w.host.to_lowercase().contains(n)
+                    || w.ip.contains(n)
+            })
+    });
+    let mut total = 0usize;
+    let mut page = Vec::with_capacity(limit);
+    for w in matches {
+        if total >= q.offset && page.len() < limit {
+            page.push(worker_view(w, now, grace));
+        }
+        total += 1;
+    }
+    Ok(Json(
+        json!({"workers": page, "total": total, "limit": limit, "offset": q.offset}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConsistentQuery {
+    #[serde(default)]
+    pub consistent: bool,
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ConsistentQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.consistent {
+        s.cluster.read_barrier().await?;
+    }
+    let applied = s.cluster.state.read();
+    let w = applied
+        .state
+        .workers
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("worker {id:?} not found")))?;
+    Ok(Json(worker_view(
+        w,
+        now_ms(),
+        s.settings.heartbeat_grace_ms,
+    )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlBody {
+    reason: Option<String>,
+}
+
+/// `POST /api/workers/{id}/{action}` with an optional `{"reason": "..."}`.
+pub async fn control(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath((id, action)): ApiPath<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let action = WorkerAction::parse(&action)
+        .ok_or_else(|| ApiError::not_found(format!("unknown action {action:?}")))?;
+    let body = body.map_err(|r| ApiError::bad_request(r.body_text()))?;
+    let parsed: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ControlBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+    };
+    if parsed.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT) {
+        return Err(ApiError::bad_request(format!(
+            "reason is longer than {MAX_TEXT} characters"
+        )));
+    }
+    validate_name("worker id", &id)?;
+    let cmd = Command::WorkerControl {
+        worker: id,
+        action,
+        reason: parsed.reason,
+    };
+    match s
+        .cluster
+        .write(&crate::auth::actor(&headers), cmd)
+        .await??
+    {
+        Reply::Worker(w) => Ok(Json(worker_view(
+            &w,
+            now_ms(),
+            s.settings.heartbeat_grace_ms,
+        ))),
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Count of metric value `key` in a map, for callers that need one number.
+pub fn metric(map: &MetricMap, key: &str) -> f64 {
+    map.get(key).copied().map(Metric::value).unwrap_or(0.0)
+}

@@ -1,0 +1,267 @@
+//! The control state every node holds, and the pure function that applies a
+//! command to it. No clock, no I/O, no randomness: time arrives in the request.
+
+pub mod metric;
+pub mod pool;
+pub mod worker;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandError, ErrorKind, Reply, Request, Response};
+use crate::types::NodeId;
+pub use metric::Metric;
+pub use pool::{Pool, PoolPatch, Profile};
+pub use worker::{DesiredState, Heartbeat, HeartbeatAnswer, Worker, WorkerAction};
+
+/// Longest identifier accepted; names appear in URLs, keys and metrics labels.
+pub const MAX_NAME_LEN: usize = 128;
+/// Upper bound on a pool's desired count; anything larger is a typo.
+pub const MAX_DESIRED_COUNT: u32 = 100_000;
+/// How many audit entries the replicated state keeps (oldest dropped first).
+pub const AUDIT_CAPACITY: usize = 10_000;
+/// Name of the pool used when there is no default and a worker names none.
+pub const FALLBACK_POOL: &str = "default";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ControlState {
+    pub pools: BTreeMap<String, Pool>,
+    pub workers: BTreeMap<String, Worker>,
+    pub provider_modes: BTreeMap<String, String>,
+    pub policy_version: Option<String>,
+    pub audit: VecDeque<AuditEntry>,
+    pub audit_seq: u64,
+}
+
+/// One operator or automation action, as recorded for `GET /api/audit`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at_ms: u64,
+    pub node: NodeId,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub reason: Option<String>,
+}
+
+/// Check an identifier: non-empty, bounded, printable, URL-safe.
+pub fn validate_name(what: &str, name: &str) -> Result<(), CommandError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::new(
+            ErrorKind::Invalid,
+            format!("{what} must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9-_.:@], got {name:?}"),
+        ))
+    }
+}
+
+fn not_found(what: &str, name: &str) -> CommandError {
+    CommandError::new(ErrorKind::NotFound, format!("{what} {name:?} not found"))
+}
+
+fn conflict(message: String) -> CommandError {
+    CommandError::new(ErrorKind::Conflict, message)
+}
+
+impl ControlState {
+    /// Apply one request. Refusals leave the state exactly as it was.
+    pub fn apply(&mut self, req: &Request) -> Response {
+        let at = req.at_ms;
+        match &req.command {
+            Command::HeartbeatBatch { beats } => {
+                let answers = beats.iter().map(|b| self.heartbeat(b, at)).collect();
+                Ok(Reply::Heartbeats(answers))
+            }
+            Command::WorkerControl {
+                worker,
+                action,
+                reason,
+            } => {
+                let w = self
+                    .workers
+                    .get_mut(worker)
+                    .ok_or_else(|| not_found("worker", worker))?;
+                w.control(*action, reason.as_deref(), at)?;
+                let reply = Reply::Worker(w.clone());
+                self.audit(req, worker, reason.clone());
+                Ok(reply)
+            }
+            Command::RemoveStaleWorkers { cutoff_ms, ids } => {
+                let mut removed = Vec::new();
+                for id in ids {
+                    // Re-checked here: a worker that heartbeated since the leader
+                    // looked is not stale any more and stays.
+                    if self
+                        .workers
+                        .get(id)
+                        .is_some_and(|w| w.last_heartbeat_ms < *cutoff_ms)
+                    {
+                        self.workers.remove(id);
+                        removed.push(id.clone());
+                    }
+                }
+                for id in &removed {
+                    self.audit(req, id, Some(format!("silent since before {cutoff_ms}")));
+                }
+                Ok(Reply::Removed(removed))
+            }
+            Command::ScalePool {
+                pool,
+                desired_count,
+            } => {
+                validate_name("pool", pool)?;
+                let before = self.pools.get(pool).map(|p| p.desired_count).unwrap_or(0);
+                let mut p = self
+                    .pools
+                    .get(pool)
+                    .cloned()
+                    .unwrap_or_else(|| Pool::new(pool, at));
+                if p.archived {
+                    return Err(conflict(format!("pool {pool} is archived")));
+                }
+                p.edit(
+                    &PoolPatch {
+                        desired_count: Some(*desired_count),
+                        ..Default::default()
+                    },
+                    at,
+                )?;
+                self.pools.insert(pool.clone(), p.clone());
+                self.audit(
+                    req,
+                    pool,
+                    Some(format!("desired_count {before} -> {desired_count}")),
+                );
+                Ok(Reply::Pool(p))
+            }
+            Command::CreatePool { name, patch } => {
+                validate_name("pool", name)?;
+                if self.pools.contains_key(name) {
+                    return Err(conflict(format!("pool {name} already exists")));
+                }
+                let mut p = Pool::new(name, at);
+                p.edit(patch, at)?;
+                self.pools.insert(name.clone(), p.clone());
+                self.audit(req, name, None);
+                Ok(Reply::Pool(p))
+            }
+            Command::UpdatePool { name, patch } => {
+                let p = self
+                    .pools
+                    .get_mut(name)
+                    .ok_or_else(|| not_found("pool", name))?;
+                p.edit(patch, at)?;
+                let reply = Reply::Pool(p.clone());
+                self.audit(req, name, None);
+                Ok(reply)
+            }
+            Command::ArchivePool { name, archived } => {
+                let p = self
+                    .pools
+                    .get_mut(name)
+                    .ok_or_else(|| not_found("pool", name))?;
+                if p.archived == *archived {
+                    let state = if *archived {
+                        "archived"
+                    } else {
+                        "not archived"
+                    };
+                    return Err(conflict(format!("pool {name} is already {state}")));
+                }
+                if *archived && p.is_default {
+                    return Err(conflict(format!(
+                        "pool {name} is the default pool; set another default first"
+                    )));
+                }
+                p.archived = *archived;
+                p.updated_at_ms = at;
+                let reply = Reply::Pool(p.clone());
+                self.audit(req, name, None);
+                Ok(reply)
+            }
+            Command::SetDefaultPool { name } => {
+                let p = self
+                    .pools
+                    .get(name)
+                    .ok_or_else(|| not_found("pool", name))?;
+                if p.archived {
+                    return Err(conflict(format!("pool {name} is archived")));
+                }
+                for p in self.pools.values_mut() {
+                    p.is_default = p.name == *name;
+                }
+                let reply = Reply::Pool(self.pools[name].clone());
+                self.audit(req, name, None);
+                Ok(reply)
+            }
+        }
+    }
+
+    /// The pool a worker lands in when it names none.
+    pub fn default_pool(&self) -> &str {
+        self.pools
+            .values()
+            .find(|p| p.is_default)
+            .map(|p| p.name.as_str())
+            .unwrap_or(FALLBACK_POOL)
+    }
+
+    fn heartbeat(&mut self, beat: &Heartbeat, at: u64) -> Result<HeartbeatAnswer, CommandError> {
+        validate_name("worker_id", &beat.worker_id)?;
+        let pool = match &beat.pool {
+            Some(p) => {
+                validate_name("pool", p)?;
+                p.clone()
+            }
+            None => self.default_pool().to_string(),
+        };
+        let pool_desired_count = self
+            .pools
+            .entry(pool.clone())
+            .or_insert_with(|| Pool::new(&pool, at))
+            .desired_count;
+        let worker = match self.workers.get_mut(&beat.worker_id) {
+            Some(w) => {
+                w.record(beat, at);
+                w.pool = pool;
+                w
+            }
+            None => self
+                .workers
+                .entry(beat.worker_id.clone())
+                .or_insert(Worker::new(beat, pool, at)),
+        };
+        Ok(HeartbeatAnswer {
+            desired_state: worker.desired_state,
+            quarantined: worker.quarantined,
+            pool_desired_count,
+            policy_version: self.policy_version.clone(),
+            provider_modes: self.provider_modes.clone(),
+        })
+    }
+
+    fn audit(&mut self, req: &Request, subject: &str, reason: Option<String>) {
+        self.audit_seq += 1;
+        self.audit.push_front(AuditEntry {
+            seq: self.audit_seq,
+            at_ms: req.at_ms,
+            node: req.node,
+            actor: req.actor.clone(),
+            action: req.command.name().to_string(),
+            subject: subject.to_string(),
+            reason,
+        });
+        self.audit.truncate(AUDIT_CAPACITY);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+//! Workers: what a heartbeat records, what an operator control changes, and
+//! what a worker is told to do in return.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::metric::Metric;
+use crate::command::{CommandError, ErrorKind};
+
+/// What the control plane wants a worker to be doing.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Paused,
+    Draining,
+    Stopped,
+}
+
+impl DesiredState {
+    pub const ALL: [DesiredState; 4] = [
+        DesiredState::Running,
+        DesiredState::Paused,
+        DesiredState::Draining,
+        DesiredState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesiredState::Running => "running",
+            DesiredState::Paused => "paused",
+            DesiredState::Draining => "draining",
+            DesiredState::Stopped => "stopped",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// Heartbeat freshness (reference 001): `healthy` within the grace period,
+/// `stale` after it, `none` when nothing was ever received.
+pub fn heartbeat_state(last_heartbeat_ms: Option<u64>, now_ms: u64, grace_ms: u64) -> &'static str {
+    match last_heartbeat_ms {
+        None | Some(0) => "none",
+        Some(t) if now_ms.saturating_sub(t) <= grace_ms => "healthy",
+        Some(_) => "stale",
+    }
+}
+
+/// Process states a worker may report (reference 001).
+pub const PROCESS_STATES: [&str; 5] = ["running", "starting", "stopping", "stopped", "unknown"];
+
+/// An operator (or automation) action on one worker.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerAction {
+    Pause,
+    Resume,
+    Drain,
+    Stop,
+    Quarantine,
+    Unquarantine,
+}
+
+impl WorkerAction {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pause" => Self::Pause,
+            "resume" => Self::Resume,
+            "drain" => Self::Drain,
+            "stop" => Self::Stop,
+            "quarantine" => Self::Quarantine,
+            "unquarantine" => Self::Unquarantine,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Drain => "drain",
+            Self::Stop => "stop",
+            Self::Quarantine => "quarantine",
+            Self::Unquarantine => "unquarantine",
+        }
+    }
+}
+
+pub type MetricMap = BTreeMap<String, Metric>;
+
+/// One heartbeat as validated by the API and carried in a Raft entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Heartbeat {
+    pub worker_id: String,
+    pub host: String,
+    pub ip: String,
+    pub pool: Option<String>,
+    pub version: String,
+    pub status: String,
+    pub process_state: String,
+    pub metrics: MetricMap,
+    pub stage_metrics: BTreeMap<String, MetricMap>,
+    pub smtp_metrics: MetricMap,
+    pub provider_metrics: BTreeMap<String, MetricMap>,
+    /// Unknown top-level fields, each kept as compact JSON text.
+    pub meta: BTreeMap<String, String>,
+}
+
+/// What a worker is told after its heartbeat is committed (SPEC §3).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HeartbeatAnswer {
+    pub desired_state: DesiredState,
+    pub quarantined: bool,
+    pub pool_desired_count: u32,
+    pub policy_version: Option<String>,
+    pub provider_modes: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Worker {
+    pub id: String,
+    pub host: String,
+    pub ip: String,
+    pub pool: String,
+    pub version: String,
+    pub status: String,
+    pub process_state: String,
+    pub first_seen_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub heartbeat_count: u64,
+    pub metrics: MetricMap,
+    pub stage_metrics: BTreeMap<String, MetricMap>,
+    pub smtp_metrics: MetricMap,
+    pub provider_metrics: BTreeMap<String, MetricMap>,
+    pub meta: BTreeMap<String, String>,
+    pub desired_state: DesiredState,
+    pub desired_changed_ms: u64,
+    pub quarantined: bool,
+    pub quarantine_reason: Option<String>,
+}
+
+impl Worker {
+    /// A worker first seen in `beat`, wanted running.
+    pub fn new(beat: &Heartbeat, pool: String, at_ms: u64) -> Self {
+        let mut w = Worker {
+            id: beat.worker_id.clone(),
+            host: String::new(),
+            ip: String::new(),
+            pool,
+            version: String::new(),
+            status: String::new(),
+            process_state: String::new(),
+            first_seen_ms: at_ms,
+            last_heartbeat_ms: at_ms,
+            heartbeat_count: 0,
+            metrics: MetricMap::new(),
+            stage_metrics: BTreeMap::new(),
+            smtp_metrics: MetricMap::new(),
+            provider_metrics: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            desired_state: DesiredState::Running,
+            desired_changed_ms: at_ms,
+            quarantined: false,
+            quarantine_reason: None,
+        };
+        w.record(beat, at_ms);
+        w
+    }
+
+    /// Keep the last heartbeat's fields and metrics as sent.
+    pub fn record(&mut self, beat: &Heartbeat, at_ms: u64) {
+        self.host.clone_from(&beat.host);
+        self.ip.clone_from(&beat.ip);
+        self.version.clone_from(&beat.version);
+        self.status.clone_from(&beat.status);
+        self.process_state.clone_from(&beat.process_state);
+        self.metrics.clone_from(&beat.metrics);
+        self.stage_metrics.clone_from(&beat.stage_metrics);
+        self.smtp_metrics.clone_from(&beat.smtp_metrics);
+        self.provider_metrics.clone_from(&beat.provider_metrics);
+        self.meta.clone_from(&beat.meta);
+        self.last_heartbeat_ms = self.last_heartbeat_ms.max(at_ms);
+        self.heartbeat_count += 1;
+    }
+
+    /// Apply an operator action, or say why it makes no sense now.
+    pub fn control(
+        &mut self,
+        action: WorkerAction,
+        reason: Option<&str>,
+        at_ms: u64,
+    ) -> Result<(), CommandError> {
+        use DesiredState::*;
+        let conflict = |msg: String| Err(CommandError::new(ErrorKind::Conflict, msg));
+        let target = match (action, self.desired_state) {
+            (WorkerAction::Quarantine, _) if self.quarantined => {
+                return conflict(format!("worker {} is already quarantined", self.id))
+            }
+            (WorkerAction::Quarantine, _) => {
+                self.quarantined = true;
+                self.quarantine_reason = reason.map(str::to_string);
+                return Ok(());
+            }
+            (WorkerAction::Unquarantine, _) if !self.quarantined => {
+                return conflict(format!("worker {} is not quarantined", self.id))
+            }
+            (WorkerAction::Unquarantine, _) => {
+                self.quarantined = false;
+                self.quarantine_reason = None;
+                return Ok(());
+            }
+            (WorkerAction::Pause, Running | Draining) => Paused,
+            (WorkerAction::Resume, Paused | Draining | Stopped) => Running,
+            (WorkerAction::Drain, Running | Paused) => Draining,
+            (WorkerAction::Stop, Running | Paused | Draining) => Stopped,
+            (a, current) => {
+                return conflict(format!(
+                    "cannot {} worker {}: its desired state is {}",
+                    a.as_str(),
+                    self.id,
+                    current.as_str()
+                ))
+            }
+        };
+        self.desired_state = target;
+        self.desired_changed_ms = at_ms;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(id: &str) -> Heartbeat {
+        Heartbeat {
+            worker_id: id.into(),
+            host: "h".into(),
+            ip: "127.0.0.1".into(),
+            pool: None,
+            version: "1".into(),
+            status: "running".into(),
+            process_state: "running".into(),
+            metrics: MetricMap::from([("processed".into(), Metric(5.0))]),
+            stage_metrics: BTreeMap::new(),
+            smtp_metrics: MetricMap::new(),
+            provider_metrics: BTreeMap::new(),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn transitions_follow_the_control_model() {
+        let mut w = Worker::new(&beat("w"), "default".into(), 1);
+        w.control(WorkerAction::Pause, None, 2).unwrap();
+        assert_eq!(w.desired_state, DesiredState::Paused);
+        assert_eq!(
+            w.control(WorkerAction::Pause, None, 3).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        w.control(WorkerAction::Drain, None, 4).unwrap();
+        w.control(WorkerAction::Stop, None, 5).unwrap();
+        assert_eq!(
+            w.control(WorkerAction::Drain, None, 6).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
+        w.control(WorkerAction::Resume, None, 7).unwrap();
+        assert_eq!(w.desired_state, DesiredState::Running);
+        assert_eq!(w.desired_changed_ms, 7);
+        w.control(WorkerAction::Quarantine, Some("flaky"), 8)
+            .unwrap();
+        assert!(w.control(WorkerAction::Quarantine, None, 9).is_err());
+        assert_eq!(w.quarantine_reason.as_deref(), Some("flaky"));
+        w.control(WorkerAction::Unquarantine, None, 10).unwrap();
+        assert!(!w.quarantined);
+    }
+
+    #[test]
+    fn record_keeps_latest_and_never_moves_time_back() {
+        let mut w = Worker::new(&beat("w"), "default".into(), 100);
+        let mut b = beat("w");
+        b.metrics.insert("processed".into(), Metric(9.0));
+        w.record(&b, 50);
+        assert_eq!(w.last_heartbeat_ms, 100);
+        assert_eq!(w.metrics["processed"], Metric(9.0));
+        assert_eq!(w.heartbeat_count, 2);
+    }
+}
