@@ -19,13 +19,59 @@ fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Op
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `Authorization: Bearer <CONTROL_PLANE_TOKEN>` or 401.
+/// Header the UI's scripts send on state-changing calls; a cross-site form
+/// or image cannot set it, so cached basic-auth credentials cannot be abused.
+pub const CSRF_HEADER: &str = "x-engine-csrf";
+
+fn basic_ok(headers: &HeaderMap, token: &str) -> bool {
+    header_str(headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, token)))
+        .unwrap_or(false)
+}
+
+/// A browser request is same-origin when its Origin (if any) names our Host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    match (
+        header_str(headers, header::ORIGIN),
+        header_str(headers, header::HOST),
+    ) {
+        (None, _) => true,
+        (Some(origin), Some(host)) => origin.split("://").nth(1) == Some(host),
+        (Some(_), None) => false,
+    }
+}
+
+/// `Authorization: Bearer <CONTROL_PLANE_TOKEN>`, or the UI's basic auth (with
+/// the CSRF header and a same-origin check on anything but GET/HEAD), or 401.
 pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = header_str(req.headers(), header::AUTHORIZATION)
+    let headers = req.headers();
+    let bearer = header_str(headers, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Bearer "))
         .is_some_and(|t| same(t.trim(), &state.token));
-    if ok {
+    if bearer {
         return next.run(req).await;
+    }
+    if basic_ok(headers, &state.token) {
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if safe || (headers.contains_key(CSRF_HEADER) && same_origin(headers)) {
+            return next.run(req).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            format!("state-changing browser requests need the {CSRF_HEADER} header and a same-origin Origin"),
+        )
+        .into_response();
     }
     let mut res = ApiError::new(
         StatusCode::UNAUTHORIZED,
