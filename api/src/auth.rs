@@ -26,11 +26,7 @@ pub const CSRF_HEADER: &str = "x-engine-csrf";
 fn basic_ok(headers: &HeaderMap, token: &str) -> bool {
     header_str(headers, header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, token)))
         .unwrap_or(false)
@@ -38,10 +34,7 @@ fn basic_ok(headers: &HeaderMap, token: &str) -> bool {
 
 /// A browser request is same-origin when its Origin (if any) names our Host.
 fn same_origin(headers: &HeaderMap) -> bool {
-    match (
-        header_str(headers, header::ORIGIN),
-        header_str(headers, header::HOST),
-    ) {
+    match (header_str(headers, header::ORIGIN), header_str(headers, header::HOST)) {
         (None, _) => true,
         (Some(origin), Some(host)) => origin.split("://").nth(1) == Some(host),
         (Some(_), None) => false,
@@ -59,10 +52,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     }
     if basic_ok(headers, &state.token) {
-        let safe = matches!(
-            *req.method(),
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
+        let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
         if safe || (headers.contains_key(CSRF_HEADER) && same_origin(headers)) {
             return next.run(req).await;
         }
@@ -73,14 +63,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         )
         .into_response();
     }
-    let mut res = ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "missing or wrong bearer token",
-    )
-    .into_response();
-    res.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let mut res =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     res
 }
 
@@ -88,11 +73,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 pub async fn require_basic(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ok = header_str(req.headers(), header::AUTHORIZATION)
         .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .ok()
-        })
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
         .and_then(|raw| String::from_utf8(raw).ok())
         .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, &state.token)))
         .unwrap_or(false);
@@ -100,26 +81,18 @@ pub async fn require_basic(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     }
     let mut res = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
-    res.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"engine-room\", charset=\"UTF-8\""),
-    );
+    res.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"engine-room\", charset=\"UTF-8\""));
     res
 }
 
 /// The cluster secret header on `/raft/*`, or 401.
 pub async fn require_secret(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = header_str(req.headers(), raft_store::network::SECRET_HEADER)
-        .is_some_and(|s| same(s, &state.secret));
+    let ok = header_str(req.headers(), raft_store::network::SECRET_HEADER).is_some_and(|s| same(s, &state.secret));
     if ok {
         next.run(req).await
     } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong cluster secret",
-        )
-        .into_response()
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong cluster secret").into_response()
     }
 }
 

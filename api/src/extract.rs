@@ -25,10 +25,7 @@ impl From<JsonRejection> for ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!(
-                    "request body is larger than {} bytes",
-                    crate::API_BODY_LIMIT
-                ),
+                format!("request body is larger than {} bytes", crate::API_BODY_LIMIT),
             ),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

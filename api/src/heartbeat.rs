@@ -43,29 +43,16 @@ impl HeartbeatBatcher {
     /// Queue one heartbeat and wait for its committed answer.
     pub async fn submit(&self, beat: Heartbeat) -> Answer {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Pending { beat, reply })
-            .await
-            .map_err(|_| ApiError::unavailable("heartbeat batcher stopped"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("heartbeat batch dropped"))?
+        self.tx.send(Pending { beat, reply }).await.map_err(|_| ApiError::unavailable("heartbeat batcher stopped"))?;
+        rx.await.map_err(|_| ApiError::unavailable("heartbeat batch dropped"))?
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Pending>,
-    cluster: Arc<Cluster>,
-    metrics: Arc<Metrics>,
-    opts: BatchOptions,
-) {
+async fn run(mut rx: mpsc::Receiver<Pending>, cluster: Arc<Cluster>, metrics: Arc<Metrics>, opts: BatchOptions) {
     let inflight = Arc::new(Semaphore::new(opts.max_inflight));
     while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets the next batch grow under load.
-        let permit = inflight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore is never closed");
+        let permit = inflight.clone().acquire_owned().await.expect("semaphore is never closed");
         let mut batch = vec![first];
         while batch.len() < opts.max_batch {
             match rx.try_recv() {
@@ -86,12 +73,8 @@ async fn commit(batch: Vec<Pending>, cluster: &Cluster, metrics: &Metrics) {
     let started = Instant::now();
     metrics.heartbeat_batch_size.observe(batch.len() as f64);
     let (beats, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.beat, p.reply)).unzip();
-    let result = cluster
-        .write("worker", Command::HeartbeatBatch { beats })
-        .await;
-    metrics
-        .heartbeat_commit_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let result = cluster.write("worker", Command::HeartbeatBatch { beats }).await;
+    metrics.heartbeat_commit_seconds.observe(started.elapsed().as_secs_f64());
     match result {
         Ok(Ok(Reply::Heartbeats(answers))) if answers.len() == replies.len() => {
             for (reply, answer) in replies.into_iter().zip(answers) {
@@ -100,9 +83,7 @@ async fn commit(batch: Vec<Pending>, cluster: &Cluster, metrics: &Metrics) {
         }
         Ok(Ok(other)) => {
             for reply in replies {
-                let _ = reply.send(Err(ApiError::internal(format!(
-                    "unexpected batch reply {other:?}"
-                ))));
+                let _ = reply.send(Err(ApiError::internal(format!("unexpected batch reply {other:?}"))));
             }
         }
         Ok(Err(e)) => {

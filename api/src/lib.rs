@@ -46,39 +46,22 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        token: &str,
-        secret: &str,
-        settings: Settings,
-        batch: BatchOptions,
-    ) -> Self {
+    pub fn new(cluster: Arc<Cluster>, token: &str, secret: &str, settings: Settings, batch: BatchOptions) -> Self {
         let metrics = Arc::new(Metrics::new(cluster.id));
         let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
-        Self {
-            cluster,
-            token: token.into(),
-            secret: secret.into(),
-            settings: Arc::new(settings),
-            metrics,
-            batcher,
-        }
+        Self { cluster, token: token.into(), secret: secret.into(), settings: Arc::new(settings), metrics, batcher }
     }
 }
 
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(&s),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&s))
 }
 
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
     use routes::{audit, cluster, health, pools, workers};
-    let public = Router::new()
-        .route("/api/health/live", get(health::live))
-        .route("/api/health/ready", get(health::ready));
+    let public =
+        Router::new().route("/api/health/live", get(health::live)).route("/api/health/ready", get(health::ready));
 
     let api = Router::new()
         .route("/api/workers/heartbeat", post(workers::heartbeat))
@@ -86,10 +69,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/workers/{id}", get(workers::get))
         .route("/api/workers/{id}/{action}", post(workers::control))
         .route("/api/pools", get(pools::list).post(pools::create))
-        .route(
-            "/api/pools/{pool}",
-            get(pools::get).patch(pools::update).put(pools::update),
-        )
+        .route("/api/pools/{pool}", get(pools::get).patch(pools::update).put(pools::update))
         .route("/api/pools/{pool}/scale", post(pools::scale))
         .route("/api/pools/{pool}/archive", post(pools::archive))
         .route("/api/pools/{pool}/unarchive", post(pools::unarchive))
@@ -101,29 +81,20 @@ pub fn app(state: AppState) -> Router {
         .route("/api/cluster/snapshot", post(cluster::snapshot))
         .route("/api/audit", get(audit::list))
         .route("/metrics", get(metrics_text))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
 
     let ui = Router::new()
         .route("/verifier-engine-room", get(routes::ui::index))
         .route("/verifier-engine-room/", get(routes::ui::index))
         .route("/verifier-engine-room/{page}", get(routes::ui::index))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_basic,
-        ));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic));
 
     Router::new()
         .merge(public)
         .merge(api)
         .merge(ui)
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track_http,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
         .nest("/raft", raft_rpc::router(state.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

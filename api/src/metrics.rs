@@ -7,8 +7,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use raft_store::state::worker::heartbeat_state;
 
@@ -32,20 +32,15 @@ pub struct Metrics {
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-    r.register(Box::new(c.clone()))
-        .expect("metric names are unique and valid");
+    r.register(Box::new(c.clone())).expect("metric names are unique and valid");
     c
 }
 
 impl Metrics {
     pub fn new(node_id: u64) -> Self {
-        let labels =
-            std::collections::HashMap::from([("node_id".to_string(), node_id.to_string())]);
-        let r = Registry::new_custom(Some("engine_room".into()), Some(labels))
-            .expect("valid registry prefix");
-        let latency = vec![
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-        ];
+        let labels = std::collections::HashMap::from([("node_id".to_string(), node_id.to_string())]);
+        let r = Registry::new_custom(Some("engine_room".into()), Some(labels)).expect("valid registry prefix");
+        let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
         Self {
             heartbeats_received: register(
                 &r,
@@ -55,77 +50,47 @@ impl Metrics {
                 &r,
                 Histogram::with_opts(
                     HistogramOpts::new("heartbeat_batch_size", "Heartbeats per Raft entry")
-                        .buckets(vec![
-                            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
-                        ]),
+                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
                 )
                 .unwrap(),
             ),
             heartbeat_commit_seconds: register(
                 &r,
                 Histogram::with_opts(
-                    HistogramOpts::new(
-                        "heartbeat_commit_seconds",
-                        "Time to commit and apply a heartbeat batch",
-                    )
-                    .buckets(latency.clone()),
+                    HistogramOpts::new("heartbeat_commit_seconds", "Time to commit and apply a heartbeat batch")
+                        .buckets(latency.clone()),
                 )
                 .unwrap(),
             ),
             http_requests: register(
                 &r,
-                IntCounterVec::new(
-                    Opts::new("http_requests_total", "HTTP requests"),
-                    &["route", "method", "status"],
-                )
-                .unwrap(),
+                IntCounterVec::new(Opts::new("http_requests_total", "HTTP requests"), &["route", "method", "status"])
+                    .unwrap(),
             ),
             http_seconds: register(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new("http_request_seconds", "HTTP request latency")
-                        .buckets(latency),
+                    HistogramOpts::new("http_request_seconds", "HTTP request latency").buckets(latency),
                     &["route", "method"],
                 )
                 .unwrap(),
             ),
             raft_term: register(&r, IntGauge::new("raft_term", "Current Raft term").unwrap()),
-            raft_is_leader: register(
-                &r,
-                IntGauge::new("raft_is_leader", "1 if this node leads").unwrap(),
-            ),
-            raft_last_log_index: register(
-                &r,
-                IntGauge::new("raft_last_log_index", "Last log index").unwrap(),
-            ),
-            raft_applied_index: register(
-                &r,
-                IntGauge::new("raft_applied_index", "Last applied index").unwrap(),
-            ),
-            raft_apply_lag: register(
-                &r,
-                IntGauge::new("raft_apply_lag", "Log entries not yet applied").unwrap(),
-            ),
+            raft_is_leader: register(&r, IntGauge::new("raft_is_leader", "1 if this node leads").unwrap()),
+            raft_last_log_index: register(&r, IntGauge::new("raft_last_log_index", "Last log index").unwrap()),
+            raft_applied_index: register(&r, IntGauge::new("raft_applied_index", "Last applied index").unwrap()),
+            raft_apply_lag: register(&r, IntGauge::new("raft_apply_lag", "Log entries not yet applied").unwrap()),
             workers_heartbeat: register(
                 &r,
-                IntGaugeVec::new(
-                    Opts::new("workers_by_heartbeat_state", "Workers by heartbeat state"),
-                    &["state"],
-                )
-                .unwrap(),
+                IntGaugeVec::new(Opts::new("workers_by_heartbeat_state", "Workers by heartbeat state"), &["state"])
+                    .unwrap(),
             ),
             workers_desired: register(
                 &r,
-                IntGaugeVec::new(
-                    Opts::new("workers_by_desired_state", "Workers by desired state"),
-                    &["state"],
-                )
-                .unwrap(),
+                IntGaugeVec::new(Opts::new("workers_by_desired_state", "Workers by desired state"), &["state"])
+                    .unwrap(),
             ),
-            workers_quarantined: register(
-                &r,
-                IntGauge::new("workers_quarantined", "Quarantined workers").unwrap(),
-            ),
+            workers_quarantined: register(&r, IntGauge::new("workers_quarantined", "Quarantined workers").unwrap()),
             registry: r,
         }
     }
@@ -137,60 +102,41 @@ impl Metrics {
         self.raft_is_leader.set(i64::from(report.role == "leader"));
         self.raft_last_log_index.set(report.last_log_index as i64);
         self.raft_applied_index.set(report.applied_index as i64);
-        self.raft_apply_lag
-            .set(report.last_log_index.saturating_sub(report.applied_index) as i64);
+        self.raft_apply_lag.set(report.last_log_index.saturating_sub(report.applied_index) as i64);
         let now = raft_store::cluster::now_ms();
         let grace = state.settings.heartbeat_grace_ms;
-        let (mut by_hb, mut by_desired, mut quarantined) = (
-            std::collections::BTreeMap::new(),
-            std::collections::BTreeMap::new(),
-            0,
-        );
+        let (mut by_hb, mut by_desired, mut quarantined) =
+            (std::collections::BTreeMap::new(), std::collections::BTreeMap::new(), 0);
         {
             let applied = state.cluster.state.read();
             for w in applied.state.workers.values() {
-                *by_hb
-                    .entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace))
-                    .or_insert(0i64) += 1;
+                *by_hb.entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace)).or_insert(0i64) += 1;
                 *by_desired.entry(w.desired_state.as_str()).or_insert(0i64) += 1;
                 quarantined += i64::from(w.quarantined);
             }
         }
         for s in ["healthy", "stale", "none"] {
-            self.workers_heartbeat
-                .with_label_values(&[s])
-                .set(by_hb.get(s).copied().unwrap_or(0));
+            self.workers_heartbeat.with_label_values(&[s]).set(by_hb.get(s).copied().unwrap_or(0));
         }
         for d in raft_store::state::DesiredState::ALL {
-            self.workers_desired
-                .with_label_values(&[d.as_str()])
-                .set(by_desired.get(d.as_str()).copied().unwrap_or(0));
+            self.workers_desired.with_label_values(&[d.as_str()]).set(by_desired.get(d.as_str()).copied().unwrap_or(0));
         }
         self.workers_quarantined.set(quarantined);
         let mut out = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("text encoding into a Vec cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text format is UTF-8")
     }
 }
 
 /// Count and time every request by its route template (not the raw path).
 pub async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let res = next.run(req).await;
     let m = &state.metrics;
-    m.http_seconds
-        .with_label_values(&[route.as_str(), method.as_str()])
-        .observe(started.elapsed().as_secs_f64());
-    m.http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
-        .inc();
+    m.http_seconds.with_label_values(&[route.as_str(), method.as_str()]).observe(started.elapsed().as_secs_f64());
+    m.http_requests.with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()]).inc();
     res
 }

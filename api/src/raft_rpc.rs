@@ -28,16 +28,13 @@ pub fn router(state: AppState) -> Router<AppState> {
 }
 
 fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    codec::decode(body)
-        .map_err(|e| ApiError::bad_request(format!("undecodable raft rpc body: {e}")))
+    codec::decode(body).map_err(|e| ApiError::bad_request(format!("undecodable raft rpc body: {e}")))
 }
 
 fn encoded<T: Serialize>(value: &T) -> Response {
     match codec::encode(value) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(e) => {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "codec", e.to_string()).into_response()
-        }
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "codec", e.to_string()).into_response(),
     }
 }
 
@@ -59,19 +56,12 @@ async fn snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, Ap
 /// A follower's forwarded proposal; answered only once applied (or refused).
 async fn propose(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let proposal: Proposal = decode(&body)?;
-    let outcome = s
-        .cluster
-        .propose_local(proposal, s.cluster.opts.write_timeout)
-        .await?;
+    let outcome = s.cluster.propose_local(proposal, s.cluster.opts.write_timeout).await?;
     Ok(encoded(&outcome))
 }
 
 async fn read_index(State(s): State<AppState>) -> Response {
-    let answer = s
-        .cluster
-        .local_read_index(s.cluster.opts.write_timeout)
-        .await
-        .map_err(|e| e.to_string());
+    let answer = s.cluster.local_read_index(s.cluster.opts.write_timeout).await.map_err(|e| e.to_string());
     encoded(&answer)
 }
 

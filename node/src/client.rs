@@ -7,47 +7,23 @@ use serde_json::{json, Value};
 #[derive(Debug, Args)]
 pub struct Target {
     /// Any node's base URL.
-    #[arg(
-        long,
-        env = "ENGINE_URL",
-        default_value = "http://127.0.0.1:7001",
-        global = true
-    )]
+    #[arg(long, env = "ENGINE_URL", default_value = "http://127.0.0.1:7001", global = true)]
     pub url: String,
     /// API bearer token.
-    #[arg(
-        long,
-        env = "CONTROL_PLANE_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 }
 
 impl Target {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let token = self
-            .token
-            .as_deref()
-            .context("CONTROL_PLANE_TOKEN (--token) is required")?;
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let token = self.token.as_deref().context("CONTROL_PLANE_TOKEN (--token) is required")?;
         let mut req = reqwest::Client::new()
-            .request(
-                method,
-                format!("{}{}", self.url.trim_end_matches('/'), path),
-            )
+            .request(method, format!("{}{}", self.url.trim_end_matches('/'), path))
             .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let res = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.url))?;
+        let res = req.send().await.with_context(|| format!("cannot reach {}", self.url))?;
         let status = res.status();
         let value: Value = res.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -88,24 +64,13 @@ impl ClusterCmd {
         let v = match self.action {
             ClusterAction::Status => t.call(Method::GET, "/api/cluster/status", None).await?,
             ClusterAction::AddLearner { id, addr } => {
-                t.call(
-                    Method::POST,
-                    "/api/cluster/learners",
-                    Some(json!({"id": id, "addr": addr})),
-                )
-                .await?
+                t.call(Method::POST, "/api/cluster/learners", Some(json!({"id": id, "addr": addr}))).await?
             }
             ClusterAction::Promote { id } => {
-                t.call(
-                    Method::POST,
-                    "/api/cluster/promote",
-                    Some(json!({"id": id})),
-                )
-                .await?
+                t.call(Method::POST, "/api/cluster/promote", Some(json!({"id": id}))).await?
             }
             ClusterAction::Remove { id } => {
-                t.call(Method::POST, "/api/cluster/remove", Some(json!({"id": id})))
-                    .await?
+                t.call(Method::POST, "/api/cluster/remove", Some(json!({"id": id}))).await?
             }
         };
         print(&v);
@@ -135,17 +100,9 @@ impl PoolsCmd {
         let t = &self.target;
         let v = match self.action {
             PoolsAction::List => t.call(Method::GET, "/api/pools", None).await?,
-            PoolsAction::Scale {
-                pool,
-                desired_count,
-            } => {
+            PoolsAction::Scale { pool, desired_count } => {
                 let path = format!("/api/pools/{pool}/scale");
-                t.call(
-                    Method::POST,
-                    &path,
-                    Some(json!({"desired_count": desired_count})),
-                )
-                .await?
+                t.call(Method::POST, &path, Some(json!({"desired_count": desired_count}))).await?
             }
         };
         print(&v);

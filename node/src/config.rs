@@ -96,14 +96,10 @@ fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, Stri
 }
 
 fn check_url(what: &str, url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"));
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
     match rest {
         Some(r) if !r.is_empty() && !r.contains(' ') => Ok(()),
-        _ => Err(format!(
-            "{what} must be an http:// or https:// URL, got {url:?}"
-        )),
+        _ => Err(format!("{what} must be an http:// or https:// URL, got {url:?}")),
     }
 }
 
@@ -111,13 +107,8 @@ fn check_url(what: &str, url: &str) -> Result<(), String> {
 pub fn parse_peers(raw: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (id, url) = part
-            .split_once('=')
-            .ok_or_else(|| format!("ENGINE_PEERS entry {part:?} is not id=url"))?;
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| format!("ENGINE_PEERS id {id:?} is not a number"))?;
+        let (id, url) = part.split_once('=').ok_or_else(|| format!("ENGINE_PEERS entry {part:?} is not id=url"))?;
+        let id: u64 = id.trim().parse().map_err(|_| format!("ENGINE_PEERS id {id:?} is not a number"))?;
         let url = url.trim().trim_end_matches('/').to_string();
         check_url(&format!("ENGINE_PEERS entry for node {id}"), &url)?;
         if peers.insert(id, url).is_some() {
@@ -138,19 +129,16 @@ impl ServeArgs {
         let peers = parse_peers(&required(self.peers, "ENGINE_PEERS", "peers")?)?;
         let own = peers
             .get(&node_id)
-            .ok_or_else(|| {
-                format!(
-                    "ENGINE_NODE_ID {node_id} is not in ENGINE_PEERS ({:?})",
-                    peers.keys()
-                )
-            })?
+            .ok_or_else(|| format!("ENGINE_NODE_ID {node_id} is not in ENGINE_PEERS ({:?})", peers.keys()))?
             .clone();
         let advertise = match self.advertise.filter(|a| !a.trim().is_empty()) {
             Some(a) => {
                 let a = a.trim().trim_end_matches('/').to_string();
                 check_url("ENGINE_ADVERTISE", &a)?;
                 if a != own {
-                    return Err(format!("ENGINE_ADVERTISE {a} disagrees with ENGINE_PEERS entry for node {node_id} ({own})"));
+                    return Err(format!(
+                        "ENGINE_ADVERTISE {a} disagrees with ENGINE_PEERS entry for node {node_id} ({own})"
+                    ));
                 }
                 a
             }
@@ -160,38 +148,22 @@ impl ServeArgs {
             Some(l) => l.trim().to_string(),
             None => {
                 let authority = own.split("://").nth(1).unwrap_or_default();
-                let port = authority
-                    .rsplit(':')
-                    .next()
-                    .filter(|p| p.parse::<u16>().is_ok());
-                format!(
-                    "0.0.0.0:{}",
-                    port.ok_or("ENGINE_LISTEN is required when the peer URL has no port")?
-                )
+                let port = authority.rsplit(':').next().filter(|p| p.parse::<u16>().is_ok());
+                format!("0.0.0.0:{}", port.ok_or("ENGINE_LISTEN is required when the peer URL has no port")?)
             }
         };
         if listen.parse::<std::net::SocketAddr>().is_err() && !listen.contains(':') {
             return Err(format!("ENGINE_LISTEN must be host:port, got {listen:?}"));
         }
-        let data_dir = self
-            .data_dir
-            .ok_or("ENGINE_DATA_DIR (--data-dir) is required")?;
+        let data_dir = self.data_dir.ok_or("ENGINE_DATA_DIR (--data-dir) is required")?;
         check_data_dir(&data_dir)?;
         let token = required(self.token, "CONTROL_PLANE_TOKEN", "token")?;
         let secret = required(self.cluster_secret, "CLUSTER_SECRET", "cluster-secret")?;
-        if self.election_min_ms <= self.raft_heartbeat_ms
-            || self.election_max_ms <= self.election_min_ms
-        {
-            return Err(
-                "need ENGINE_RAFT_HEARTBEAT_MS < ENGINE_ELECTION_MIN_MS < ENGINE_ELECTION_MAX_MS"
-                    .into(),
-            );
+        if self.election_min_ms <= self.raft_heartbeat_ms || self.election_max_ms <= self.election_min_ms {
+            return Err("need ENGINE_RAFT_HEARTBEAT_MS < ENGINE_ELECTION_MIN_MS < ENGINE_ELECTION_MAX_MS".into());
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(format!(
-                "ENGINE_LOG_FORMAT must be text or json, got {:?}",
-                self.log_format
-            ));
+            return Err(format!("ENGINE_LOG_FORMAT must be text or json, got {:?}", self.log_format));
         }
         let rpc_source_ip = self.rpc_source_ip.or_else(|| {
             let ip = listen.parse::<std::net::SocketAddr>().ok()?.ip();
@@ -210,20 +182,14 @@ impl ServeArgs {
             rpc_source_ip,
         };
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
-            return Err(
-                "HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into(),
-            );
+            return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());
         }
         if self.stale_worker_ttl_seconds == 0 {
             return Err("STALE_WORKER_TTL_SECONDS must be at least 1".into());
         }
-        let settings = api::Settings {
-            heartbeat_grace_ms: self.heartbeat_grace_seconds.saturating_mul(1000),
-        };
-        let batch = api::BatchOptions {
-            max_batch: self.heartbeat_batch_max,
-            max_inflight: self.heartbeat_batch_inflight,
-        };
+        let settings = api::Settings { heartbeat_grace_ms: self.heartbeat_grace_seconds.saturating_mul(1000) };
+        let batch =
+            api::BatchOptions { max_batch: self.heartbeat_batch_max, max_inflight: self.heartbeat_batch_inflight };
         let stale_worker_ttl = Duration::from_secs(self.stale_worker_ttl_seconds);
         Ok(NodeConfig {
             node_id,
@@ -242,8 +208,7 @@ impl ServeArgs {
 
 /// The data dir must exist (or be creatable) and be writable by us.
 fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("ENGINE_DATA_DIR {} cannot be created: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("ENGINE_DATA_DIR {} cannot be created: {e}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|_| std::fs::remove_file(&probe))
@@ -280,35 +245,16 @@ mod tests {
     fn contradictions_are_one_line_errors() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let base = [
-            "--peers",
-            "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002",
-            "--data-dir",
-            d,
-        ];
-        let e = args(
-            &[
-                &base[..],
-                &["--node-id", "3", "--token", "t", "--cluster-secret", "s"],
-            ]
-            .concat(),
-        )
-        .validate()
-        .unwrap_err();
-        assert!(e.contains("not in ENGINE_PEERS"), "{e}");
-        let e = args(&[&base[..], &["--node-id", "1", "--cluster-secret", "s"]].concat())
+        let base = ["--peers", "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002", "--data-dir", d];
+        let e = args(&[&base[..], &["--node-id", "3", "--token", "t", "--cluster-secret", "s"]].concat())
             .validate()
             .unwrap_err();
+        assert!(e.contains("not in ENGINE_PEERS"), "{e}");
+        let e = args(&[&base[..], &["--node-id", "1", "--cluster-secret", "s"]].concat()).validate().unwrap_err();
         assert!(e.contains("CONTROL_PLANE_TOKEN"), "{e}");
-        let ok = args(
-            &[
-                &base[..],
-                &["--node-id", "1", "--token", "t", "--cluster-secret", "s"],
-            ]
-            .concat(),
-        )
-        .validate()
-        .unwrap();
+        let ok = args(&[&base[..], &["--node-id", "1", "--token", "t", "--cluster-secret", "s"]].concat())
+            .validate()
+            .unwrap();
         assert_eq!(ok.listen, "0.0.0.0:7001");
         assert_eq!(ok.advertise, "http://127.0.0.1:7001");
         assert!(!e.contains('\n'));

@@ -20,12 +20,7 @@ pub struct DevArgs {
     #[arg(long, default_value = ".engine-room-dev")]
     pub dir: PathBuf,
     /// Token for the API and UI.
-    #[arg(
-        long,
-        env = "CONTROL_PLANE_TOKEN",
-        default_value = "dev-token",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", default_value = "dev-token", hide_env_values = true)]
     pub token: String,
     /// Start from empty data dirs.
     #[arg(long)]
@@ -37,30 +32,22 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.fresh && args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot clear {}", args.dir.display()))?;
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("cannot clear {}", args.dir.display()))?;
     }
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("cannot create {}", args.dir.display()))?;
     let exe = std::env::current_exe().context("cannot find own executable")?;
     let url = |n: u64| format!("http://127.0.0.1:{}", args.base_port as u64 + n - 1);
-    let peers: Vec<String> = (1..=args.nodes)
-        .map(|n| format!("{n}={}", url(n)))
-        .collect();
+    let peers: Vec<String> = (1..=args.nodes).map(|n| format!("{n}={}", url(n))).collect();
     let peers = peers.join(",");
 
     let mut children = Vec::new();
     for n in 1..=args.nodes {
         let log_path = args.dir.join(format!("node-{n}.log"));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
         let child = tokio::process::Command::new(&exe)
             .arg("serve")
             .env("ENGINE_NODE_ID", n.to_string())
-            .env(
-                "ENGINE_LISTEN",
-                format!("127.0.0.1:{}", args.base_port as u64 + n - 1),
-            )
+            .env("ENGINE_LISTEN", format!("127.0.0.1:{}", args.base_port as u64 + n - 1))
             .env("ENGINE_DATA_DIR", args.dir.join(format!("node-{n}")))
             .env("ENGINE_PEERS", &peers)
             .env("CONTROL_PLANE_TOKEN", &args.token)
@@ -75,35 +62,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     println!("Engine Room dev cluster: {} nodes", args.nodes);
     for n in 1..=args.nodes {
-        println!(
-            "  node {n}: {}  (log: {})",
-            url(n),
-            args.dir.join(format!("node-{n}.log")).display()
-        );
+        println!("  node {n}: {}  (log: {})", url(n), args.dir.join(format!("node-{n}.log")).display());
     }
-    println!(
-        "  UI:    {}/verifier-engine-room/overview  (any user, password below)",
-        url(1)
-    );
+    println!("  UI:    {}/verifier-engine-room/overview  (any user, password below)", url(1));
     println!("  token: {}", args.token);
-    println!(
-        "  try:   curl -H 'Authorization: Bearer {}' {}/api/cluster/status",
-        args.token,
-        url(1)
-    );
-    println!(
-        "  {} simulated workers heartbeat to random nodes.",
-        args.workers
-    );
-    crate::sim::spawn(
-        args.workers,
-        (1..=args.nodes).map(url).collect(),
-        args.token.clone(),
-    );
-    println!(
-        "Ctrl-C stops the cluster; data stays in {}.",
-        args.dir.display()
-    );
+    println!("  try:   curl -H 'Authorization: Bearer {}' {}/api/cluster/status", args.token, url(1));
+    println!("  {} simulated workers heartbeat to random nodes.", args.workers);
+    crate::sim::spawn(args.workers, (1..=args.nodes).map(url).collect(), args.token.clone());
+    println!("Ctrl-C stops the cluster; data stays in {}.", args.dir.display());
 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {

@@ -28,8 +28,7 @@ fn is_leader(cluster: &Cluster) -> bool {
 /// command and apply re-checks it, so a worker that heartbeats meanwhile stays.
 async fn stale_worker_gc(cluster: Arc<Cluster>, cfg: LoopConfig) {
     let ttl_ms = cfg.stale_worker_ttl.as_millis() as u64;
-    let period =
-        (cfg.stale_worker_ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
+    let period = (cfg.stale_worker_ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(30));
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
@@ -51,13 +50,7 @@ async fn stale_worker_gc(cluster: Arc<Cluster>, cfg: LoopConfig) {
         if ids.is_empty() {
             continue;
         }
-        match cluster
-            .write(
-                "leader:stale-gc",
-                Command::RemoveStaleWorkers { cutoff_ms, ids },
-            )
-            .await
-        {
+        match cluster.write("leader:stale-gc", Command::RemoveStaleWorkers { cutoff_ms, ids }).await {
             Ok(Ok(reply)) => tracing::info!(?reply, "stale workers removed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "stale cleanup refused"),
             Err(e) => tracing::warn!(error = %e, "stale cleanup not committed"),

@@ -13,11 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(
-    name = "engine-room",
-    version,
-    about = "Highly available control plane for worker fleets"
-)]
+#[command(name = "engine-room", version, about = "Highly available control plane for worker fleets")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

@@ -9,8 +9,7 @@ use tracing_subscriber::EnvFilter;
 use crate::config::NodeConfig;
 
 fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();
@@ -24,19 +23,10 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, advertise = %cfg.advertise,
         data_dir = %cfg.data_dir.display(), peers = ?cfg.peers, "starting engine-room node");
 
-    let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir)
-        .await
-        .context("cannot start raft")?;
-    let state = AppState::new(
-        cluster.clone(),
-        &cfg.token,
-        &cfg.cluster.secret,
-        cfg.settings.clone(),
-        cfg.batch,
-    );
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir).await.context("cannot start raft")?;
+    let state = AppState::new(cluster.clone(), &cfg.token, &cfg.cluster.secret, cfg.settings.clone(), cfg.batch);
+    let listener =
+        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(addr = %cfg.listen, "listening");
 
     let boot = cluster.clone();
@@ -47,12 +37,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     });
 
-    crate::loops::spawn(
-        cluster.clone(),
-        crate::loops::LoopConfig {
-            stale_worker_ttl: cfg.stale_worker_ttl,
-        },
-    );
+    crate::loops::spawn(cluster.clone(), crate::loops::LoopConfig { stale_worker_ttl: cfg.stale_worker_ttl });
 
     axum::serve(listener, api::app(state))
         .with_graceful_shutdown(shutdown_signal())

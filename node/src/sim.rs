@@ -50,12 +50,7 @@ async fn worker(n: usize, http: reqwest::Client, urls: Vec<String>, token: Strin
         }
         let body = heartbeat(&id, n, pool, status, processed, errors, in_flight);
         let url = &urls[rand::thread_rng().gen_range(0..urls.len())];
-        let res = http
-            .post(format!("{url}/api/workers/heartbeat"))
-            .bearer_auth(&token)
-            .json(&body)
-            .send()
-            .await;
+        let res = http.post(format!("{url}/api/workers/heartbeat")).bearer_auth(&token).json(&body).send().await;
         if let Ok(res) = res {
             if let Ok(answer) = res.json::<Value>().await {
                 if let Some(d) = answer.get("desired_state").and_then(Value::as_str) {
@@ -66,15 +61,7 @@ async fn worker(n: usize, http: reqwest::Client, urls: Vec<String>, token: Strin
     }
 }
 
-fn heartbeat(
-    id: &str,
-    n: usize,
-    pool: &str,
-    status: &str,
-    processed: u64,
-    errors: u64,
-    in_flight: u64,
-) -> Value {
+fn heartbeat(id: &str, n: usize, pool: &str, status: &str, processed: u64, errors: u64, in_flight: u64) -> Value {
     let ok = processed.saturating_sub(errors);
     json!({
         "worker_id": id,

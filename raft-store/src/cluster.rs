@@ -119,10 +119,7 @@ pub struct Cluster {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn role_name(state: ServerState) -> &'static str {
@@ -140,12 +137,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_millis(400);
 
 impl Cluster {
     /// Open storage in `dir` and start the Raft core; returns once it runs.
-    pub async fn start(
-        opts: ClusterOptions,
-        dir: &std::path::Path,
-    ) -> Result<Arc<Self>, ClusterError> {
-        let (log_store, sm) =
-            crate::open_storage(dir).map_err(|e| ClusterError::Fatal(e.to_string()))?;
+    pub async fn start(opts: ClusterOptions, dir: &std::path::Path) -> Result<Arc<Self>, ClusterError> {
+        let (log_store, sm) = crate::open_storage(dir).map_err(|e| ClusterError::Fatal(e.to_string()))?;
         let config = Config {
             cluster_name: opts.cluster_name.clone(),
             heartbeat_interval: opts.heartbeat_ms,
@@ -165,24 +158,13 @@ impl Cluster {
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
-        Ok(Arc::new(Self {
-            id: opts.id,
-            raft,
-            state,
-            rpc,
-            opts,
-        }))
+        Ok(Arc::new(Self { id: opts.id, raft, state, rpc, opts }))
     }
 
     /// Initialize a brand-new cluster from `peers`, once. Only the lowest id
     /// does it, only on empty storage, and only if no peer already has a cluster.
     pub async fn bootstrap(&self, peers: &BTreeMap<NodeId, String>) -> Result<(), ClusterError> {
-        if self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ClusterError::Fatal(e.to_string()))?
-        {
+        if self.raft.is_initialized().await.map_err(|e| ClusterError::Fatal(e.to_string()))? {
             tracing::info!("existing raft state found; not initializing");
             return Ok(());
         }
@@ -190,24 +172,15 @@ impl Cluster {
             return Ok(());
         }
         for (id, addr) in peers.iter().filter(|(id, _)| **id != self.id) {
-            if let Ok(report) = self
-                .rpc
-                .post::<_, NodeReport>(addr, "/raft/report", &(), REPORT_TIMEOUT)
-                .await
-            {
+            if let Ok(report) = self.rpc.post::<_, NodeReport>(addr, "/raft/report", &(), REPORT_TIMEOUT).await {
                 if report.initialized {
-                    tracing::warn!(
-                        peer = id,
-                        "peer already belongs to a cluster; not initializing"
-                    );
+                    tracing::warn!(peer = id, "peer already belongs to a cluster; not initializing");
                     return Ok(());
                 }
             }
         }
-        let members: BTreeMap<NodeId, Node> = peers
-            .iter()
-            .map(|(id, addr)| (*id, Node { addr: addr.clone() }))
-            .collect();
+        let members: BTreeMap<NodeId, Node> =
+            peers.iter().map(|(id, addr)| (*id, Node { addr: addr.clone() })).collect();
         match self.raft.initialize(members).await {
             Ok(()) => tracing::info!("cluster initialized"),
             Err(e) => tracing::warn!(error = %e, "initialize skipped"),
@@ -217,17 +190,10 @@ impl Cluster {
 
     /// Apply `command` through Raft from this node, wherever the leader is.
     pub async fn write(&self, actor: &str, command: Command) -> Result<Response, ClusterError> {
-        let req = Request {
-            at_ms: now_ms(),
-            node: self.id,
-            actor: actor.to_string(),
-            command,
-        };
+        let req = Request { at_ms: now_ms(), node: self.id, actor: actor.to_string(), command };
         match self.propose(Proposal::Write(req)).await? {
             ProposalOutcome::Applied(r) => Ok(r),
-            other => Err(ClusterError::Unknown(format!(
-                "unexpected outcome {other:?}"
-            ))),
+            other => Err(ClusterError::Unknown(format!("unexpected outcome {other:?}"))),
         }
     }
 
@@ -239,17 +205,11 @@ impl Cluster {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ClusterError::Unavailable(
-                    "no leader accepted the write in time".into(),
-                ));
+                return Err(ClusterError::Unavailable("no leader accepted the write in time".into()));
             }
             let outcome = match &target {
                 Some((id, addr)) if *id != self.id => {
-                    match self
-                        .rpc
-                        .post(addr, "/raft/propose", &proposal, remaining)
-                        .await
-                    {
+                    match self.rpc.post(addr, "/raft/propose", &proposal, remaining).await {
                         Ok(outcome) => outcome,
                         Err(RpcFailure::NotDelivered(e)) => {
                             tracing::debug!(leader = id, error = %e, "leader unreachable; retrying");
@@ -282,45 +242,23 @@ impl Cluster {
     }
 
     /// Attempt a proposal on this node's Raft core; never forwards.
-    pub async fn propose_local(
-        &self,
-        proposal: Proposal,
-        limit: Duration,
-    ) -> Result<ProposalOutcome, ClusterError> {
+    pub async fn propose_local(&self, proposal: Proposal, limit: Duration) -> Result<ProposalOutcome, ClusterError> {
         let fut = async {
             let result = match proposal {
                 Proposal::Write(req) => {
-                    return self
-                        .raft
-                        .client_write(req)
-                        .await
-                        .map(|r| ProposalOutcome::Applied(r.data))
+                    return self.raft.client_write(req).await.map(|r| ProposalOutcome::Applied(r.data))
                 }
-                Proposal::AddLearner { id, addr } => {
-                    self.raft.add_learner(id, Node { addr }, true).await
-                }
-                Proposal::Promote { ids } => {
-                    self.raft
-                        .change_membership(ChangeMembers::AddVoterIds(ids), false)
-                        .await
-                }
-                Proposal::Remove { ids } => {
-                    self.raft
-                        .change_membership(ChangeMembers::RemoveVoters(ids), false)
-                        .await
-                }
+                Proposal::AddLearner { id, addr } => self.raft.add_learner(id, Node { addr }, true).await,
+                Proposal::Promote { ids } => self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await,
+                Proposal::Remove { ids } => self.raft.change_membership(ChangeMembers::RemoveVoters(ids), false).await,
             };
             result.map(|_| ProposalOutcome::MembershipChanged)
         };
         match tokio::time::timeout(limit, fut).await {
-            Err(_) => Err(ClusterError::Unknown(format!(
-                "not committed within {limit:?}"
-            ))),
+            Err(_) => Err(ClusterError::Unknown(format!("not committed within {limit:?}"))),
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Ok(ProposalOutcome::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
+                Ok(ProposalOutcome::NotLeader { leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)) })
             }
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
                 Ok(ProposalOutcome::Refused(e.to_string()))
@@ -336,9 +274,7 @@ impl Cluster {
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(ClusterError::Unavailable(
-                    "no leader confirmed the read in time".into(),
-                ));
+                return Err(ClusterError::Unavailable("no leader confirmed the read in time".into()));
             }
             let read_index = match self.leader_read_index(remaining).await {
                 Ok(Some(idx)) => idx,
@@ -365,9 +301,7 @@ impl Cluster {
             Err(ClusterError::Unavailable(_)) => {}
             other => return other,
         }
-        let (id, addr) = self
-            .leader_hint()
-            .ok_or_else(|| ClusterError::Unavailable("no leader known".into()))?;
+        let (id, addr) = self.leader_hint().ok_or_else(|| ClusterError::Unavailable("no leader known".into()))?;
         if id == self.id {
             return Err(ClusterError::Unavailable("leadership in flux".into()));
         }
@@ -382,9 +316,7 @@ impl Cluster {
     /// On the leader: the index a linearizable read must wait for.
     pub async fn local_read_index(&self, limit: Duration) -> Result<Option<u64>, ClusterError> {
         match tokio::time::timeout(limit, self.raft.get_read_log_id()).await {
-            Err(_) => Err(ClusterError::Unavailable(
-                "leader could not confirm its lease in time".into(),
-            )),
+            Err(_) => Err(ClusterError::Unavailable("leader could not confirm its lease in time".into())),
             Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index)),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                 Err(ClusterError::Unavailable("not the leader".into()))
@@ -423,9 +355,7 @@ impl Cluster {
                 let report = if id == self.id {
                     Ok(self.report())
                 } else {
-                    self.rpc
-                        .post::<_, NodeReport>(&addr, "/raft/report", &(), REPORT_TIMEOUT)
-                        .await
+                    self.rpc.post::<_, NodeReport>(&addr, "/raft/report", &(), REPORT_TIMEOUT).await
                 };
                 (id, addr, report)
             }

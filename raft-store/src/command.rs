@@ -3,7 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Heartbeat, HeartbeatAnswer, Pool, PoolPatch, Worker, WorkerAction};
+use std::collections::BTreeMap;
+
+use crate::state::{
+    Heartbeat, HeartbeatAnswer, Incident, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker, WorkerAction,
+};
 use crate::types::NodeId;
 
 /// One Raft log payload: a command plus the facts apply may not look up itself.
@@ -61,6 +65,42 @@ pub enum Command {
     SetDefaultPool {
         name: String,
     },
+    /// The leader's alert round: what is firing now, plus a fleet sample.
+    ReconcileIncidents(Reconcile),
+    AckIncident {
+        id: u64,
+        note: Option<String>,
+    },
+    /// Reserve a notification for the proposing node until `until_ms`.
+    ClaimNotification {
+        id: u64,
+        until_ms: u64,
+    },
+    /// Outcome of a send: `error: None` means delivered.
+    RecordDelivery {
+        id: u64,
+        error: Option<String>,
+        retry_at_ms: Option<u64>,
+    },
+    /// Operator override (`auto: false`) or auto-protect decision (`auto: true`).
+    SetProviderMode {
+        provider: String,
+        mode: String,
+        auto: bool,
+        reason: Option<String>,
+    },
+    /// Autoscale step, fenced on the count the leader saw and the cooldown.
+    AutoscalePool {
+        pool: String,
+        from: u32,
+        to: u32,
+        reason: String,
+        cooldown_ms: u64,
+    },
+    /// Set (`Some`) or reset (`None`) runtime settings.
+    UpdateSettings {
+        changes: BTreeMap<String, Option<String>>,
+    },
 }
 
 impl Command {
@@ -81,10 +121,16 @@ impl Command {
             Command::CreatePool { .. } => "pool.create",
             Command::UpdatePool { .. } => "pool.update",
             Command::ArchivePool { archived: true, .. } => "pool.archive",
-            Command::ArchivePool {
-                archived: false, ..
-            } => "pool.unarchive",
+            Command::ArchivePool { archived: false, .. } => "pool.unarchive",
             Command::SetDefaultPool { .. } => "pool.set_default",
+            Command::ReconcileIncidents(_) => "incident.reconcile",
+            Command::AckIncident { .. } => "incident.ack",
+            Command::ClaimNotification { .. } => "notification.claim",
+            Command::RecordDelivery { .. } => "notification.record",
+            Command::SetProviderMode { auto: false, .. } => "provider.mode",
+            Command::SetProviderMode { auto: true, .. } => "provider.autoprotect",
+            Command::AutoscalePool { .. } => "pool.autoscale",
+            Command::UpdateSettings { .. } => "settings.update",
         }
     }
 }
@@ -99,6 +145,14 @@ pub enum Reply {
     /// One answer per heartbeat of a batch, in order.
     Heartbeats(Vec<Result<HeartbeatAnswer, CommandError>>),
     Removed(Vec<String>),
+    Reconciled {
+        opened: Vec<u64>,
+        resolved: Vec<u64>,
+    },
+    Incident(Incident),
+    Notification(Notification),
+    Provider(ProviderState),
+    Settings(BTreeMap<String, String>),
 }
 
 /// Why a command was refused by the state machine. Refusals are deterministic:
@@ -119,10 +173,7 @@ pub enum ErrorKind {
 
 impl CommandError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-        }
+        Self { kind, message: message.into() }
     }
 }
 

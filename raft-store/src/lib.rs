@@ -7,6 +7,7 @@ pub mod codec;
 pub mod command;
 pub mod log_store;
 pub mod network;
+pub mod settings;
 pub mod state;
 pub mod state_machine;
 pub mod types;
@@ -24,15 +25,9 @@ pub fn open_storage(
         .path(dir.join("sled"))
         .mode(sled::Mode::HighThroughput)
         .open()
-        .map_err(|e| {
-            StoreOpenError(format!(
-                "cannot open sled database in {}: {e}",
-                dir.display()
-            ))
-        })?;
+        .map_err(|e| StoreOpenError(format!("cannot open sled database in {}: {e}", dir.display())))?;
     let log = log_store::LogStore::new(db.clone()).map_err(|e| StoreOpenError(e.to_string()))?;
-    let sm =
-        state_machine::StateMachineStore::new(db).map_err(|e| StoreOpenError(e.to_string()))?;
+    let sm = state_machine::StateMachineStore::new(db).map_err(|e| StoreOpenError(e.to_string()))?;
     Ok((log, sm))
 }
 

@@ -33,41 +33,22 @@ pub(crate) fn io_error(
 
 impl LogStore {
     pub fn new(db: sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self {
-            log: db.open_tree("log")?,
-            meta: db.open_tree("raft_meta")?,
-            db,
-        })
+        Ok(Self { log: db.open_tree("log")?, meta: db.open_tree("raft_meta")?, db })
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        let raw = self
-            .meta
-            .get(key)
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
-        raw.map(|v| {
-            codec::decode(&v).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))
-        })
-        .transpose()
+    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
+        let raw = self.meta.get(key).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        raw.map(|v| codec::decode(&v).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))).transpose()
     }
 
     fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes =
-            codec::encode(value).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        let bytes = codec::encode(value).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        self.meta.insert(key, bytes).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         Ok(())
     }
 
     async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
+        self.db.flush_async().await.map_err(|e| io_error(subject, ErrorVerb::Write, e))?;
         Ok(())
     }
 
@@ -105,18 +86,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        let last = self.log.last().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
         let last_log_id = match last {
             Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
             None => last_purged_log_id,
         };
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -142,32 +117,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            let bytes = codec::encode(&entry)
-                .map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
+            let bytes =
+                codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
             batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Durable before acknowledged: openraft counts this node towards the
         // commit quorum only once the callback fires.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(|_| ())
-            .map_err(std::io::Error::other);
+        let flushed = self.db.flush_async().await.map(|_| ()).map_err(std::io::Error::other);
         callback.log_io_completed(flushed);
         Ok(())
     }
@@ -177,9 +141,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for key in self.log.range(log_id.index.to_be_bytes()..).keys() {
             batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -189,9 +151,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for key in self.log.range(..=log_id.index.to_be_bytes()).keys() {
             batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.flush(ErrorSubject::Logs).await
     }
 }

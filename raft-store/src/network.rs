@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -78,10 +76,7 @@ impl RpcClient {
                 }
             })?;
         let status = res.status();
-        let body = res
-            .bytes()
-            .await
-            .map_err(|e| RpcFailure::Unknown(e.to_string()))?;
+        let body = res.bytes().await.map_err(|e| RpcFailure::Unknown(e.to_string()))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
             // A refused secret or missing route means nothing was applied.
@@ -104,11 +99,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerConnection {
-        PeerConnection {
-            rpc: self.rpc.clone(),
-            target,
-            addr: node.addr.clone(),
-        }
+        PeerConnection { rpc: self.rpc.clone(), target, addr: node.addr.clone() }
     }
 }
 
@@ -130,11 +121,8 @@ impl PeerConnection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let answer: Result<Resp, RaftError<NodeId, E>> = self
-            .rpc
-            .post(&self.addr, path, req, option.hard_ttl())
-            .await
-            .map_err(|f| match f {
+        let answer: Result<Resp, RaftError<NodeId, E>> =
+            self.rpc.post(&self.addr, path, req, option.hard_ttl()).await.map_err(|f| match f {
                 RpcFailure::NotDelivered(_) => RPCError::Unreachable(Unreachable::new(&f)),
                 RpcFailure::Unknown(_) => RPCError::Network(NetworkError::new(&f)),
             })?;
@@ -155,10 +143,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
-    > {
+    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
         self.call("/raft/snapshot", &rpc, &option).await
     }
 

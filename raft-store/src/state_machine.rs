@@ -49,23 +49,14 @@ pub struct StateReader {
 impl StateReader {
     /// Borrow the applied state; keep the guard short, apply waits on it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.applied
-            .read()
-            .expect("state lock poisoned: an apply panicked")
+        self.applied.read().expect("state lock poisoned: an apply panicked")
     }
 }
 
 impl StateMachineStore {
     pub fn new(db: sled::Db) -> Result<Self, StorageError> {
-        let snapshots = db
-            .open_tree("snapshot")
-            .map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
-        let store = Self {
-            applied: Arc::default(),
-            db,
-            snapshots,
-            snapshot_seq: Arc::new(AtomicU64::new(0)),
-        };
+        let snapshots = db.open_tree("snapshot").map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let store = Self { applied: Arc::default(), db, snapshots, snapshot_seq: Arc::new(AtomicU64::new(0)) };
         if let Some(stored) = store.load_snapshot()? {
             let state: ControlState = decode_state(&stored.data)?;
             let mut applied = store.write_applied();
@@ -77,39 +68,25 @@ impl StateMachineStore {
     }
 
     pub fn reader(&self) -> StateReader {
-        StateReader {
-            applied: self.applied.clone(),
-        }
+        StateReader { applied: self.applied.clone() }
     }
 
     fn write_applied(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.applied
-            .write()
-            .expect("state lock poisoned: an apply panicked")
+        self.applied.write().expect("state lock poisoned: an apply panicked")
     }
 
     fn load_snapshot(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        let raw = self
-            .snapshots
-            .get(KEY_CURRENT)
-            .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
-        raw.map(|v| {
-            codec::decode(&v)
-                .map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
-        })
-        .transpose()
+        let raw =
+            self.snapshots.get(KEY_CURRENT).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))?;
+        raw.map(|v| codec::decode(&v).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)))
+            .transpose()
     }
 
     async fn save_snapshot(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(stored.meta.signature()));
         let bytes = codec::encode(stored).map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
-        self.snapshots
-            .insert(KEY_CURRENT, bytes)
-            .map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
+        self.snapshots.insert(KEY_CURRENT, bytes).map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
+        self.db.flush_async().await.map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
         Ok(())
     }
 }
@@ -122,30 +99,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let (last_applied, last_membership, state) = {
             let applied = self.applied.read().expect("state lock poisoned");
-            (
-                applied.last_applied,
-                applied.last_membership.clone(),
-                applied.state.clone(),
-            )
+            (applied.last_applied, applied.last_membership.clone(), applied.state.clone())
         };
-        let data = codec::encode(&state)
-            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
+        let data = codec::encode(&state).map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
         let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
             None => format!("--{seq}"),
         };
-        let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership,
-            snapshot_id,
-        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
         let stored = StoredSnapshot { meta, data };
         self.save_snapshot(&stored).await?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        Ok(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) })
     }
 }
 
@@ -194,10 +159,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let state = decode_state(&data)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
         self.save_snapshot(&stored).await?;
         let mut applied = self.write_applied();
         applied.last_applied = meta.last_log_id;
@@ -207,9 +169,6 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        Ok(self.load_snapshot()?.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self.load_snapshot()?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
     }
 }

@@ -12,14 +12,6 @@ struct Placeholder<'a> {
 
 /// The interim landing page: which node this is and who leads.
 pub fn placeholder(node_id: u64, leader_id: Option<u64>, role: &str) -> String {
-    let leader = leader_id
-        .map(|l| l.to_string())
-        .unwrap_or_else(|| "unknown".into());
-    Placeholder {
-        node_id,
-        leader,
-        role,
-    }
-    .render()
-    .unwrap_or_else(|e| format!("template error: {e}"))
+    let leader = leader_id.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into());
+    Placeholder { node_id, leader, role }.render().unwrap_or_else(|e| format!("template error: {e}"))
 }

@@ -17,10 +17,7 @@ pub struct AuditQuery {
     pub subject: Option<String>,
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Value>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
     }

@@ -29,56 +29,31 @@ pub struct NodeIdBody {
     pub id: u64,
 }
 
-pub async fn add_learner(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<LearnerBody>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn add_learner(State(s): State<AppState>, ApiJson(b): ApiJson<LearnerBody>) -> Result<Json<Value>, ApiError> {
     if !(b.addr.starts_with("http://") || b.addr.starts_with("https://")) {
-        return Err(ApiError::bad_request(
-            "addr must be an http:// or https:// URL",
-        ));
+        return Err(ApiError::bad_request("addr must be an http:// or https:// URL"));
     }
-    s.cluster
-        .propose(Proposal::AddLearner {
-            id: b.id,
-            addr: b.addr,
-        })
-        .await?;
+    s.cluster.propose(Proposal::AddLearner { id: b.id, addr: b.addr }).await?;
     Ok(Json(json!(s.cluster.status().await)))
 }
 
-pub async fn promote(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<NodeIdBody>,
-) -> Result<Json<Value>, ApiError> {
-    s.cluster
-        .propose(Proposal::Promote {
-            ids: BTreeSet::from([b.id]),
-        })
-        .await?;
+pub async fn promote(State(s): State<AppState>, ApiJson(b): ApiJson<NodeIdBody>) -> Result<Json<Value>, ApiError> {
+    s.cluster.propose(Proposal::Promote { ids: BTreeSet::from([b.id]) }).await?;
     Ok(Json(json!(s.cluster.status().await)))
 }
 
-pub async fn remove(
-    State(s): State<AppState>,
-    ApiJson(b): ApiJson<NodeIdBody>,
-) -> Result<Json<Value>, ApiError> {
-    s.cluster
-        .propose(Proposal::Remove {
-            ids: BTreeSet::from([b.id]),
-        })
-        .await?;
+pub async fn remove(State(s): State<AppState>, ApiJson(b): ApiJson<NodeIdBody>) -> Result<Json<Value>, ApiError> {
+    s.cluster.propose(Proposal::Remove { ids: BTreeSet::from([b.id]) }).await?;
     Ok(Json(json!(s.cluster.status().await)))
 }
 
 /// Ask this node to snapshot its state machine now (and compact its log).
 pub async fn snapshot(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    s.cluster.raft.trigger().snapshot().await.map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "raft_stopped",
-            e.to_string(),
-        )
-    })?;
+    s.cluster
+        .raft
+        .trigger()
+        .snapshot()
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "raft_stopped", e.to_string()))?;
     Ok(Json(json!({"triggered": true, "node_id": s.cluster.id})))
 }

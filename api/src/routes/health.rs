@@ -18,46 +18,25 @@ pub async fn live() -> Json<Value> {
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     let me = s.cluster.report();
     let leader = match me.leader_id {
-        None => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"ready": false, "reason": "no known leader"})),
-            )
-        }
+        None => return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "no known leader"}))),
         Some(l) => l,
     };
     let leader_last = if leader == s.cluster.id {
         me.last_log_index
     } else {
         let status = s.cluster.status().await;
-        match status
-            .nodes
-            .iter()
-            .find(|n| n.id == leader)
-            .and_then(|n| n.last_log_index)
-        {
+        match status.nodes.iter().find(|n| n.id == leader).and_then(|n| n.last_log_index) {
             Some(i) => i,
             None => {
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(
-                        json!({"ready": false, "reason": "leader unreachable", "leader_id": leader}),
-                    ),
+                    Json(json!({"ready": false, "reason": "leader unreachable", "leader_id": leader})),
                 )
             }
         }
     };
     let lag = leader_last.saturating_sub(me.applied_index);
     let ready = lag <= READY_MAX_LAG;
-    let code = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        Json(
-            json!({"ready": ready, "leader_id": leader, "applied_index": me.applied_index, "lag": lag}),
-        ),
-    )
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({"ready": ready, "leader_id": leader, "applied_index": me.applied_index, "lag": lag})))
 }

@@ -23,9 +23,7 @@ fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
     for w in state.workers.values().filter(|w| w.pool == p.name) {
         *counts.entry("total").or_default() += 1;
-        *counts
-            .entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace))
-            .or_default() += 1;
+        *counts.entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace)).or_default() += 1;
         *counts.entry(w.desired_state.as_str()).or_default() += 1;
         if w.quarantined {
             *counts.entry("quarantined").or_default() += 1;
@@ -36,19 +34,11 @@ fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
     v
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    ApiQuery(opts): ApiQuery<ReadOpts>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(s): State<AppState>, ApiQuery(opts): ApiQuery<ReadOpts>) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
     let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
     let applied = s.cluster.state.read();
-    let pools: Vec<_> = applied
-        .state
-        .pools
-        .values()
-        .map(|p| pool_view(&applied.state, p, now, grace))
-        .collect();
+    let pools: Vec<_> = applied.state.pools.values().map(|p| pool_view(&applied.state, p, now, grace)).collect();
     Ok(Json(json!({ "pools": pools })))
 }
 
@@ -59,17 +49,8 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
     let applied = s.cluster.state.read();
-    let p = applied
-        .state
-        .pools
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found(format!("pool {name:?} not found")))?;
-    Ok(Json(pool_view(
-        &applied.state,
-        p,
-        now_ms(),
-        s.settings.heartbeat_grace_ms,
-    )))
+    let p = applied.state.pools.get(&name).ok_or_else(|| ApiError::not_found(format!("pool {name:?} not found")))?;
+    Ok(Json(pool_view(&applied.state, p, now_ms(), s.settings.heartbeat_grace_ms)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,20 +83,11 @@ pub struct CreateBody {
     pub profiles: Option<BTreeMap<String, Profile>>,
 }
 
-async fn write_pool(
-    s: &AppState,
-    headers: &HeaderMap,
-    cmd: Command,
-) -> Result<Json<Value>, ApiError> {
+async fn write_pool(s: &AppState, headers: &HeaderMap, cmd: Command) -> Result<Json<Value>, ApiError> {
     match s.cluster.write(&crate::auth::actor(headers), cmd).await?? {
         Reply::Pool(p) => {
             let applied = s.cluster.state.read();
-            Ok(Json(pool_view(
-                &applied.state,
-                &p,
-                now_ms(),
-                s.settings.heartbeat_grace_ms,
-            )))
+            Ok(Json(pool_view(&applied.state, &p, now_ms(), s.settings.heartbeat_grace_ms)))
         }
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }
@@ -132,15 +104,7 @@ pub async fn create(
         max_count: b.max_count,
         profiles: b.profiles,
     };
-    write_pool(
-        &s,
-        &headers,
-        Command::CreatePool {
-            name: b.name,
-            patch,
-        },
-    )
-    .await
+    write_pool(&s, &headers, Command::CreatePool { name: b.name, patch }).await
 }
 
 pub async fn update(
@@ -149,15 +113,7 @@ pub async fn update(
     ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<PoolBody>,
 ) -> Result<Json<Value>, ApiError> {
-    write_pool(
-        &s,
-        &headers,
-        Command::UpdatePool {
-            name,
-            patch: b.into(),
-        },
-    )
-    .await
+    write_pool(&s, &headers, Command::UpdatePool { name, patch: b.into() }).await
 }
 
 pub async fn archive(
@@ -165,15 +121,7 @@ pub async fn archive(
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    write_pool(
-        &s,
-        &headers,
-        Command::ArchivePool {
-            name,
-            archived: true,
-        },
-    )
-    .await
+    write_pool(&s, &headers, Command::ArchivePool { name, archived: true }).await
 }
 
 pub async fn unarchive(
@@ -181,15 +129,7 @@ pub async fn unarchive(
     headers: HeaderMap,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    write_pool(
-        &s,
-        &headers,
-        Command::ArchivePool {
-            name,
-            archived: false,
-        },
-    )
-    .await
+    write_pool(&s, &headers, Command::ArchivePool { name, archived: false }).await
 }
 
 pub async fn set_default(
@@ -212,13 +152,5 @@ pub async fn scale(
     ApiPath(pool): ApiPath<String>,
     ApiJson(body): ApiJson<ScaleBody>,
 ) -> Result<Json<Value>, ApiError> {
-    write_pool(
-        &s,
-        &headers,
-        Command::ScalePool {
-            pool,
-            desired_count: body.desired_count,
-        },
-    )
-    .await
+    write_pool(&s, &headers, Command::ScalePool { pool, desired_count: body.desired_count }).await
 }

@@ -7,9 +7,5 @@ use crate::AppState;
 
 pub async fn index(State(s): State<AppState>) -> Html<String> {
     let status = s.cluster.report();
-    Html(ui::placeholder(
-        s.cluster.id,
-        status.leader_id,
-        &status.role,
-    ))
+    Html(ui::placeholder(s.cluster.id, status.leader_id, &status.role))
 }

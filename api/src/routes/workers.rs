@@ -55,60 +55,36 @@ struct HeartbeatBody {
 /// Turn request bytes into a validated heartbeat, or a 4xx that says why.
 pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     let b: HeartbeatBody = serde_json::from_slice(body).map_err(|e| {
-        let code = if e.is_data() {
-            "invalid_heartbeat"
-        } else {
-            "invalid_json"
-        };
+        let code = if e.is_data() { "invalid_heartbeat" } else { "invalid_json" };
         ApiError::new(StatusCode::BAD_REQUEST, code, e.to_string())
     })?;
     validate_name("worker_id", &b.worker_id)?;
     if let Some(p) = &b.pool {
         validate_name("pool", p)?;
     }
-    for (field, v) in [
-        ("host", &b.host),
-        ("version", &b.version),
-        ("status", &b.status),
-    ] {
+    for (field, v) in [("host", &b.host), ("version", &b.version), ("status", &b.status)] {
         if v.len() > MAX_TEXT {
-            return Err(ApiError::bad_request(format!(
-                "{field} is longer than {MAX_TEXT} characters"
-            )));
+            return Err(ApiError::bad_request(format!("{field} is longer than {MAX_TEXT} characters")));
         }
     }
     if !b.ip.is_empty() && b.ip.parse::<IpAddr>().is_err() {
-        return Err(ApiError::bad_request(format!(
-            "ip {:?} is not an IP address",
-            b.ip
-        )));
+        return Err(ApiError::bad_request(format!("ip {:?} is not an IP address", b.ip)));
     }
     let process_state = b.process_state.unwrap_or_else(|| "unknown".into());
     if !PROCESS_STATES.contains(&process_state.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "process_state must be one of {PROCESS_STATES:?}"
-        )));
+        return Err(ApiError::bad_request(format!("process_state must be one of {PROCESS_STATES:?}")));
     }
     let too_big = |m: usize| m > MAX_ENTRIES;
     if too_big(b.metrics.len())
         || too_big(b.smtp_metrics.len())
         || too_big(b.stage_metrics.len())
         || too_big(b.provider_metrics.len())
-        || b.stage_metrics
-            .values()
-            .chain(b.provider_metrics.values())
-            .any(|m| too_big(m.len()))
+        || b.stage_metrics.values().chain(b.provider_metrics.values()).any(|m| too_big(m.len()))
         || too_big(b.extra.len())
     {
-        return Err(ApiError::bad_request(format!(
-            "a metrics map or the body has more than {MAX_ENTRIES} entries"
-        )));
+        return Err(ApiError::bad_request(format!("a metrics map or the body has more than {MAX_ENTRIES} entries")));
     }
-    let meta = b
-        .extra
-        .into_iter()
-        .map(|(k, v)| (k, v.to_string()))
-        .collect();
+    let meta = b.extra.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     Ok(Heartbeat {
         worker_id: b.worker_id,
         host: b.host,
@@ -153,22 +129,11 @@ pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
         let meta: Map<String, Value> = w
             .meta
             .iter()
-            .map(|(k, raw)| {
-                (
-                    k.clone(),
-                    serde_json::from_str(raw).unwrap_or(Value::String(raw.clone())),
-                )
-            })
+            .map(|(k, raw)| (k.clone(), serde_json::from_str(raw).unwrap_or(Value::String(raw.clone()))))
             .collect();
         obj.insert("meta".into(), Value::Object(meta));
-        obj.insert(
-            "heartbeat_state".into(),
-            json!(heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms)),
-        );
-        obj.insert(
-            "heartbeat_age_ms".into(),
-            json!(now.saturating_sub(w.last_heartbeat_ms)),
-        );
+        obj.insert("heartbeat_state".into(), json!(heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms)));
+        obj.insert("heartbeat_age_ms".into(), json!(now.saturating_sub(w.last_heartbeat_ms)));
         obj.insert("runtime_match".into(), json!("unmatched"));
     }
     v
@@ -188,32 +153,24 @@ pub struct WorkerQuery {
     pub offset: usize,
 }
 
-pub async fn list(
-    State(s): State<AppState>,
-    ApiQuery(q): ApiQuery<WorkerQuery>,
-) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>) -> Result<Json<Value>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
     }
     let desired = match q.desired_state.as_deref() {
-        Some(d) => Some(
-            DesiredState::parse(d)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown desired_state {d:?}")))?,
-        ),
+        Some(d) => {
+            Some(DesiredState::parse(d).ok_or_else(|| ApiError::bad_request(format!("unknown desired_state {d:?}")))?)
+        }
         None => None,
     };
     if let Some(h) = q.heartbeat_state.as_deref() {
         if !["healthy", "stale", "none"].contains(&h) {
-            return Err(ApiError::bad_request(format!(
-                "unknown heartbeat_state {h:?}"
-            )));
+            return Err(ApiError::bad_request(format!("unknown heartbeat_state {h:?}")));
         }
     }
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1..={MAX_PAGE}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")));
     }
     let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
     let needle = q.q.as_deref().map(str::to_lowercase);
@@ -222,13 +179,9 @@ pub async fn list(
         q.pool.as_deref().is_none_or(|p| w.pool == p)
             && desired.is_none_or(|d| w.desired_state == d)
             && q.quarantined.is_none_or(|qq| w.quarantined == qq)
-            && q.heartbeat_state
-                .as_deref()
-                .is_none_or(|h| heartbeat_state(Some(w.last_heartbeat_ms), now, grace) == h)
+            && q.heartbeat_state.as_deref().is_none_or(|h| heartbeat_state(Some(w.last_heartbeat_ms), now, grace) == h)
             && needle.as_deref().is_none_or(|n| {
-                w.id.to_lowercase().contains(n)
-                    || w.host.to_lowercase().contains(n)
-                    || w.ip.contains(n)
+                w.id.to_lowercase().contains(n) || w.host.to_lowercase().contains(n) || w.ip.contains(n)
             })
     });
     let mut total = 0usize;
@@ -239,9 +192,7 @@ pub async fn list(
         }
         total += 1;
     }
-    Ok(Json(
-        json!({"workers": page, "total": total, "limit": limit, "offset": q.offset}),
-    ))
+    Ok(Json(json!({"workers": page, "total": total, "limit": limit, "offset": q.offset})))
 }
 
 #[derive(Debug, Deserialize)]
@@ -259,16 +210,8 @@ pub async fn get(
         s.cluster.read_barrier().await?;
     }
     let applied = s.cluster.state.read();
-    let w = applied
-        .state
-        .workers
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("worker {id:?} not found")))?;
-    Ok(Json(worker_view(
-        w,
-        now_ms(),
-        s.settings.heartbeat_grace_ms,
-    )))
+    let w = applied.state.workers.get(&id).ok_or_else(|| ApiError::not_found(format!("worker {id:?} not found")))?;
+    Ok(Json(worker_view(w, now_ms(), s.settings.heartbeat_grace_ms)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -284,8 +227,8 @@ pub async fn control(
     ApiPath((id, action)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let action = WorkerAction::parse(&action)
-        .ok_or_else(|| ApiError::not_found(format!("unknown action {action:?}")))?;
+    let action =
+        WorkerAction::parse(&action).ok_or_else(|| ApiError::not_found(format!("unknown action {action:?}")))?;
     let body = body.map_err(|r| ApiError::bad_request(r.body_text()))?;
     let parsed: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
         ControlBody::default()
@@ -294,26 +237,12 @@ pub async fn control(
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
     };
     if parsed.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT) {
-        return Err(ApiError::bad_request(format!(
-            "reason is longer than {MAX_TEXT} characters"
-        )));
+        return Err(ApiError::bad_request(format!("reason is longer than {MAX_TEXT} characters")));
     }
     validate_name("worker id", &id)?;
-    let cmd = Command::WorkerControl {
-        worker: id,
-        action,
-        reason: parsed.reason,
-    };
-    match s
-        .cluster
-        .write(&crate::auth::actor(&headers), cmd)
-        .await??
-    {
-        Reply::Worker(w) => Ok(Json(worker_view(
-            &w,
-            now_ms(),
-            s.settings.heartbeat_grace_ms,
-        ))),
+    let cmd = Command::WorkerControl { worker: id, action, reason: parsed.reason };
+    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+        Reply::Worker(w) => Ok(Json(worker_view(&w, now_ms(), s.settings.heartbeat_grace_ms))),
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }
 }

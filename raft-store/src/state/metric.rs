@@ -51,9 +51,6 @@ mod tests {
         assert_eq!(m, Metric(14.0));
         assert!(serde_json::from_str::<Metric>("\"x\"").is_err());
         let bytes = crate::codec::encode(&vec![Metric(3.0), Metric(-1.5)]).unwrap();
-        assert_eq!(
-            crate::codec::decode::<Vec<Metric>>(&bytes).unwrap(),
-            vec![Metric(3.0), Metric(-1.5)]
-        );
+        assert_eq!(crate::codec::decode::<Vec<Metric>>(&bytes).unwrap(), vec![Metric(3.0), Metric(-1.5)]);
     }
 }

@@ -73,11 +73,9 @@ impl Pool {
             }
             next.profiles = p.clone();
         }
-        for (what, v) in [
-            ("desired_count", Some(next.desired_count)),
-            ("min_count", next.min_count),
-            ("max_count", next.max_count),
-        ] {
+        for (what, v) in
+            [("desired_count", Some(next.desired_count)), ("min_count", next.min_count), ("max_count", next.max_count)]
+        {
             if v.is_some_and(|v| v > MAX_DESIRED_COUNT) {
                 return invalid(format!("{what} must be at most {MAX_DESIRED_COUNT}"));
             }

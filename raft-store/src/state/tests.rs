@@ -2,12 +2,7 @@ use super::*;
 use crate::state::worker::MetricMap;
 
 fn req(command: Command) -> Request {
-    Request {
-        at_ms: 1_000,
-        node: 1,
-        actor: "test".into(),
-        command,
-    }
+    Request { at_ms: 1_000, node: 1, actor: "test".into(), command }
 }
 
 fn beat(id: &str, pool: Option<&str>) -> Heartbeat {
@@ -30,17 +25,8 @@ fn beat(id: &str, pool: Option<&str>) -> Heartbeat {
 #[test]
 fn scale_creates_then_updates_a_pool_and_audits() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::ScalePool {
-        pool: "default".into(),
-        desired_count: 3,
-    }))
-    .unwrap();
-    let r = s
-        .apply(&req(Command::ScalePool {
-            pool: "default".into(),
-            desired_count: 5,
-        }))
-        .unwrap();
+    s.apply(&req(Command::ScalePool { pool: "default".into(), desired_count: 3 })).unwrap();
+    let r = s.apply(&req(Command::ScalePool { pool: "default".into(), desired_count: 5 })).unwrap();
     match r {
         Reply::Pool(p) => assert_eq!(p.desired_count, 5),
         other => panic!("unexpected {other:?}"),
@@ -54,20 +40,10 @@ fn scale_creates_then_updates_a_pool_and_audits() {
 fn bad_names_and_counts_change_nothing() {
     let mut s = ControlState::default();
     for bad in ["", "a/b", "white space", &"x".repeat(MAX_NAME_LEN + 1)] {
-        let e = s
-            .apply(&req(Command::ScalePool {
-                pool: bad.into(),
-                desired_count: 1,
-            }))
-            .unwrap_err();
+        let e = s.apply(&req(Command::ScalePool { pool: bad.into(), desired_count: 1 })).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
     }
-    let e = s
-        .apply(&req(Command::ScalePool {
-            pool: "p".into(),
-            desired_count: MAX_DESIRED_COUNT + 1,
-        }))
-        .unwrap_err();
+    let e = s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: MAX_DESIRED_COUNT + 1 })).unwrap_err();
     assert_eq!(e.kind, ErrorKind::Invalid);
     assert_eq!(s, ControlState::default());
 }
@@ -75,27 +51,15 @@ fn bad_names_and_counts_change_nothing() {
 #[test]
 fn heartbeat_batch_answers_each_beat_and_refuses_bad_ones_alone() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::ScalePool {
-        pool: "eu".into(),
-        desired_count: 4,
-    }))
-    .unwrap();
-    let beats = vec![
-        beat("w-1", Some("eu")),
-        beat("bad id", None),
-        beat("w-2", None),
-    ];
-    let Reply::Heartbeats(answers) = s.apply(&req(Command::HeartbeatBatch { beats })).unwrap()
-    else {
+    s.apply(&req(Command::ScalePool { pool: "eu".into(), desired_count: 4 })).unwrap();
+    let beats = vec![beat("w-1", Some("eu")), beat("bad id", None), beat("w-2", None)];
+    let Reply::Heartbeats(answers) = s.apply(&req(Command::HeartbeatBatch { beats })).unwrap() else {
         panic!("expected heartbeat answers")
     };
     assert_eq!(answers.len(), 3);
     assert_eq!(answers[0].as_ref().unwrap().pool_desired_count, 4);
     assert!(answers[1].is_err());
-    assert_eq!(
-        answers[2].as_ref().unwrap().desired_state,
-        DesiredState::Running
-    );
+    assert_eq!(answers[2].as_ref().unwrap().desired_state, DesiredState::Running);
     assert_eq!(s.workers.len(), 2);
     assert_eq!(s.workers["w-2"].pool, FALLBACK_POOL);
     assert!(s.audit.len() == 1, "heartbeats are not audited");
@@ -104,36 +68,18 @@ fn heartbeat_batch_answers_each_beat_and_refuses_bad_ones_alone() {
 #[test]
 fn controls_reach_the_next_heartbeat_answer() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::HeartbeatBatch {
-        beats: vec![beat("w-1", None)],
-    }))
-    .unwrap();
-    let control = |action| Command::WorkerControl {
-        worker: "w-1".into(),
-        action,
-        reason: Some("ops".into()),
-    };
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)] })).unwrap();
+    let control = |action| Command::WorkerControl { worker: "w-1".into(), action, reason: Some("ops".into()) };
     s.apply(&req(control(WorkerAction::Pause))).unwrap();
     s.apply(&req(control(WorkerAction::Quarantine))).unwrap();
-    let Reply::Heartbeats(a) = s
-        .apply(&req(Command::HeartbeatBatch {
-            beats: vec![beat("w-1", None)],
-        }))
-        .unwrap()
+    let Reply::Heartbeats(a) = s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)] })).unwrap()
     else {
         panic!()
     };
     let a = a[0].as_ref().unwrap();
-    assert_eq!(
-        (a.desired_state, a.quarantined),
-        (DesiredState::Paused, true)
-    );
+    assert_eq!((a.desired_state, a.quarantined), (DesiredState::Paused, true));
     let e = s
-        .apply(&req(Command::WorkerControl {
-            worker: "nope".into(),
-            action: WorkerAction::Pause,
-            reason: None,
-        }))
+        .apply(&req(Command::WorkerControl { worker: "nope".into(), action: WorkerAction::Pause, reason: None }))
         .unwrap_err();
     assert_eq!(e.kind, ErrorKind::NotFound);
     assert_eq!(s.audit[0].action, "worker.quarantine");
@@ -142,22 +88,12 @@ fn controls_reach_the_next_heartbeat_answer() {
 #[test]
 fn stale_removal_rechecks_the_heartbeat_time() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::HeartbeatBatch {
-        beats: vec![beat("old", None), beat("fresh", None)],
-    }))
-    .unwrap();
-    let mut later = req(Command::HeartbeatBatch {
-        beats: vec![beat("fresh", None)],
-    });
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("old", None), beat("fresh", None)] })).unwrap();
+    let mut later = req(Command::HeartbeatBatch { beats: vec![beat("fresh", None)] });
     later.at_ms = 5_000;
     s.apply(&later).unwrap();
-    let cmd = Command::RemoveStaleWorkers {
-        cutoff_ms: 2_000,
-        ids: vec!["old".into(), "fresh".into()],
-    };
-    let Reply::Removed(removed) = s.apply(&req(cmd)).unwrap() else {
-        panic!()
-    };
+    let cmd = Command::RemoveStaleWorkers { cutoff_ms: 2_000, ids: vec!["old".into(), "fresh".into()] };
+    let Reply::Removed(removed) = s.apply(&req(cmd)).unwrap() else { panic!() };
     assert_eq!(removed, vec!["old".to_string()]);
     assert!(s.workers.contains_key("fresh"));
 }
@@ -165,53 +101,121 @@ fn stale_removal_rechecks_the_heartbeat_time() {
 #[test]
 fn pools_lifecycle_default_and_archive_rules() {
     let mut s = ControlState::default();
-    let patch = PoolPatch {
-        min_count: Some(1),
-        max_count: Some(4),
-        ..Default::default()
-    };
-    s.apply(&req(Command::CreatePool {
-        name: "eu".into(),
-        patch: patch.clone(),
-    }))
-    .unwrap();
+    let patch = PoolPatch { min_count: Some(1), max_count: Some(4), ..Default::default() };
+    s.apply(&req(Command::CreatePool { name: "eu".into(), patch: patch.clone() })).unwrap();
+    assert_eq!(s.apply(&req(Command::CreatePool { name: "eu".into(), patch })).unwrap_err().kind, ErrorKind::Conflict);
+    let bad = PoolPatch { min_count: Some(9), ..Default::default() };
     assert_eq!(
-        s.apply(&req(Command::CreatePool {
-            name: "eu".into(),
-            patch
-        }))
-        .unwrap_err()
-        .kind,
-        ErrorKind::Conflict
-    );
-    let bad = PoolPatch {
-        min_count: Some(9),
-        ..Default::default()
-    };
-    assert_eq!(
-        s.apply(&req(Command::UpdatePool {
-            name: "eu".into(),
-            patch: bad
-        }))
-        .unwrap_err()
-        .kind,
+        s.apply(&req(Command::UpdatePool { name: "eu".into(), patch: bad })).unwrap_err().kind,
         ErrorKind::Invalid
     );
-    s.apply(&req(Command::SetDefaultPool { name: "eu".into() }))
-        .unwrap();
+    s.apply(&req(Command::SetDefaultPool { name: "eu".into() })).unwrap();
     assert_eq!(s.default_pool(), "eu");
     assert_eq!(
-        s.apply(&req(Command::ArchivePool {
-            name: "eu".into(),
-            archived: true
-        }))
-        .unwrap_err()
-        .kind,
+        s.apply(&req(Command::ArchivePool { name: "eu".into(), archived: true })).unwrap_err().kind,
         ErrorKind::Conflict
     );
-    s.apply(&req(Command::HeartbeatBatch {
-        beats: vec![beat("w", None)],
-    }))
-    .unwrap();
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w", None)] })).unwrap();
     assert_eq!(s.workers["w"].pool, "eu");
+}
+
+fn firing(kind: &str, subject: &str) -> Firing {
+    Firing { kind: kind.into(), subject: subject.into(), severity: "warning".into(), detail: "d".into() }
+}
+
+fn round(s: &mut ControlState, at: u64, f: Vec<Firing>) -> (Vec<u64>, Vec<u64>) {
+    let r = Reconcile {
+        firing: f,
+        kinds_evaluated: vec!["heartbeat_missing".into()],
+        channels: vec!["slack".into(), "email".into()],
+        cooldown_ms: 10_000,
+        sample: Some(FleetSample { at_ms: at, total: 2, healthy: 1 }),
+    };
+    s.reconcile(&r, at)
+}
+
+#[test]
+fn incidents_dedupe_notify_once_and_resolve() {
+    let mut s = ControlState::default();
+    let (opened, _) = round(&mut s, 1_000, vec![firing("heartbeat_missing", "w-1")]);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(s.notifications.len(), 2, "one per channel");
+    let (opened, _) = round(&mut s, 2_000, vec![firing("heartbeat_missing", "w-1")]);
+    assert!(opened.is_empty(), "same kind+subject stays one incident");
+    assert_eq!(s.notifications.len(), 2, "no repeat inside the cooldown");
+    round(&mut s, 12_000, vec![firing("heartbeat_missing", "w-1")]);
+    assert_eq!(s.notifications.len(), 4, "reminder after the cooldown");
+    let (_, resolved) = round(&mut s, 13_000, vec![]);
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(s.notifications.values().filter(|n| n.event == "resolved").count(), 2);
+    // Flapping back within the cooldown opens an incident but stays quiet.
+    let (opened, _) = round(&mut s, 14_000, vec![firing("heartbeat_missing", "w-1")]);
+    assert_eq!(opened.len(), 1);
+    assert_eq!(s.notifications.len(), 6);
+    assert_eq!(s.fleet_samples.len(), 5);
+}
+
+#[test]
+fn acknowledged_incidents_stop_reminding() {
+    let mut s = ControlState::default();
+    let (opened, _) = round(&mut s, 0, vec![firing("heartbeat_missing", "w-1")]);
+    s.ack_incident(opened[0], Some("looking".into()), "ops").unwrap();
+    assert!(s.ack_incident(opened[0], None, "ops").is_err());
+    round(&mut s, 50_000, vec![firing("heartbeat_missing", "w-1")]);
+    assert_eq!(s.notifications.len(), 2);
+}
+
+#[test]
+fn a_claimed_notification_cannot_be_claimed_twice_until_it_expires() {
+    let mut s = ControlState::default();
+    round(&mut s, 0, vec![firing("heartbeat_missing", "w-1")]);
+    let id = *s.notifications.keys().next().unwrap();
+    s.claim_notification(id, 1, 5_000, 100).unwrap();
+    assert_eq!(s.claim_notification(id, 2, 9_000, 200).unwrap_err().kind, ErrorKind::Conflict);
+    let n = s.claim_notification(id, 2, 9_000, 5_000).unwrap();
+    assert_eq!((n.attempts, n.claimed_by), (2, Some(2)));
+    s.record_delivery(id, Some("503".into()), Some(6_000), 5_100).unwrap();
+    assert!(!s.notifications[&id].due(5_500));
+    assert!(s.notifications[&id].due(6_000));
+    s.record_delivery(id, None, None, 6_100).unwrap();
+    assert_eq!(s.notifications[&id].state, DeliveryState::Delivered);
+    assert!(s.record_delivery(id, None, None, 6_200).is_err(), "a delivery is recorded once");
+}
+
+#[test]
+fn auto_protect_never_overrides_an_operator_pin() {
+    let mut s = ControlState::default();
+    s.set_provider_mode("gmail", "cautious", true, Some("tempfail".into()), 1).unwrap();
+    assert_eq!(s.provider_modes()["gmail"], "cautious");
+    s.set_provider_mode("gmail", "normal", false, None, 2).unwrap();
+    assert_eq!(s.set_provider_mode("gmail", "drain", true, None, 3).unwrap_err().kind, ErrorKind::Conflict);
+    s.set_provider_mode("gmail", "auto", false, None, 4).unwrap();
+    assert_eq!(s.provider_modes()["gmail"], "cautious", "auto hands control back");
+    assert!(s.set_provider_mode("gmail", "bogus", false, None, 5).is_err());
+}
+
+#[test]
+fn autoscale_is_fenced_on_count_and_cooldown() {
+    let mut s = ControlState::default();
+    s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: 2 })).unwrap();
+    let step =
+        |from, to| Command::AutoscalePool { pool: "p".into(), from, to, reason: "load".into(), cooldown_ms: 60_000 };
+    s.apply(&req(step(2, 3))).unwrap();
+    assert_eq!(s.apply(&req(step(2, 3))).unwrap_err().kind, ErrorKind::Conflict, "stale view");
+    assert_eq!(s.apply(&req(step(3, 4))).unwrap_err().kind, ErrorKind::Conflict, "cooldown");
+    assert!(s.audit[0].reason.as_deref().unwrap().contains("load"));
+}
+
+#[test]
+fn settings_updates_validate_everything_first() {
+    let mut s = ControlState::default();
+    let mut changes = std::collections::BTreeMap::new();
+    changes.insert("ALERT_COOLDOWN_SECONDS".to_string(), Some("60".to_string()));
+    changes.insert("ALERT_CHECK_INTERVAL_SECONDS".to_string(), Some("-1".to_string()));
+    let e = s.apply(&req(Command::UpdateSettings { changes: changes.clone() })).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Invalid);
+    assert!(s.settings.is_empty(), "nothing applied when one value is bad");
+    changes.insert("ALERT_CHECK_INTERVAL_SECONDS".to_string(), None);
+    s.apply(&req(Command::UpdateSettings { changes })).unwrap();
+    assert_eq!(s.settings.get("ALERT_COOLDOWN_SECONDS").map(String::as_str), Some("60"));
 }

@@ -9,9 +9,7 @@ use super::metric::Metric;
 use crate::command::{CommandError, ErrorKind};
 
 /// What the control plane wants a worker to be doing.
-#[derive(
-    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default,
-)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum DesiredState {
     #[default]
@@ -22,12 +20,8 @@ pub enum DesiredState {
 }
 
 impl DesiredState {
-    pub const ALL: [DesiredState; 4] = [
-        DesiredState::Running,
-        DesiredState::Paused,
-        DesiredState::Draining,
-        DesiredState::Stopped,
-    ];
+    pub const ALL: [DesiredState; 4] =
+        [DesiredState::Running, DesiredState::Paused, DesiredState::Draining, DesiredState::Stopped];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +35,11 @@ impl DesiredState {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
+}
+
+/// A counter from a metrics map, 0 when absent.
+pub fn metric(map: &MetricMap, key: &str) -> f64 {
+    map.get(key).map(|m| m.value()).unwrap_or(0.0)
 }
 
 /// Heartbeat freshness (reference 001): `healthy` within the grace period,
@@ -144,7 +143,16 @@ pub struct Worker {
     pub desired_changed_ms: u64,
     pub quarantined: bool,
     pub quarantine_reason: Option<String>,
+    /// Start of the current error-rate window and the counters at that time.
+    pub window_start_ms: u64,
+    pub window_processed: f64,
+    pub window_errors: f64,
+    /// Error rate (percent) over the last completed window with any work.
+    pub error_rate: Option<f64>,
 }
+
+/// Length of the window a worker's error rate is measured over.
+pub const RATE_WINDOW_MS: u64 = 60_000;
 
 impl Worker {
     /// A worker first seen in `beat`, wanted running.
@@ -169,6 +177,10 @@ impl Worker {
             desired_changed_ms: at_ms,
             quarantined: false,
             quarantine_reason: None,
+            window_start_ms: at_ms,
+            window_processed: metric(&beat.metrics, "processed"),
+            window_errors: metric(&beat.metrics, "errors"),
+            error_rate: None,
         };
         w.record(beat, at_ms);
         w
@@ -188,15 +200,29 @@ impl Worker {
         self.meta.clone_from(&beat.meta);
         self.last_heartbeat_ms = self.last_heartbeat_ms.max(at_ms);
         self.heartbeat_count += 1;
+        self.roll_window(at_ms);
+    }
+
+    /// Close the error-rate window once it is long enough. A counter that went
+    /// backwards (worker restart) starts a fresh window.
+    fn roll_window(&mut self, at_ms: u64) {
+        let (processed, errors) = (metric(&self.metrics, "processed"), metric(&self.metrics, "errors"));
+        if processed < self.window_processed || errors < self.window_errors {
+            (self.window_start_ms, self.window_processed, self.window_errors) = (at_ms, processed, errors);
+            return;
+        }
+        if at_ms.saturating_sub(self.window_start_ms) < RATE_WINDOW_MS {
+            return;
+        }
+        let done = processed - self.window_processed;
+        if done > 0.0 {
+            self.error_rate = Some(((errors - self.window_errors) / done * 100.0).clamp(0.0, 100.0));
+        }
+        (self.window_start_ms, self.window_processed, self.window_errors) = (at_ms, processed, errors);
     }
 
     /// Apply an operator action, or say why it makes no sense now.
-    pub fn control(
-        &mut self,
-        action: WorkerAction,
-        reason: Option<&str>,
-        at_ms: u64,
-    ) -> Result<(), CommandError> {
+    pub fn control(&mut self, action: WorkerAction, reason: Option<&str>, at_ms: u64) -> Result<(), CommandError> {
         use DesiredState::*;
         let conflict = |msg: String| Err(CommandError::new(ErrorKind::Conflict, msg));
         let target = match (action, self.desired_state) {
@@ -261,25 +287,33 @@ mod tests {
         let mut w = Worker::new(&beat("w"), "default".into(), 1);
         w.control(WorkerAction::Pause, None, 2).unwrap();
         assert_eq!(w.desired_state, DesiredState::Paused);
-        assert_eq!(
-            w.control(WorkerAction::Pause, None, 3).unwrap_err().kind,
-            ErrorKind::Conflict
-        );
+        assert_eq!(w.control(WorkerAction::Pause, None, 3).unwrap_err().kind, ErrorKind::Conflict);
         w.control(WorkerAction::Drain, None, 4).unwrap();
         w.control(WorkerAction::Stop, None, 5).unwrap();
-        assert_eq!(
-            w.control(WorkerAction::Drain, None, 6).unwrap_err().kind,
-            ErrorKind::Conflict
-        );
+        assert_eq!(w.control(WorkerAction::Drain, None, 6).unwrap_err().kind, ErrorKind::Conflict);
         w.control(WorkerAction::Resume, None, 7).unwrap();
         assert_eq!(w.desired_state, DesiredState::Running);
         assert_eq!(w.desired_changed_ms, 7);
-        w.control(WorkerAction::Quarantine, Some("flaky"), 8)
-            .unwrap();
+        w.control(WorkerAction::Quarantine, Some("flaky"), 8).unwrap();
         assert!(w.control(WorkerAction::Quarantine, None, 9).is_err());
         assert_eq!(w.quarantine_reason.as_deref(), Some("flaky"));
         w.control(WorkerAction::Unquarantine, None, 10).unwrap();
         assert!(!w.quarantined);
+    }
+
+    #[test]
+    fn error_rate_is_measured_per_window() {
+        let mut b = beat("w");
+        b.metrics = MetricMap::from([("processed".into(), Metric(100.0)), ("errors".into(), Metric(0.0))]);
+        let mut w = Worker::new(&b, "p".into(), 0);
+        b.metrics = MetricMap::from([("processed".into(), Metric(200.0)), ("errors".into(), Metric(20.0))]);
+        w.record(&b, 30_000);
+        assert_eq!(w.error_rate, None, "window still open");
+        w.record(&b, 60_000);
+        assert_eq!(w.error_rate, Some(20.0));
+        b.metrics = MetricMap::from([("processed".into(), Metric(5.0)), ("errors".into(), Metric(0.0))]);
+        w.record(&b, 70_000);
+        assert_eq!((w.window_start_ms, w.error_rate), (70_000, Some(20.0)), "reset keeps last rate");
     }
 
     #[test]

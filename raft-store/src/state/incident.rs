@@ -1,0 +1,311 @@
+//! Incidents and their notifications. The leader proposes what is firing; apply
+//! opens, updates and resolves incidents (one active per kind+subject) and
+//! queues notifications, which are claimed through Raft before they are sent
+//! and recorded through Raft once delivered.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::ControlState;
+use crate::command::{CommandError, ErrorKind};
+use crate::types::NodeId;
+
+/// Resolved incidents and finished notifications kept for the API.
+const KEEP_FINISHED: usize = 500;
+/// Fleet availability samples kept (24 h at a 30 s check interval).
+pub const KEEP_SAMPLES: usize = 2_880;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IncidentState {
+    Active,
+    Resolved,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Incident {
+    pub id: u64,
+    pub kind: String,
+    pub subject: String,
+    pub severity: String,
+    pub detail: String,
+    pub state: IncidentState,
+    pub opened_ms: u64,
+    pub resolved_ms: Option<u64>,
+    pub acked: bool,
+    pub ack_note: Option<String>,
+    pub acked_by: Option<String>,
+    pub notifications: Vec<u64>,
+}
+
+/// A condition the leader found true in this round of checks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Firing {
+    pub kind: String,
+    pub subject: String,
+    pub severity: String,
+    pub detail: String,
+}
+
+/// Share of workers healthy at one moment, for the SLO.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct FleetSample {
+    pub at_ms: u64,
+    pub total: u64,
+    pub healthy: u64,
+}
+
+/// One round of alert evaluation, as decided by the leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reconcile {
+    pub firing: Vec<Firing>,
+    /// Kinds that were evaluated: only their absent incidents resolve.
+    pub kinds_evaluated: Vec<String>,
+    /// Channels configured on the leader (`slack`, `email`).
+    pub channels: Vec<String>,
+    pub cooldown_ms: u64,
+    pub sample: Option<FleetSample>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    Delivered,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Notification {
+    pub id: u64,
+    pub incident_id: u64,
+    /// `opened`, `resolved` or `reminder`.
+    pub event: String,
+    pub channel: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    pub created_ms: u64,
+    pub next_attempt_ms: u64,
+    pub claimed_by: Option<NodeId>,
+    pub claimed_until_ms: u64,
+    pub delivered_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+impl Notification {
+    /// Ready to be claimed and sent at `now`.
+    pub fn due(&self, now: u64) -> bool {
+        self.state == DeliveryState::Pending && self.next_attempt_ms <= now && self.claimed_until_ms <= now
+    }
+}
+
+fn key(kind: &str, subject: &str) -> String {
+    format!("{kind}|{subject}")
+}
+
+impl ControlState {
+    pub fn active_incident(&self, kind: &str, subject: &str) -> Option<&Incident> {
+        self.incidents.values().find(|i| i.state == IncidentState::Active && i.kind == kind && i.subject == subject)
+    }
+
+    fn notify(&mut self, incident_id: u64, event: &str, channels: &[String], at: u64) {
+        for channel in channels {
+            self.notification_seq += 1;
+            let id = self.notification_seq;
+            self.notifications.insert(
+                id,
+                Notification {
+                    id,
+                    incident_id,
+                    event: event.to_string(),
+                    channel: channel.clone(),
+                    state: DeliveryState::Pending,
+                    attempts: 0,
+                    created_ms: at,
+                    next_attempt_ms: at,
+                    claimed_by: None,
+                    claimed_until_ms: 0,
+                    delivered_ms: None,
+                    last_error: None,
+                },
+            );
+            if let Some(i) = self.incidents.get_mut(&incident_id) {
+                i.notifications.push(id);
+            }
+        }
+        if !channels.is_empty() {
+            if let Some(i) = self.incidents.get(&incident_id) {
+                self.last_notified.insert(key(&i.kind, &i.subject), at);
+            }
+        }
+    }
+
+    /// Apply one round of alert evaluation. Returns (opened, resolved) ids.
+    pub fn reconcile(&mut self, r: &Reconcile, at: u64) -> (Vec<u64>, Vec<u64>) {
+        let (mut opened, mut resolved) = (Vec::new(), Vec::new());
+        for f in &r.firing {
+            let k = key(&f.kind, &f.subject);
+            if let Some(id) = self.active_incident(&f.kind, &f.subject).map(|i| i.id) {
+                let i = self.incidents.get_mut(&id).expect("found just above");
+                i.severity.clone_from(&f.severity);
+                i.detail.clone_from(&f.detail);
+                let quiet_since = self.last_notified.get(&k).copied().unwrap_or(0);
+                if !i.acked && at.saturating_sub(quiet_since) >= r.cooldown_ms {
+                    self.notify(id, "reminder", &r.channels, at);
+                }
+                continue;
+            }
+            self.incident_seq += 1;
+            let id = self.incident_seq;
+            self.incidents.insert(
+                id,
+                Incident {
+                    id,
+                    kind: f.kind.clone(),
+                    subject: f.subject.clone(),
+                    severity: f.severity.clone(),
+                    detail: f.detail.clone(),
+                    state: IncidentState::Active,
+                    opened_ms: at,
+                    resolved_ms: None,
+                    acked: false,
+                    ack_note: None,
+                    acked_by: None,
+                    notifications: Vec::new(),
+                },
+            );
+            opened.push(id);
+            // A flapping condition re-opened within the cooldown stays quiet.
+            let recently = self.last_notified.get(&k).is_some_and(|t| at.saturating_sub(*t) < r.cooldown_ms);
+            if !recently {
+                self.notify(id, "opened", &r.channels, at);
+            }
+        }
+        let still: std::collections::BTreeSet<String> = r.firing.iter().map(|f| key(&f.kind, &f.subject)).collect();
+        let to_resolve: Vec<u64> = self
+            .incidents
+            .values()
+            .filter(|i| i.state == IncidentState::Active && r.kinds_evaluated.contains(&i.kind))
+            .filter(|i| !still.contains(&key(&i.kind, &i.subject)))
+            .map(|i| i.id)
+            .collect();
+        for id in to_resolve {
+            let i = self.incidents.get_mut(&id).expect("collected from the map");
+            i.state = IncidentState::Resolved;
+            i.resolved_ms = Some(at);
+            let was_notified = !i.notifications.is_empty();
+            resolved.push(id);
+            if was_notified {
+                self.notify(id, "resolved", &r.channels, at);
+            }
+        }
+        if let Some(s) = r.sample {
+            self.fleet_samples.push_back(s);
+            while self.fleet_samples.len() > KEEP_SAMPLES {
+                self.fleet_samples.pop_front();
+            }
+        }
+        self.prune_finished();
+        (opened, resolved)
+    }
+
+    fn prune_finished(&mut self) {
+        let resolved: Vec<u64> =
+            self.incidents.values().filter(|i| i.state == IncidentState::Resolved).map(|i| i.id).collect();
+        for id in resolved.iter().take(resolved.len().saturating_sub(KEEP_FINISHED)) {
+            self.incidents.remove(id);
+        }
+        let done: Vec<u64> =
+            self.notifications.values().filter(|n| n.state != DeliveryState::Pending).map(|n| n.id).collect();
+        for id in done.iter().take(done.len().saturating_sub(KEEP_FINISHED)) {
+            self.notifications.remove(id);
+        }
+    }
+
+    pub fn ack_incident(&mut self, id: u64, note: Option<String>, actor: &str) -> Result<Incident, CommandError> {
+        let i = self
+            .incidents
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("incident {id} not found")))?;
+        if i.state == IncidentState::Resolved {
+            return Err(CommandError::new(ErrorKind::Conflict, format!("incident {id} is already resolved")));
+        }
+        if i.acked {
+            return Err(CommandError::new(ErrorKind::Conflict, format!("incident {id} is already acknowledged")));
+        }
+        i.acked = true;
+        i.ack_note = note;
+        i.acked_by = Some(actor.to_string());
+        Ok(i.clone())
+    }
+
+    /// Reserve a notification for one sender until `until_ms`; refused if it is
+    /// not due, so two leaders can never both hold it.
+    pub fn claim_notification(
+        &mut self,
+        id: u64,
+        by: NodeId,
+        until_ms: u64,
+        at: u64,
+    ) -> Result<Notification, CommandError> {
+        let n = self
+            .notifications
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("notification {id} not found")))?;
+        if !n.due(at) {
+            return Err(CommandError::new(ErrorKind::Conflict, format!("notification {id} is not due")));
+        }
+        n.claimed_by = Some(by);
+        n.claimed_until_ms = until_ms;
+        n.attempts += 1;
+        Ok(n.clone())
+    }
+
+    /// Record a send attempt: delivered, or retry at `retry_at_ms`, or failed for good.
+    pub fn record_delivery(
+        &mut self,
+        id: u64,
+        error: Option<String>,
+        retry_at_ms: Option<u64>,
+        at: u64,
+    ) -> Result<Notification, CommandError> {
+        let n = self
+            .notifications
+            .get_mut(&id)
+            .ok_or_else(|| CommandError::new(ErrorKind::NotFound, format!("notification {id} not found")))?;
+        if n.state != DeliveryState::Pending {
+            return Err(CommandError::new(ErrorKind::Conflict, format!("notification {id} is already finished")));
+        }
+        match (error, retry_at_ms) {
+            (None, _) => {
+                n.state = DeliveryState::Delivered;
+                n.delivered_ms = Some(at);
+            }
+            (Some(e), Some(retry)) => {
+                n.last_error = Some(e);
+                n.next_attempt_ms = retry;
+                n.claimed_until_ms = 0;
+            }
+            (Some(e), None) => {
+                n.last_error = Some(e);
+                n.state = DeliveryState::Failed;
+            }
+        }
+        Ok(n.clone())
+    }
+
+    /// Notifications per state, for the API and metrics.
+    pub fn delivery_counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut m = BTreeMap::new();
+        for n in self.notifications.values() {
+            let k = match n.state {
+                DeliveryState::Pending => "pending",
+                DeliveryState::Delivered => "delivered",
+                DeliveryState::Failed => "failed",
+            };
+            *m.entry(k).or_default() += 1;
+        }
+        m
+    }
+}
