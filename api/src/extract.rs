@@ -48,3 +48,14 @@ impl From<QueryRejection> for ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
     }
 }
+
+/// Parse an optional JSON body: empty means `T::default()`.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), "bad_body", r.body_text()))?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))
+}

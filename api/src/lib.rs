@@ -27,11 +27,11 @@ pub const API_BODY_LIMIT: usize = 64 * 1024;
 /// Largest `/raft` body: a snapshot chunk plus framing.
 pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-/// Env-configured defaults the handlers need.
+/// Runtime settings as read from the environment at startup; operator
+/// overrides in the replicated state take precedence.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `ALERT_HEARTBEAT_GRACE_SECONDS` in ms: beyond it a worker is `stale`.
-    pub heartbeat_grace_ms: u64,
+    pub env: Arc<std::collections::BTreeMap<String, String>>,
 }
 
 /// Shared handles every handler needs; cheap to clone.
@@ -53,13 +53,27 @@ impl AppState {
     }
 }
 
+impl AppState {
+    /// Run `f` with the settings in force (takes the state lock briefly; do not
+    /// call while holding it).
+    pub fn with_settings<T>(&self, f: impl FnOnce(&raft_store::settings::Effective) -> T) -> T {
+        let overrides = self.cluster.state.read().state.settings.clone();
+        f(&raft_store::settings::Effective { env: &self.settings.env, overrides: &overrides })
+    }
+
+    /// Heartbeat age (ms) beyond which a worker is `stale`.
+    pub fn grace_ms(&self) -> u64 {
+        self.with_settings(|s| s.ms("ALERT_HEARTBEAT_GRACE_SECONDS"))
+    }
+}
+
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&s))
 }
 
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
-    use routes::{audit, cluster, health, pools, workers};
+    use routes::{audit, cluster, health, incidents, pools, providers, settings, slo, workers};
     let public =
         Router::new().route("/api/health/live", get(health::live)).route("/api/health/ready", get(health::ready));
 
@@ -80,6 +94,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/cluster/remove", post(cluster::remove))
         .route("/api/cluster/snapshot", post(cluster::snapshot))
         .route("/api/audit", get(audit::list))
+        .route("/api/incidents", get(incidents::list))
+        .route("/api/incidents/{id}/ack", post(incidents::ack))
+        .route("/api/alerts", get(incidents::alerts))
+        .route("/api/settings", get(settings::get).put(settings::put))
+        .route("/api/slo", get(slo::get))
+        .route("/api/providers/health", get(providers::health))
+        .route("/api/providers/{provider}/mode", post(providers::set_mode))
         .route("/metrics", get(metrics_text))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));

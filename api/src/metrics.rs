@@ -104,7 +104,7 @@ impl Metrics {
         self.raft_applied_index.set(report.applied_index as i64);
         self.raft_apply_lag.set(report.last_log_index.saturating_sub(report.applied_index) as i64);
         let now = raft_store::cluster::now_ms();
-        let grace = state.settings.heartbeat_grace_ms;
+        let grace = state.grace_ms();
         let (mut by_hb, mut by_desired, mut quarantined) =
             (std::collections::BTreeMap::new(), std::collections::BTreeMap::new(), 0);
         {

@@ -56,18 +56,31 @@ pub struct ServeArgs {
     /// Local IP for connections to peers (default: the ENGINE_LISTEN host when it is a specific address).
     #[arg(long, env = "ENGINE_RPC_SOURCE_IP")]
     pub rpc_source_ip: Option<std::net::IpAddr>,
-    /// Heartbeat age beyond which a worker counts as stale.
-    #[arg(long, env = "ALERT_HEARTBEAT_GRACE_SECONDS", default_value_t = 120)]
-    pub heartbeat_grace_seconds: u64,
-    /// Workers silent this long are removed by the leader.
-    #[arg(long, env = "STALE_WORKER_TTL_SECONDS", default_value_t = 86_400)]
-    pub stale_worker_ttl_seconds: u64,
     /// Most heartbeats carried by one Raft entry.
     #[arg(long, env = "HEARTBEAT_BATCH_MAX", default_value_t = 1_024)]
     pub heartbeat_batch_max: usize,
     /// Heartbeat batches in flight at once per node.
     #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 4)]
     pub heartbeat_batch_inflight: usize,
+    /// Slack incoming-webhook URL for incident notifications.
+    #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
+    pub slack_webhook_url: Option<String>,
+    #[arg(long, env = "SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    #[arg(long, env = "SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    #[arg(long, env = "SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
+    pub smtp_password: Option<String>,
+    #[arg(long, env = "SMTP_FROM")]
+    pub smtp_from: Option<String>,
+    /// Comma-separated recipients.
+    #[arg(long, env = "SMTP_TO")]
+    pub smtp_to: Option<String>,
+    /// `opportunistic` (STARTTLS when offered), `required` or `none`.
+    #[arg(long, env = "SMTP_TLS", default_value = "opportunistic")]
+    pub smtp_tls: String,
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -85,7 +98,7 @@ pub struct NodeConfig {
     pub cluster: ClusterOptions,
     pub settings: api::Settings,
     pub batch: api::BatchOptions,
-    pub stale_worker_ttl: Duration,
+    pub notify: loops::NotifyConfig,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -123,6 +136,7 @@ pub fn parse_peers(raw: &str) -> Result<BTreeMap<u64, String>, String> {
 
 impl ServeArgs {
     pub fn validate(self) -> Result<NodeConfig, String> {
+        let notify = notify_config(&self)?;
         let node_id: u64 = required(self.node_id, "ENGINE_NODE_ID", "node-id")?
             .parse()
             .map_err(|_| "ENGINE_NODE_ID must be an unsigned integer".to_string())?;
@@ -184,26 +198,53 @@ impl ServeArgs {
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
             return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());
         }
-        if self.stale_worker_ttl_seconds == 0 {
-            return Err("STALE_WORKER_TTL_SECONDS must be at least 1".into());
-        }
-        let settings = api::Settings { heartbeat_grace_ms: self.heartbeat_grace_seconds.saturating_mul(1000) };
+        let env = raft_store::settings::env_defaults(|k| std::env::var(k).ok())?;
+        let settings = api::Settings { env: std::sync::Arc::new(env) };
         let batch =
             api::BatchOptions { max_batch: self.heartbeat_batch_max, max_inflight: self.heartbeat_batch_inflight };
-        let stale_worker_ttl = Duration::from_secs(self.stale_worker_ttl_seconds);
-        Ok(NodeConfig {
-            node_id,
-            listen,
-            advertise,
-            data_dir,
-            peers,
-            token,
-            cluster,
-            settings,
-            batch,
-            stale_worker_ttl,
-        })
+        Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify })
     }
+}
+
+fn notify_config(a: &ServeArgs) -> Result<loops::NotifyConfig, String> {
+    let set = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let slack_webhook = set(&a.slack_webhook_url);
+    if let Some(url) = &slack_webhook {
+        check_url("SLACK_WEBHOOK_URL", url)?;
+    }
+    let smtp = match set(&a.smtp_host) {
+        None => None,
+        Some(host) => {
+            let from = set(&a.smtp_from).ok_or("SMTP_FROM is required when SMTP_HOST is set")?;
+            let to: Vec<String> = set(&a.smtp_to)
+                .ok_or("SMTP_TO is required when SMTP_HOST is set")?
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
+            for addr in std::iter::once(&from).chain(&to) {
+                if addr.parse::<lettre::Address>().is_err() && addr.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(format!("{addr:?} is not an email address (SMTP_FROM/SMTP_TO)"));
+                }
+            }
+            let tls = match a.smtp_tls.as_str() {
+                "opportunistic" => loops::notify::SmtpTls::Opportunistic,
+                "required" => loops::notify::SmtpTls::Required,
+                "none" => loops::notify::SmtpTls::None,
+                other => return Err(format!("SMTP_TLS must be opportunistic, required or none, got {other:?}")),
+            };
+            Some(loops::SmtpConfig {
+                host,
+                port: a.smtp_port,
+                username: set(&a.smtp_username),
+                password: set(&a.smtp_password),
+                from,
+                to,
+                tls,
+            })
+        }
+    };
+    Ok(loops::NotifyConfig { slack_webhook, smtp })
 }
 
 /// The data dir must exist (or be creatable) and be writable by us.

@@ -4,7 +4,6 @@
 mod client;
 mod config;
 mod dev;
-mod loops;
 mod serve;
 mod sim;
 

@@ -37,7 +37,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         }
     });
 
-    crate::loops::spawn(cluster.clone(), crate::loops::LoopConfig { stale_worker_ttl: cfg.stale_worker_ttl });
+    loops::spawn_all(std::sync::Arc::new(loops::LoopContext {
+        cluster: cluster.clone(),
+        env: (*cfg.settings.env).clone(),
+        notify: cfg.notify.clone(),
+    }));
 
     axum::serve(listener, api::app(state))
         .with_graceful_shutdown(shutdown_signal())

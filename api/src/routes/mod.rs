@@ -3,7 +3,11 @@
 pub mod audit;
 pub mod cluster;
 pub mod health;
+pub mod incidents;
 pub mod pools;
+pub mod providers;
+pub mod settings;
+pub mod slo;
 pub mod ui;
 pub mod workers;
 

@@ -36,7 +36,7 @@ fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
 
 pub async fn list(State(s): State<AppState>, ApiQuery(opts): ApiQuery<ReadOpts>) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
-    let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
+    let (now, grace) = (now_ms(), s.grace_ms());
     let applied = s.cluster.state.read();
     let pools: Vec<_> = applied.state.pools.values().map(|p| pool_view(&applied.state, p, now, grace)).collect();
     Ok(Json(json!({ "pools": pools })))
@@ -48,9 +48,10 @@ pub async fn get(
     ApiQuery(opts): ApiQuery<ReadOpts>,
 ) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
+    let grace = s.grace_ms();
     let applied = s.cluster.state.read();
     let p = applied.state.pools.get(&name).ok_or_else(|| ApiError::not_found(format!("pool {name:?} not found")))?;
-    Ok(Json(pool_view(&applied.state, p, now_ms(), s.settings.heartbeat_grace_ms)))
+    Ok(Json(pool_view(&applied.state, p, now_ms(), grace)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,8 +87,9 @@ pub struct CreateBody {
 async fn write_pool(s: &AppState, headers: &HeaderMap, cmd: Command) -> Result<Json<Value>, ApiError> {
     match s.cluster.write(&crate::auth::actor(headers), cmd).await?? {
         Reply::Pool(p) => {
+            let grace = s.grace_ms();
             let applied = s.cluster.state.read();
-            Ok(Json(pool_view(&applied.state, &p, now_ms(), s.settings.heartbeat_grace_ms)))
+            Ok(Json(pool_view(&applied.state, &p, now_ms(), grace)))
         }
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }

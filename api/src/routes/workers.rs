@@ -172,7 +172,7 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>)
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")));
     }
-    let (now, grace) = (now_ms(), s.settings.heartbeat_grace_ms);
+    let (now, grace) = (now_ms(), s.grace_ms());
     let needle = q.q.as_deref().map(str::to_lowercase);
     let applied = s.cluster.state.read();
     let matches = applied.state.workers.values().filter(|w| {
@@ -209,9 +209,10 @@ pub async fn get(
     if q.consistent {
         s.cluster.read_barrier().await?;
     }
+    let grace = s.grace_ms();
     let applied = s.cluster.state.read();
     let w = applied.state.workers.get(&id).ok_or_else(|| ApiError::not_found(format!("worker {id:?} not found")))?;
-    Ok(Json(worker_view(w, now_ms(), s.settings.heartbeat_grace_ms)))
+    Ok(Json(worker_view(w, now_ms(), grace)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,7 +243,7 @@ pub async fn control(
     validate_name("worker id", &id)?;
     let cmd = Command::WorkerControl { worker: id, action, reason: parsed.reason };
     match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
-        Reply::Worker(w) => Ok(Json(worker_view(&w, now_ms(), s.settings.heartbeat_grace_ms))),
+        Reply::Worker(w) => Ok(Json(worker_view(&w, now_ms(), s.grace_ms()))),
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }
 }

@@ -1,0 +1,65 @@
+//! Provider modes: operator override (`POST /api/providers/{provider}/mode`)
+//! and the health auto-protect sees.
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use raft_store::{Command, Reply};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeBody {
+    pub mode: String,
+    pub reason: Option<String>,
+}
+
+pub async fn set_mode(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(provider): ApiPath<String>,
+    ApiJson(b): ApiJson<ModeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let cmd = Command::SetProviderMode { provider: provider.clone(), mode: b.mode, auto: false, reason: b.reason };
+    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+        Reply::Provider(p) => Ok(Json(json!({"provider": provider, "effective_mode": p.effective(), "state": p}))),
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Per provider: mode in force, override, auto-protect decision and counters
+/// summed over the fleet's latest heartbeats.
+pub async fn health(State(s): State<AppState>) -> Json<Value> {
+    let applied = s.cluster.state.read();
+    let st = &applied.state;
+    let mut totals: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
+    for w in st.workers.values() {
+        for (p, m) in &w.provider_metrics {
+            let t = totals.entry(p.clone()).or_default();
+            for (i, k) in ["accepted", "rejected", "tempfail", "unknown"].iter().enumerate() {
+                t[i] += m.get(*k).map(|v| v.value()).unwrap_or(0.0);
+            }
+        }
+    }
+    let names: std::collections::BTreeSet<&String> = totals.keys().chain(st.providers.keys()).collect();
+    let providers: Vec<Value> = names
+        .into_iter()
+        .map(|name| {
+            let t = totals.get(name).copied().unwrap_or_default();
+            let total: f64 = t.iter().sum();
+            let rate = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+            let p = st.providers.get(name).cloned().unwrap_or_default();
+            json!({
+                "provider": name, "effective_mode": p.effective(), "override_mode": p.override_mode,
+                "auto_mode": p.auto_mode, "auto_reason": p.auto_reason, "probes": total,
+                "accepted_rate": rate(t[0]), "reject_rate": rate(t[1]), "tempfail_rate": rate(t[2]), "unknown_rate": rate(t[3]),
+            })
+        })
+        .collect();
+    Json(json!({ "providers": providers }))
+}

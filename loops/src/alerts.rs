@@ -1,0 +1,70 @@
+//! The alert loop: evaluate the rules, commit what is firing (which opens,
+//! resolves and queues notifications), then commit auto-protect decisions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft_store::cluster::now_ms;
+use raft_store::state::Reconcile;
+use raft_store::Command;
+
+use crate::rules::{self, ProviderCounts};
+use crate::LoopContext;
+
+pub async fn run(ctx: Arc<LoopContext>) {
+    // Provider counters at the previous round, for windowed rates. Leader-local:
+    // a new leader's first round uses running totals.
+    let mut prev: Option<BTreeMap<String, ProviderCounts>> = None;
+    loop {
+        crate::pause(&ctx, "ALERT_CHECK_INTERVAL_SECONDS").await;
+        if !ctx.acting_leader() || !ctx.with_settings(|s| s.bool("ALERTS_ENABLED")) {
+            prev = None;
+            continue;
+        }
+        prev = Some(round(&ctx, prev.as_ref()).await);
+    }
+}
+
+/// One evaluation round; returns the provider totals it saw.
+pub async fn round(
+    ctx: &LoopContext,
+    prev: Option<&BTreeMap<String, ProviderCounts>>,
+) -> BTreeMap<String, ProviderCounts> {
+    let status = ctx.cluster.status().await;
+    let down: Vec<u64> = status.nodes.iter().filter(|n| !n.healthy).map(|n| n.id).collect();
+    let now = now_ms();
+    let (reconcile, totals, protect) = {
+        let applied = ctx.cluster.state.read();
+        let state = &applied.state;
+        ctx.with_settings_of(state, |s| {
+            let totals = rules::provider_totals(state, now, s.ms("ALERT_HEARTBEAT_GRACE_SECONDS"));
+            let window = rules::provider_window(&totals, prev);
+            let (firing, sample) = rules::evaluate(state, now, s, &window, &down);
+            let protect = rules::protect(state, now, s, &firing);
+            let reconcile = Reconcile {
+                firing,
+                kinds_evaluated: rules::KINDS.iter().map(|k| k.to_string()).collect(),
+                channels: ctx.notify.channels(),
+                cooldown_ms: s.ms("ALERT_COOLDOWN_SECONDS"),
+                sample: Some(sample),
+            };
+            (reconcile, totals, protect)
+        })
+    };
+    match ctx.cluster.write(&ctx.actor("alerts"), Command::ReconcileIncidents(reconcile)).await {
+        Ok(Ok(reply)) => tracing::debug!(?reply, "alert round committed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "alert round refused"),
+        Err(e) => tracing::warn!(error = %e, "alert round not committed"),
+    }
+    for cmd in protect {
+        if !ctx.acting_leader() {
+            break;
+        }
+        match ctx.cluster.write(&ctx.actor("auto-protect"), cmd).await {
+            Ok(Ok(_)) => tracing::info!("auto-protect action committed"),
+            Ok(Err(e)) => tracing::info!(error = %e, "auto-protect action refused"),
+            Err(e) => tracing::warn!(error = %e, "auto-protect action not committed"),
+        }
+    }
+    totals
+}

@@ -1,0 +1,68 @@
+//! Leader loops: alerts and incidents, notifications, autoscale, auto-protect
+//! and stale-worker cleanup. They run on every node but act only while the node
+//! is an acting leader, and every decision is committed through Raft before any
+//! outside effect.
+
+pub mod alerts;
+pub mod autoscale;
+pub mod gc;
+pub mod notify;
+pub mod rules;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use raft_store::settings::Effective;
+use raft_store::Cluster;
+
+pub use notify::{NotifyConfig, SmtpConfig};
+
+/// What every loop needs.
+pub struct LoopContext {
+    pub cluster: Arc<Cluster>,
+    /// Settings read from the environment at startup (validated).
+    pub env: BTreeMap<String, String>,
+    pub notify: NotifyConfig,
+}
+
+impl LoopContext {
+    /// Leader and heard from a quorum within the election timeout: a leader cut
+    /// off from the majority stops acting before a new one can be elected.
+    pub fn acting_leader(&self) -> bool {
+        let m = self.cluster.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader
+            && m.millis_since_quorum_ack.is_some_and(|ms| ms < self.cluster.opts.election_min_ms)
+    }
+
+    /// Run `f` with the settings in force now (env defaults + Raft overrides).
+    pub fn with_settings<T>(&self, f: impl FnOnce(&Effective) -> T) -> T {
+        let overrides = self.cluster.state.read().state.settings.clone();
+        f(&Effective { env: &self.env, overrides: &overrides })
+    }
+
+    /// Like [`Self::with_settings`] for a caller already holding the state.
+    pub fn with_settings_of<T>(&self, state: &raft_store::ControlState, f: impl FnOnce(&Effective) -> T) -> T {
+        f(&Effective { env: &self.env, overrides: &state.settings })
+    }
+
+    pub fn actor(&self, loop_name: &str) -> String {
+        format!("leader:{loop_name}")
+    }
+}
+
+/// Start every loop as its own task.
+pub fn spawn_all(ctx: Arc<LoopContext>) {
+    tokio::spawn(alerts::run(ctx.clone()));
+    tokio::spawn(notify::run(ctx.clone()));
+    tokio::spawn(autoscale::run(ctx.clone()));
+    tokio::spawn(gc::run(ctx));
+}
+
+/// Sleep for the period a setting names, re-read every round so changes apply
+/// without a restart.
+pub(crate) async fn pause(ctx: &LoopContext, key: &str) {
+    let period = ctx.with_settings(|s| s.secs(key));
+    tokio::time::sleep(period.min(Duration::from_secs(3600))).await;
+}

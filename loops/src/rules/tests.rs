@@ -1,0 +1,135 @@
+use std::collections::BTreeMap;
+
+use raft_store::settings::{env_defaults, Effective};
+use raft_store::state::worker::MetricMap;
+use raft_store::state::{ControlState, Heartbeat, Metric, Pool, PoolPatch, Worker};
+
+use super::*;
+
+fn settings(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    env_defaults(|k| extra.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())).unwrap()
+}
+
+fn worker(id: &str, pool: &str, at: u64, metrics: &[(&str, f64)]) -> Worker {
+    let beat = Heartbeat {
+        worker_id: id.into(),
+        host: "h".into(),
+        ip: "".into(),
+        pool: Some(pool.into()),
+        version: "1".into(),
+        status: "running".into(),
+        process_state: "running".into(),
+        metrics: metrics.iter().map(|(k, v)| (k.to_string(), Metric(*v))).collect::<MetricMap>(),
+        stage_metrics: Default::default(),
+        smtp_metrics: Default::default(),
+        provider_metrics: Default::default(),
+        meta: Default::default(),
+    };
+    Worker::new(&beat, pool.into(), at)
+}
+
+#[test]
+fn missing_heartbeats_error_rates_and_nodes_fire() {
+    let env = settings(&[]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let mut state = ControlState::default();
+    let now = 1_000_000;
+    state.workers.insert("silent".into(), worker("silent", "p", now - 200_000, &[]));
+    let mut bad = worker("bad", "p", now - 1_000, &[]);
+    bad.error_rate = Some(40.0);
+    state.workers.insert("bad".into(), bad);
+    state.workers.insert("ok".into(), worker("ok", "p", now - 1_000, &[]));
+    let (firing, sample) = evaluate(&state, now, &s, &BTreeMap::new(), &[3]);
+    let kinds: Vec<(&str, &str)> = firing.iter().map(|f| (f.kind.as_str(), f.subject.as_str())).collect();
+    assert!(kinds.contains(&("heartbeat_missing", "silent")));
+    assert!(kinds.contains(&("worker_error_rate", "bad")));
+    assert!(kinds.contains(&("node_down", "node-3")));
+    assert!(!kinds.iter().any(|(_, s)| *s == "ok"));
+    assert_eq!((sample.total, sample.healthy), (3, 2));
+}
+
+#[test]
+fn provider_rates_use_the_window_and_thresholds() {
+    let env = settings(&[]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let prev = BTreeMap::from([("gmail".to_string(), [100.0, 0.0, 0.0, 0.0])]);
+    let now = BTreeMap::from([("gmail".to_string(), [140.0, 0.0, 60.0, 0.0])]);
+    let window = provider_window(&now, Some(&prev));
+    assert_eq!(window["gmail"], [40.0, 0.0, 60.0, 0.0]);
+    let (firing, _) = evaluate(&ControlState::default(), 0, &s, &window, &[]);
+    assert_eq!(firing.len(), 1);
+    assert_eq!((firing[0].kind.as_str(), firing[0].severity.as_str()), ("provider_tempfail_rate", "critical"));
+    let protect_cmds = protect(
+        &ControlState::default(),
+        0,
+        &Effective { env: &settings(&[("PROVIDER_AUTOPROTECT_ENABLED", "true")]), overrides: &none },
+        &firing,
+    );
+    assert!(
+        matches!(&protect_cmds[..], [raft_store::Command::SetProviderMode { mode, auto: true, .. }] if mode == "cautious")
+    );
+}
+
+#[test]
+fn autoscale_steps_within_bounds_and_canary() {
+    let env = settings(&[("AUTOSCALE_MAX_DESIRED", "3")]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let now = 10_000_000;
+    let mut state = ControlState::default();
+    let mut pool = Pool::new("busy", 0);
+    pool.edit(&PoolPatch { desired_count: Some(2), ..Default::default() }, 0).unwrap();
+    state.pools.insert("busy".into(), pool);
+    for i in 0..2 {
+        state.workers.insert(format!("w{i}"), worker(&format!("w{i}"), "busy", now, &[("in_flight", 9.0)]));
+    }
+    let cmds = autoscale(&state, now, &s);
+    assert!(matches!(&cmds[..], [raft_store::Command::AutoscalePool { from: 2, to: 3, .. }]), "{cmds:?}");
+    state.pools.get_mut("busy").unwrap().desired_count = 3;
+    assert!(autoscale(&state, now, &s).is_empty(), "at max");
+    let env0 = settings(&[("AUTOSCALE_CANARY_PERCENT", "0")]);
+    state.pools.get_mut("busy").unwrap().desired_count = 2;
+    assert!(autoscale(&state, now, &Effective { env: &env0, overrides: &none }).is_empty(), "outside canary");
+}
+
+#[test]
+fn sustained_error_rate_quarantines_and_recovery_releases() {
+    let env = settings(&[("AUTO_ACTIONS_ENABLED", "true")]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let mut state = ControlState::default();
+    let mut w = worker("w", "p", 0, &[]);
+    w.error_rate = Some(50.0);
+    state.workers.insert("w".into(), w);
+    assert!(protect(&state, 0, &s, &[]).is_empty(), "not sustained without an open incident");
+    let f = raft_store::state::Firing {
+        kind: "worker_error_rate".into(),
+        subject: "w".into(),
+        severity: "critical".into(),
+        detail: "".into(),
+    };
+    let r = raft_store::state::Reconcile {
+        firing: vec![f],
+        kinds_evaluated: vec![],
+        channels: vec![],
+        cooldown_ms: 0,
+        sample: None,
+    };
+    state.reconcile(&r, 0);
+    let cmds = protect(&state, 30_000, &s, &[]);
+    assert!(matches!(
+        &cmds[..],
+        [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Quarantine, .. }]
+    ));
+    let w = state.workers.get_mut("w").unwrap();
+    w.quarantined = true;
+    w.quarantine_reason = Some("auto: high".into());
+    w.error_rate = Some(2.0);
+    let cmds = protect(&state, 90_000, &s, &[]);
+    assert!(matches!(
+        &cmds[..],
+        [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Unquarantine, .. }]
+    ));
+}
