@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod heartbeat;
 pub mod metrics;
+pub mod openapi;
 pub mod raft_rpc;
 pub mod routes;
 
@@ -14,9 +15,11 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{middleware, Router};
 use raft_store::Cluster;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
 pub use heartbeat::{BatchOptions, HeartbeatBatcher};
@@ -67,43 +70,16 @@ impl AppState {
     }
 }
 
+/// Prometheus text exposition of this node's metrics.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 401, body = openapi::ErrorBody)))]
 async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&s))
 }
 
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
-    use routes::{audit, cluster, health, incidents, pools, providers, settings, slo, workers};
-    let public =
-        Router::new().route("/api/health/live", get(health::live)).route("/api/health/ready", get(health::ready));
-
-    let api = Router::new()
-        .route("/api/workers/heartbeat", post(workers::heartbeat))
-        .route("/api/workers", get(workers::list))
-        .route("/api/workers/{id}", get(workers::get))
-        .route("/api/workers/{id}/{action}", post(workers::control))
-        .route("/api/pools", get(pools::list).post(pools::create))
-        .route("/api/pools/{pool}", get(pools::get).patch(pools::update).put(pools::update))
-        .route("/api/pools/{pool}/scale", post(pools::scale))
-        .route("/api/pools/{pool}/archive", post(pools::archive))
-        .route("/api/pools/{pool}/unarchive", post(pools::unarchive))
-        .route("/api/pools/{pool}/default", post(pools::set_default))
-        .route("/api/cluster/status", get(cluster::status))
-        .route("/api/cluster/learners", post(cluster::add_learner))
-        .route("/api/cluster/promote", post(cluster::promote))
-        .route("/api/cluster/remove", post(cluster::remove))
-        .route("/api/cluster/snapshot", post(cluster::snapshot))
-        .route("/api/audit", get(audit::list))
-        .route("/api/incidents", get(incidents::list))
-        .route("/api/incidents/{id}/ack", post(incidents::ack))
-        .route("/api/alerts", get(incidents::alerts))
-        .route("/api/settings", get(settings::get).put(settings::put))
-        .route("/api/slo", get(slo::get))
-        .route("/api/providers/health", get(providers::health))
-        .route("/api/providers/{provider}/mode", post(providers::set_mode))
-        .route("/metrics", get(metrics_text))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
-        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    let (router, doc) = api_routes(state.clone()).split_for_parts();
+    let doc = Arc::new(doc);
 
     let ui = Router::new()
         .route("/verifier-engine-room", get(routes::ui::index))
@@ -112,12 +88,47 @@ pub fn app(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic));
 
     Router::new()
-        .merge(public)
-        .merge(api)
+        .merge(router)
+        .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .merge(ui)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
         .nest("/raft", raft_rpc::router(state.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
+}
+
+/// Every documented route: `/api/*` and `/metrics`. Registering a handler here
+/// requires its `#[utoipa::path]`, so the OpenAPI document stays complete.
+pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
+    use routes::{audit, cluster, health, incidents, pools, providers, settings, slo, workers};
+    let public = OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready));
+    let private = OpenApiRouter::new()
+        .routes(routes!(workers::heartbeat))
+        .routes(routes!(workers::list))
+        .routes(routes!(workers::get))
+        .routes(routes!(workers::control))
+        .routes(routes!(pools::list, pools::create))
+        .routes(routes!(pools::get, pools::update))
+        .routes(routes!(pools::scale))
+        .routes(routes!(pools::archive))
+        .routes(routes!(pools::unarchive))
+        .routes(routes!(pools::set_default))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::add_learner))
+        .routes(routes!(cluster::promote))
+        .routes(routes!(cluster::remove))
+        .routes(routes!(cluster::snapshot))
+        .routes(routes!(audit::list))
+        .routes(routes!(incidents::list))
+        .routes(routes!(incidents::ack))
+        .routes(routes!(incidents::alerts))
+        .routes(routes!(settings::get, settings::put))
+        .routes(routes!(slo::get))
+        .routes(routes!(providers::health))
+        .routes(routes!(providers::set_mode))
+        .routes(routes!(metrics_text))
+        .route_layer(middleware::from_fn_with_state(state, auth::require_token))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private)
 }

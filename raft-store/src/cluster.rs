@@ -83,7 +83,7 @@ pub struct NodeReport {
 }
 
 /// One member as `GET /api/cluster/status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NodeStatus {
     pub id: NodeId,
     pub addr: String,
@@ -99,7 +99,7 @@ pub struct NodeStatus {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub cluster_id: String,
     pub node_id: NodeId,

@@ -9,7 +9,8 @@ use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     #[serde(default)]
     pub consistent: bool,
@@ -17,6 +18,7 @@ pub struct AuditQuery {
     pub subject: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/audit", tag = "cluster", params(AuditQuery), responses((status = 200, body = crate::openapi::AuditList), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<AuditQuery>) -> Result<Json<Value>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;

@@ -12,23 +12,25 @@ use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::AppState;
 
+#[utoipa::path(get, path = "/api/cluster/status", tag = "cluster", responses((status = 200, body = raft_store::cluster::ClusterStatus)))]
 pub async fn status(State(s): State<AppState>) -> Json<Value> {
     Json(json!(s.cluster.status().await))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LearnerBody {
     pub id: u64,
     pub addr: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeIdBody {
     pub id: u64,
 }
 
+#[utoipa::path(post, path = "/api/cluster/learners", tag = "cluster", request_body = LearnerBody, responses((status = 200, body = raft_store::cluster::ClusterStatus), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn add_learner(State(s): State<AppState>, ApiJson(b): ApiJson<LearnerBody>) -> Result<Json<Value>, ApiError> {
     if !(b.addr.starts_with("http://") || b.addr.starts_with("https://")) {
         return Err(ApiError::bad_request("addr must be an http:// or https:// URL"));
@@ -37,17 +39,20 @@ pub async fn add_learner(State(s): State<AppState>, ApiJson(b): ApiJson<LearnerB
     Ok(Json(json!(s.cluster.status().await)))
 }
 
+#[utoipa::path(post, path = "/api/cluster/promote", tag = "cluster", request_body = NodeIdBody, responses((status = 200, body = raft_store::cluster::ClusterStatus), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn promote(State(s): State<AppState>, ApiJson(b): ApiJson<NodeIdBody>) -> Result<Json<Value>, ApiError> {
     s.cluster.propose(Proposal::Promote { ids: BTreeSet::from([b.id]) }).await?;
     Ok(Json(json!(s.cluster.status().await)))
 }
 
+#[utoipa::path(post, path = "/api/cluster/remove", tag = "cluster", request_body = NodeIdBody, responses((status = 200, body = raft_store::cluster::ClusterStatus), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn remove(State(s): State<AppState>, ApiJson(b): ApiJson<NodeIdBody>) -> Result<Json<Value>, ApiError> {
     s.cluster.propose(Proposal::Remove { ids: BTreeSet::from([b.id]) }).await?;
     Ok(Json(json!(s.cluster.status().await)))
 }
 
 /// Ask this node to snapshot its state machine now (and compact its log).
+#[utoipa::path(post, path = "/api/cluster/snapshot", tag = "cluster", responses((status = 200, body = crate::openapi::SnapshotTriggered), (status = 401, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn snapshot(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
     s.cluster
         .raft

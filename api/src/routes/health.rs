@@ -10,11 +10,13 @@ use crate::AppState;
 /// How far (in log entries) a node may trail the leader and still be ready.
 const READY_MAX_LAG: u64 = 1_000;
 
+#[utoipa::path(get, path = "/api/health/live", tag = "health", responses((status = 200, body = crate::openapi::Live)))]
 pub async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when a leader is known and this node has applied close to its log.
+#[utoipa::path(get, path = "/api/health/ready", tag = "health", responses((status = 200, body = crate::openapi::Ready)))]
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
     let me = s.cluster.report();
     let leader = match me.leader_id {

@@ -13,7 +13,8 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IncidentQuery {
     #[serde(default)]
     pub consistent: bool,
@@ -24,6 +25,7 @@ pub struct IncidentQuery {
     pub limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/incidents", tag = "alerts", params(IncidentQuery), responses((status = 200, body = crate::openapi::IncidentList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<IncidentQuery>) -> Result<Json<Value>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
@@ -56,12 +58,13 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<IncidentQuery
     Ok(Json(json!({"incidents": incidents, "active": active, "notifications": st.delivery_counts()})))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
     pub note: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/incidents/{id}/ack", tag = "alerts", params(("id" = u64, Path)), request_body = Option<AckBody>, responses((status = 200, body = raft_store::state::Incident), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn ack(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -79,6 +82,7 @@ pub async fn ack(
 }
 
 /// The alert rules, their thresholds as in force now, and what fires per rule.
+#[utoipa::path(get, path = "/api/alerts", tag = "alerts", responses((status = 200, body = crate::openapi::AlertsView), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn alerts(State(s): State<AppState>) -> Json<Value> {
     let (enabled, rules) = s.with_settings(|e| {
         let pct = |k: &str| format!("{}%", e.raw(k));

@@ -26,7 +26,8 @@ pub async fn method_not_allowed() -> ApiError {
 }
 
 /// `?consistent=true` asks for a linearizable read.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadOpts {
     #[serde(default)]
     pub consistent: bool,

@@ -34,6 +34,7 @@ fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
     v
 }
 
+#[utoipa::path(get, path = "/api/pools", tag = "pools", params(ReadOpts), responses((status = 200, body = crate::openapi::PoolList), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn list(State(s): State<AppState>, ApiQuery(opts): ApiQuery<ReadOpts>) -> Result<Json<Value>, ApiError> {
     opts.barrier(&s).await?;
     let (now, grace) = (now_ms(), s.grace_ms());
@@ -42,6 +43,7 @@ pub async fn list(State(s): State<AppState>, ApiQuery(opts): ApiQuery<ReadOpts>)
     Ok(Json(json!({ "pools": pools })))
 }
 
+#[utoipa::path(get, path = "/api/pools/{pool}", tag = "pools", params(("pool" = String, Path), ReadOpts), responses((status = 200, body = crate::openapi::PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(name): ApiPath<String>,
@@ -54,7 +56,7 @@ pub async fn get(
     Ok(Json(pool_view(&applied.state, p, now_ms(), grace)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolBody {
     pub desired_count: Option<u32>,
@@ -74,7 +76,7 @@ impl From<PoolBody> for PoolPatch {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     pub name: String,
@@ -95,6 +97,7 @@ async fn write_pool(s: &AppState, headers: &HeaderMap, cmd: Command) -> Result<J
     }
 }
 
+#[utoipa::path(post, path = "/api/pools", tag = "pools", request_body = CreateBody, responses((status = 200, body = crate::openapi::PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -109,6 +112,7 @@ pub async fn create(
     write_pool(&s, &headers, Command::CreatePool { name: b.name, patch }).await
 }
 
+#[utoipa::path(method(patch, put), path = "/api/pools/{pool}", tag = "pools", params(("pool" = String, Path)), request_body = PoolBody, responses((status = 200, body = crate::openapi::PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -118,6 +122,7 @@ pub async fn update(
     write_pool(&s, &headers, Command::UpdatePool { name, patch: b.into() }).await
 }
 
+#[utoipa::path(post, path = "/api/pools/{pool}/archive", tag = "pools", params(("pool" = String, Path)), responses((status = 200, body = crate::openapi::PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn archive(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -126,6 +131,7 @@ pub async fn archive(
     write_pool(&s, &headers, Command::ArchivePool { name, archived: true }).await
 }
 
+#[utoipa::path(post, path = "/api/pools/{pool}/unarchive", tag = "pools", params(("pool" = String, Path)), responses((status = 200, body = crate::openapi::PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn unarchive(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -134,6 +140,7 @@ pub async fn unarchive(
     write_pool(&s, &headers, Command::ArchivePool { name, archived: false }).await
 }
 
+#[utoipa::path(post, path = "/api/pools/{pool}/default", tag = "pools", params(("pool" = String, Path)), responses((status = 200, body = crate::openapi::PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn set_default(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -142,12 +149,13 @@ pub async fn set_default(
     write_pool(&s, &headers, Command::SetDefaultPool { name }).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleBody {
     pub desired_count: u32,
 }
 
+#[utoipa::path(post, path = "/api/pools/{pool}/scale", tag = "pools", params(("pool" = String, Path)), request_body = ScaleBody, responses((status = 200, body = crate::openapi::PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn scale(
     State(s): State<AppState>,
     headers: HeaderMap,

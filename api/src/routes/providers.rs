@@ -12,13 +12,14 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
     pub mode: String,
     pub reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/providers/{provider}/mode", tag = "settings", params(("provider" = String, Path)), request_body = ModeBody, responses((status = 200, body = crate::openapi::ProviderModeView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn set_mode(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -34,6 +35,7 @@ pub async fn set_mode(
 
 /// Per provider: mode in force, override, auto-protect decision and counters
 /// summed over the fleet's latest heartbeats.
+#[utoipa::path(get, path = "/api/providers/health", tag = "settings", responses((status = 200, body = crate::openapi::ProviderHealthList), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn health(State(s): State<AppState>) -> Json<Value> {
     let applied = s.cluster.state.read();
     let st = &applied.state;

@@ -31,6 +31,7 @@ fn view(s: &AppState, overrides: &BTreeMap<String, String>) -> Value {
     json!({ "settings": settings })
 }
 
+#[utoipa::path(get, path = "/api/settings", tag = "settings", responses((status = 200, body = crate::openapi::SettingsView), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn get(State(s): State<AppState>) -> Json<Value> {
     let overrides = s.cluster.state.read().state.settings.clone();
     Json(view(&s, &overrides))
@@ -38,6 +39,7 @@ pub async fn get(State(s): State<AppState>) -> Json<Value> {
 
 /// `PUT /api/settings` with `{"KEY": value, ...}`; `null` resets a key to its
 /// env default. All values are validated before anything is written.
+#[utoipa::path(put, path = "/api/settings", tag = "settings", request_body = std::collections::BTreeMap<String, serde_json::Value>, responses((status = 200, body = crate::openapi::SettingsView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn put(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -29,6 +29,7 @@ pub fn quantile(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
     Some(lo)
 }
 
+#[utoipa::path(get, path = "/api/slo", tag = "alerts", responses((status = 200, body = crate::openapi::SloView), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn get(State(s): State<AppState>) -> Json<Value> {
     let target = s.with_settings(|e| e.num("SLO_AVAILABILITY_TARGET"));
     let now = now_ms();

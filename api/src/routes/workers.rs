@@ -26,8 +26,8 @@ const MAX_ENTRIES: usize = 128;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1_000;
 
-#[derive(Debug, Deserialize)]
-struct HeartbeatBody {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct HeartbeatBody {
     worker_id: String,
     #[serde(default)]
     host: String,
@@ -48,7 +48,9 @@ struct HeartbeatBody {
     smtp_metrics: MetricMap,
     #[serde(default)]
     provider_metrics: BTreeMap<String, MetricMap>,
+    /// Unknown fields, kept in the worker's `meta`.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     extra: BTreeMap<String, Value>,
 }
 
@@ -101,6 +103,7 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "workers", request_body = HeartbeatBody, responses((status = 200, body = raft_store::state::HeartbeatAnswer), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 413, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn heartbeat(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
@@ -139,7 +142,8 @@ pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
     v
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WorkerQuery {
     #[serde(default)]
     pub consistent: bool,
@@ -153,6 +157,7 @@ pub struct WorkerQuery {
     pub offset: usize,
 }
 
+#[utoipa::path(get, path = "/api/workers", tag = "workers", params(WorkerQuery), responses((status = 200, body = crate::openapi::WorkerList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>) -> Result<Json<Value>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
@@ -195,12 +200,14 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>)
     Ok(Json(json!({"workers": page, "total": total, "limit": limit, "offset": q.offset})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistentQuery {
     #[serde(default)]
     pub consistent: bool,
 }
 
+#[utoipa::path(get, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id"), ConsistentQuery), responses((status = 200, body = crate::openapi::WorkerView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -215,13 +222,14 @@ pub async fn get(
     Ok(Json(worker_view(w, now_ms(), grace)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ControlBody {
-    reason: Option<String>,
+pub struct ControlBody {
+    pub reason: Option<String>,
 }
 
 /// `POST /api/workers/{id}/{action}` with an optional `{"reason": "..."}`.
+#[utoipa::path(post, path = "/api/workers/{id}/{action}", tag = "workers", params(("id" = String, Path, description = "worker id"), ("action" = String, Path, description = "pause, resume, drain, stop, quarantine or unquarantine")), request_body = Option<ControlBody>, responses((status = 200, body = crate::openapi::WorkerView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn control(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -16,14 +16,14 @@ const KEEP_FINISHED: usize = 500;
 /// Fleet availability samples kept (24 h at a 30 s check interval).
 pub const KEEP_SAMPLES: usize = 2_880;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum IncidentState {
     Active,
     Resolved,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Incident {
     pub id: u64,
     pub kind: String,
@@ -49,7 +49,7 @@ pub struct Firing {
 }
 
 /// Share of workers healthy at one moment, for the SLO.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct FleetSample {
     pub at_ms: u64,
     pub total: u64,
@@ -68,7 +68,7 @@ pub struct Reconcile {
     pub sample: Option<FleetSample>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
     Pending,
@@ -76,7 +76,7 @@ pub enum DeliveryState {
     Failed,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Notification {
     pub id: u64,
     pub incident_id: u64,

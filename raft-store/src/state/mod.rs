@@ -50,7 +50,7 @@ pub struct ControlState {
 }
 
 /// One operator or automation action, as recorded for `GET /api/audit`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub seq: u64,
     pub at_ms: u64,

@@ -9,7 +9,7 @@ use super::{validate_name, MAX_DESIRED_COUNT};
 use crate::command::{CommandError, ErrorKind};
 
 /// How a pool's workers treat one mailbox provider (reference 001).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     Standard,
@@ -17,7 +17,7 @@ pub enum Profile {
     Warmup,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Pool {
     pub name: String,
     pub desired_count: u32,
@@ -31,7 +31,7 @@ pub struct Pool {
 }
 
 /// Fields an operator may set when creating or editing a pool; `None` keeps.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PoolPatch {
     pub desired_count: Option<u32>,
     pub min_count: Option<u32>,

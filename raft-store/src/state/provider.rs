@@ -11,7 +11,7 @@ use crate::command::{CommandError, ErrorKind};
 
 pub const MODES: [&str; 4] = ["normal", "cautious", "drain", "auto"];
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ProviderState {
     pub override_mode: Option<String>,
     pub auto_mode: Option<String>,

@@ -9,7 +9,9 @@ use super::metric::Metric;
 use crate::command::{CommandError, ErrorKind};
 
 /// What the control plane wants a worker to be doing.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DesiredState {
     #[default]
@@ -113,7 +115,7 @@ pub struct Heartbeat {
 }
 
 /// What a worker is told after its heartbeat is committed (SPEC §3).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct HeartbeatAnswer {
     pub desired_state: DesiredState,
     pub quarantined: bool,
@@ -122,7 +124,7 @@ pub struct HeartbeatAnswer {
     pub provider_modes: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Worker {
     pub id: String,
     pub host: String,

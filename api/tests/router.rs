@@ -1,0 +1,190 @@
+//! In-process checks of the real router on a single, uninitialized node: auth,
+//! bad input (never a 5xx, always the JSON error shape), and the OpenAPI
+//! document's completeness.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{AppState, BatchOptions, Settings};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use raft_store::{Cluster, ClusterOptions};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token";
+
+async fn state(dir: &std::path::Path) -> AppState {
+    let opts = ClusterOptions {
+        id: 1,
+        cluster_name: "test".into(),
+        secret: "s".into(),
+        heartbeat_ms: 50,
+        election_min_ms: 150,
+        election_max_ms: 300,
+        snapshot_logs: 1000,
+        keep_logs: 100,
+        write_timeout: Duration::from_millis(300),
+        rpc_source_ip: None,
+    };
+    let cluster = Cluster::start(opts, dir).await.expect("start raft");
+    let env = raft_store::settings::env_defaults(|_| None).unwrap();
+    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 16, max_inflight: 2 })
+}
+
+async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let res = app.clone().oneshot(req.body(Body::from(body.to_string())).unwrap()).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn bearer() -> Option<&'static str> {
+    Some("Bearer test-token")
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(dir.path()).await;
+    let app = api::app(s.clone());
+    let big = format!("{{\"worker_id\":\"w\",\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let cases: Vec<(&str, &str, Option<&str>, String, u16)> = vec![
+        ("POST", "/api/workers/heartbeat", None, "{}".into(), 401),
+        ("POST", "/api/workers/heartbeat", Some("Bearer wrong"), "{}".into(), 401),
+        ("POST", "/api/workers/heartbeat", bearer(), "{nope".into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), "{}".into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), r#"{"worker_id": 7}"#.into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), r#"{"worker_id": ""}"#.into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), format!(r#"{{"worker_id": "{}"}}"#, "a".repeat(500)), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), r#"{"worker_id": "w/1"}"#.into(), 400),
+        (
+            "POST",
+            "/api/workers/heartbeat",
+            bearer(),
+            r#"{"worker_id": "w", "metrics": {"processed": "many"}}"#.into(),
+            400,
+        ),
+        ("POST", "/api/workers/heartbeat", bearer(), r#"{"worker_id": "w", "ip": "not-an-ip"}"#.into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), r#"{"worker_id": "w", "process_state": "dancing"}"#.into(), 400),
+        ("POST", "/api/workers/heartbeat", bearer(), big, 413),
+        ("POST", "/api/workers/w/explode", bearer(), "".into(), 404),
+        ("POST", "/api/workers/w/pause", bearer(), "[1,2]".into(), 400),
+        ("GET", "/api/workers?limit=0", bearer(), "".into(), 400),
+        ("GET", "/api/workers?limit=abc", bearer(), "".into(), 400),
+        ("GET", "/api/workers?desired_state=flying", bearer(), "".into(), 400),
+        ("GET", "/api/workers/nobody", bearer(), "".into(), 404),
+        ("POST", "/api/pools/p/scale", bearer(), r#"{"desired_count": -1}"#.into(), 400),
+        ("POST", "/api/pools/p/scale", bearer(), r#"{"desired_count": 1, "extra": 2}"#.into(), 400),
+        ("PUT", "/api/settings", bearer(), r#"{"ALERT_CHECK_INTERVAL_SECONDS": -5}"#.into(), 400),
+        ("PUT", "/api/settings", bearer(), r#"{"NO_SUCH_KEY": 1}"#.into(), 400),
+        ("GET", "/api/incidents?state=sideways", bearer(), "".into(), 400),
+        ("POST", "/api/cluster/learners", bearer(), r#"{"id": 4, "addr": "ftp://x"}"#.into(), 400),
+        ("GET", "/api/nope", bearer(), "".into(), 404),
+        ("DELETE", "/api/workers", bearer(), "".into(), 405),
+    ];
+    for (method, uri, auth, body, want) in cases {
+        let (status, json) = call(&app, method, uri, auth, &body).await;
+        assert_eq!(status.as_u16(), want, "{method} {uri} {body:.80} -> {json}");
+        assert!(json["error"]["code"].is_string() && json["error"]["message"].is_string(), "{method} {uri}: {json}");
+    }
+    let applied = s.cluster.state.read();
+    assert!(applied.state.workers.is_empty() && applied.state.pools.is_empty() && applied.state.settings.is_empty());
+}
+
+#[tokio::test]
+async fn browser_writes_need_the_csrf_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(state(dir.path()).await);
+    let basic = "Basic dXNlcjp0ZXN0LXRva2Vu"; // user:test-token
+    let (status, _) = call(&app, "GET", "/api/pools", Some(basic), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, json) = call(&app, "POST", "/api/pools/p/scale", Some(basic), r#"{"desired_count":1}"#).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{json}");
+    assert_eq!(json["error"]["code"], "csrf");
+}
+
+#[tokio::test]
+async fn openapi_lists_every_api_route_with_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(state(dir.path()).await);
+    let (status, doc) = call(&app, "GET", "/openapi.json", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths: BTreeMap<String, Value> = serde_json::from_value(doc["paths"].clone()).unwrap();
+    for p in [
+        "/api/workers/heartbeat",
+        "/api/workers",
+        "/api/workers/{id}",
+        "/api/workers/{id}/{action}",
+        "/api/pools",
+        "/api/pools/{pool}",
+        "/api/pools/{pool}/scale",
+        "/api/pools/{pool}/archive",
+        "/api/pools/{pool}/default",
+        "/api/cluster/status",
+        "/api/cluster/learners",
+        "/api/audit",
+        "/api/incidents",
+        "/api/incidents/{id}/ack",
+        "/api/alerts",
+        "/api/settings",
+        "/api/slo",
+        "/api/providers/{provider}/mode",
+        "/api/health/ready",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from openapi.json");
+    }
+    assert!(paths["/api/pools/{pool}"].get("patch").is_some() && paths["/api/pools/{pool}"].get("put").is_some());
+    let schemas = &doc["components"]["schemas"];
+    for s in ["Worker", "WorkerView", "HeartbeatBody", "HeartbeatAnswer", "Pool", "PoolView", "Incident", "ErrorBody"] {
+        assert!(schemas.get(s).is_some(), "schema {s} missing");
+    }
+}
+
+/// The `json!`-built worker and pool views carry exactly the documented fields.
+#[test]
+fn views_match_their_schemas() {
+    use raft_store::state::{Heartbeat, Worker};
+    use utoipa::PartialSchema;
+    let beat: Heartbeat = Heartbeat {
+        worker_id: "w".into(),
+        host: "h".into(),
+        ip: "127.0.0.1".into(),
+        pool: None,
+        version: "1".into(),
+        status: "running".into(),
+        process_state: "running".into(),
+        metrics: Default::default(),
+        stage_metrics: Default::default(),
+        smtp_metrics: Default::default(),
+        provider_metrics: Default::default(),
+        meta: BTreeMap::from([("agent".to_string(), "\"x\"".to_string())]),
+    };
+    let w = Worker::new(&beat, "default".into(), 1);
+    let view = api::routes::workers::worker_view(&w, 2, 1000);
+    let produced: std::collections::BTreeSet<String> = view.as_object().unwrap().keys().cloned().collect();
+    let mut documented: std::collections::BTreeSet<String> = BTreeMap::<String, Value>::new().into_keys().collect();
+    for schema in [
+        serde_json::to_value(Worker::schema()).unwrap(),
+        serde_json::to_value(api::openapi::WorkerView::schema()).unwrap(),
+    ] {
+        let mut stack = vec![schema];
+        while let Some(v) = stack.pop() {
+            if let Some(props) = v.get("properties").and_then(Value::as_object) {
+                documented.extend(props.keys().filter(|k| k.as_str() != "worker").cloned());
+            }
+            if let Some(all) = v.get("allOf").and_then(Value::as_array) {
+                stack.extend(all.iter().cloned());
+            }
+        }
+    }
+    assert_eq!(produced, documented);
+}
