@@ -28,6 +28,7 @@ async fn state(dir: &std::path::Path) -> AppState {
         keep_logs: 100,
         write_timeout: Duration::from_millis(300),
         rpc_source_ip: None,
+        sled_cache_bytes: 8 << 20,
     };
     let cluster = Cluster::start(opts, dir).await.expect("start raft");
     let env = raft_store::settings::env_defaults(|_| None).unwrap();
@@ -166,9 +167,9 @@ fn views_match_their_schemas() {
         stage_metrics: Default::default(),
         smtp_metrics: Default::default(),
         provider_metrics: Default::default(),
-        meta: BTreeMap::from([("agent".to_string(), "\"x\"".to_string())]),
+        meta: [("agent", "\"x\"".to_string())].into(),
     };
-    let w = Worker::new(&beat, "default".into(), 1);
+    let w = Worker::new(&beat, "default", 1);
     let view = api::routes::workers::worker_view(&w, 2, 1000);
     let produced: std::collections::BTreeSet<String> = view.as_object().unwrap().keys().cloned().collect();
     let mut documented: std::collections::BTreeSet<String> = BTreeMap::<String, Value>::new().into_keys().collect();

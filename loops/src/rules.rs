@@ -40,8 +40,8 @@ fn reached(w: &Worker) -> bool {
 pub fn provider_totals(state: &ControlState, now: u64, grace: u64) -> BTreeMap<String, ProviderCounts> {
     let mut out: BTreeMap<String, ProviderCounts> = BTreeMap::new();
     for w in state.workers.values().filter(|w| healthy(w, now, grace)) {
-        for (provider, m) in &w.provider_metrics {
-            let c = out.entry(provider.clone()).or_default();
+        for (provider, m) in w.provider_metrics.iter() {
+            let c = out.entry(provider.to_string()).or_default();
             for (i, k) in ["accepted", "rejected", "tempfail", "unknown"].iter().enumerate() {
                 c[i] += metric(m, k);
             }

@@ -53,6 +53,9 @@ pub struct ServeArgs {
     /// How long a client write may wait for a leader and commit, in ms.
     #[arg(long, env = "ENGINE_WRITE_TIMEOUT_MS", default_value_t = 5_000)]
     pub write_timeout_ms: u64,
+    /// sled page cache in MiB.
+    #[arg(long, env = "ENGINE_SLED_CACHE_MB", default_value_t = 32)]
+    pub sled_cache_mb: u64,
     /// Local IP for connections to peers (default: the ENGINE_LISTEN host when it is a specific address).
     #[arg(long, env = "ENGINE_RPC_SOURCE_IP")]
     pub rpc_source_ip: Option<std::net::IpAddr>,
@@ -194,6 +197,7 @@ impl ServeArgs {
             keep_logs: self.keep_logs,
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
             rpc_source_ip,
+            sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
         };
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
             return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());

@@ -1,6 +1,9 @@
 //! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
 //! a running cluster over its HTTP API (`cluster`, `pools`).
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod client;
 mod config;
 mod dev;

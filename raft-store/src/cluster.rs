@@ -32,6 +32,8 @@ pub struct ClusterOptions {
     pub write_timeout: Duration,
     /// Local address for connections to peers (None: the OS picks).
     pub rpc_source_ip: Option<std::net::IpAddr>,
+    /// sled page-cache budget in bytes (sled's own default is 1 GiB).
+    pub sled_cache_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +140,8 @@ const REPORT_TIMEOUT: Duration = Duration::from_millis(400);
 impl Cluster {
     /// Open storage in `dir` and start the Raft core; returns once it runs.
     pub async fn start(opts: ClusterOptions, dir: &std::path::Path) -> Result<Arc<Self>, ClusterError> {
-        let (log_store, sm) = crate::open_storage(dir).map_err(|e| ClusterError::Fatal(e.to_string()))?;
+        let (log_store, sm) =
+            crate::open_storage(dir, opts.sled_cache_bytes).map_err(|e| ClusterError::Fatal(e.to_string()))?;
         let config = Config {
             cluster_name: opts.cluster_name.clone(),
             heartbeat_interval: opts.heartbeat_ms,

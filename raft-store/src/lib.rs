@@ -20,9 +20,11 @@ pub use types::{NodeId, Raft, TypeConfig};
 /// Open the process's one sled database and the two storage halves on top of it.
 pub fn open_storage(
     dir: &std::path::Path,
+    cache_bytes: u64,
 ) -> Result<(log_store::LogStore, state_machine::StateMachineStore), StoreOpenError> {
     let db = sled::Config::new()
         .path(dir.join("sled"))
+        .cache_capacity(cache_bytes)
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|e| StoreOpenError(format!("cannot open sled database in {}: {e}", dir.display())))?;

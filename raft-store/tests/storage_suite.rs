@@ -11,7 +11,7 @@ struct SledBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = raft_store::open_storage(dir.path()).expect("open sled");
+        let (log, sm) = raft_store::open_storage(dir.path(), 16 << 20).expect("open sled");
         Ok((dir, log, sm))
     }
 }

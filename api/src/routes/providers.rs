@@ -41,8 +41,8 @@ pub async fn health(State(s): State<AppState>) -> Json<Value> {
     let st = &applied.state;
     let mut totals: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
     for w in st.workers.values() {
-        for (p, m) in &w.provider_metrics {
-            let t = totals.entry(p.clone()).or_default();
+        for (p, m) in w.provider_metrics.iter() {
+            let t = totals.entry(p.to_string()).or_default();
             for (i, k) in ["accepted", "rejected", "tempfail", "unknown"].iter().enumerate() {
                 t[i] += m.get(*k).map(|v| v.value()).unwrap_or(0.0);
             }

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::{heartbeat_state, MetricMap, PROCESS_STATES};
+use raft_store::state::worker::{heartbeat_state, MetricMap, NestedMetrics, PROCESS_STATES};
 use raft_store::state::{validate_name, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
 use raft_store::{Command, Reply};
 use serde::Deserialize;
@@ -41,13 +41,17 @@ pub struct HeartbeatBody {
     #[serde(default)]
     process_state: Option<String>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, f64>)]
     metrics: MetricMap,
     #[serde(default)]
-    stage_metrics: BTreeMap<String, MetricMap>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    stage_metrics: NestedMetrics,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, f64>)]
     smtp_metrics: MetricMap,
     #[serde(default)]
-    provider_metrics: BTreeMap<String, MetricMap>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    provider_metrics: NestedMetrics,
     /// Unknown fields, kept in the worker's `meta`.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -132,7 +136,7 @@ pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
         let meta: Map<String, Value> = w
             .meta
             .iter()
-            .map(|(k, raw)| (k.clone(), serde_json::from_str(raw).unwrap_or(Value::String(raw.clone()))))
+            .map(|(k, raw)| (k.to_string(), serde_json::from_str(raw).unwrap_or(Value::String(raw.clone()))))
             .collect();
         obj.insert("meta".into(), Value::Object(meta));
         obj.insert("heartbeat_state".into(), json!(heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms)));

@@ -25,7 +25,7 @@ fn worker(id: &str, pool: &str, at: u64, metrics: &[(&str, f64)]) -> Worker {
         provider_metrics: Default::default(),
         meta: Default::default(),
     };
-    Worker::new(&beat, pool.into(), at)
+    Worker::new(&beat, pool, at)
 }
 
 #[test]

@@ -54,3 +54,126 @@ mod tests {
         assert_eq!(crate::codec::decode::<Vec<Metric>>(&bytes).unwrap(), vec![Metric(3.0), Metric(-1.5)]);
     }
 }
+
+/// Short text kept inline (up to 24 bytes) instead of on the heap: worker
+/// fields and metric names are short and repeated across 100k workers.
+pub type Key = compact_str::CompactString;
+
+/// A small map as a sorted vector: a few entries cost a few dozen bytes, where
+/// a `BTreeMap` node costs hundreds. Serialized as a plain map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmallMap<V>(Vec<(Key, V)>);
+
+impl<V> Default for SmallMap<V> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<V> SmallMap<V> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn insert(&mut self, key: impl Into<Key>, value: V) -> Option<V> {
+        let key = key.into();
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(key.as_str())) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (key, value));
+                None
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &V)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
+impl<K: Into<Key>, V> FromIterator<(K, V)> for SmallMap<V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        let mut m = Self::new();
+        for (k, v) in iter {
+            m.insert(k, v);
+        }
+        m.0.shrink_to_fit();
+        m
+    }
+}
+
+impl<K: Into<Key>, V, const N: usize> From<[(K, V); N]> for SmallMap<V> {
+    fn from(items: [(K, V); N]) -> Self {
+        items.into_iter().collect()
+    }
+}
+
+impl<V: Serialize> Serialize for SmallMap<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k.as_str(), v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SmallMap<V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = SmallMap<V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut v: Vec<(Key, V)> = Vec::with_capacity(a.size_hint().unwrap_or(0).min(256));
+                while let Some((k, val)) = a.next_entry::<Key, V>()? {
+                    v.push((k, val));
+                }
+                Ok(v.into_iter().collect())
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// Counters by name, e.g. `processed`, `errors`, `in_flight`.
+pub type MetricMap = SmallMap<Metric>;
+/// Counters by group then name, e.g. provider → outcome → count.
+pub type NestedMetrics = SmallMap<MetricMap>;
+
+#[cfg(test)]
+mod small_map_tests {
+    use super::*;
+
+    #[test]
+    fn sorted_unique_and_round_trips_in_both_codecs() {
+        let m: MetricMap = [("b", Metric(2.0)), ("a", Metric(1.0)), ("b", Metric(3.0))].into();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.get("b"), Some(&Metric(3.0)));
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"a":1,"b":3}"#);
+        let back: MetricMap = serde_json::from_str(r#"{"z":1,"a":2}"#).unwrap();
+        assert_eq!(back.iter().next().unwrap().0, "a");
+        let n: NestedMetrics = [("gmail", m.clone())].into();
+        let bytes = crate::codec::encode(&n).unwrap();
+        assert_eq!(crate::codec::decode::<NestedMetrics>(&bytes).unwrap(), n);
+    }
+}

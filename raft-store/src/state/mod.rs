@@ -263,7 +263,7 @@ impl ControlState {
         let worker = match self.workers.get_mut(&beat.worker_id) {
             Some(w) => {
                 w.record(beat, at);
-                w.pool = pool;
+                w.pool = pool.into();
                 w
             }
             None => self.workers.entry(beat.worker_id.clone()).or_insert(Worker::new(beat, pool, at)),

@@ -14,7 +14,7 @@ fn beat(id: &str, pool: Option<&str>) -> Heartbeat {
         version: "1.0".into(),
         status: "running".into(),
         process_state: "running".into(),
-        metrics: MetricMap::from([("processed".into(), Metric(1.0))]),
+        metrics: MetricMap::from([("processed", Metric(1.0))]),
         stage_metrics: Default::default(),
         smtp_metrics: Default::default(),
         provider_metrics: Default::default(),

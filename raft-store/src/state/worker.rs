@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::metric::Metric;
 use crate::command::{CommandError, ErrorKind};
 
 /// What the control plane wants a worker to be doing.
@@ -94,10 +93,10 @@ impl WorkerAction {
     }
 }
 
-pub type MetricMap = BTreeMap<String, Metric>;
+pub use super::metric::{Key, MetricMap, NestedMetrics, SmallMap};
 
 /// One heartbeat as validated by the API and carried in a Raft entry.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Heartbeat {
     pub worker_id: String,
     pub host: String,
@@ -106,12 +105,17 @@ pub struct Heartbeat {
     pub version: String,
     pub status: String,
     pub process_state: String,
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub metrics: MetricMap,
-    pub stage_metrics: BTreeMap<String, MetricMap>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    pub stage_metrics: NestedMetrics,
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub smtp_metrics: MetricMap,
-    pub provider_metrics: BTreeMap<String, MetricMap>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    pub provider_metrics: NestedMetrics,
     /// Unknown top-level fields, each kept as compact JSON text.
-    pub meta: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub meta: SmallMap<String>,
 }
 
 /// What a worker is told after its heartbeat is committed (SPEC §3).
@@ -127,20 +131,31 @@ pub struct HeartbeatAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Worker {
     pub id: String,
-    pub host: String,
-    pub ip: String,
-    pub pool: String,
-    pub version: String,
-    pub status: String,
-    pub process_state: String,
+    #[schema(value_type = String)]
+    pub host: Key,
+    #[schema(value_type = String)]
+    pub ip: Key,
+    #[schema(value_type = String)]
+    pub pool: Key,
+    #[schema(value_type = String)]
+    pub version: Key,
+    #[schema(value_type = String)]
+    pub status: Key,
+    #[schema(value_type = String)]
+    pub process_state: Key,
     pub first_seen_ms: u64,
     pub last_heartbeat_ms: u64,
     pub heartbeat_count: u64,
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub metrics: MetricMap,
-    pub stage_metrics: BTreeMap<String, MetricMap>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    pub stage_metrics: NestedMetrics,
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub smtp_metrics: MetricMap,
-    pub provider_metrics: BTreeMap<String, MetricMap>,
-    pub meta: BTreeMap<String, String>,
+    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    pub provider_metrics: NestedMetrics,
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub meta: SmallMap<String>,
     pub desired_state: DesiredState,
     pub desired_changed_ms: u64,
     pub quarantined: bool,
@@ -158,23 +173,23 @@ pub const RATE_WINDOW_MS: u64 = 60_000;
 
 impl Worker {
     /// A worker first seen in `beat`, wanted running.
-    pub fn new(beat: &Heartbeat, pool: String, at_ms: u64) -> Self {
+    pub fn new(beat: &Heartbeat, pool: impl Into<Key>, at_ms: u64) -> Self {
         let mut w = Worker {
             id: beat.worker_id.clone(),
-            host: String::new(),
-            ip: String::new(),
-            pool,
-            version: String::new(),
-            status: String::new(),
-            process_state: String::new(),
+            host: Key::default(),
+            ip: Key::default(),
+            pool: pool.into(),
+            version: Key::default(),
+            status: Key::default(),
+            process_state: Key::default(),
             first_seen_ms: at_ms,
             last_heartbeat_ms: at_ms,
             heartbeat_count: 0,
             metrics: MetricMap::new(),
-            stage_metrics: BTreeMap::new(),
+            stage_metrics: NestedMetrics::new(),
             smtp_metrics: MetricMap::new(),
-            provider_metrics: BTreeMap::new(),
-            meta: BTreeMap::new(),
+            provider_metrics: NestedMetrics::new(),
+            meta: SmallMap::new(),
             desired_state: DesiredState::Running,
             desired_changed_ms: at_ms,
             quarantined: false,
@@ -190,11 +205,11 @@ impl Worker {
 
     /// Keep the last heartbeat's fields and metrics as sent.
     pub fn record(&mut self, beat: &Heartbeat, at_ms: u64) {
-        self.host.clone_from(&beat.host);
-        self.ip.clone_from(&beat.ip);
-        self.version.clone_from(&beat.version);
-        self.status.clone_from(&beat.status);
-        self.process_state.clone_from(&beat.process_state);
+        self.host = beat.host.as_str().into();
+        self.ip = beat.ip.as_str().into();
+        self.version = beat.version.as_str().into();
+        self.status = beat.status.as_str().into();
+        self.process_state = beat.process_state.as_str().into();
         self.metrics.clone_from(&beat.metrics);
         self.stage_metrics.clone_from(&beat.stage_metrics);
         self.smtp_metrics.clone_from(&beat.smtp_metrics);
@@ -266,6 +281,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Metric;
 
     fn beat(id: &str) -> Heartbeat {
         Heartbeat {
@@ -276,17 +292,17 @@ mod tests {
             version: "1".into(),
             status: "running".into(),
             process_state: "running".into(),
-            metrics: MetricMap::from([("processed".into(), Metric(5.0))]),
-            stage_metrics: BTreeMap::new(),
+            metrics: MetricMap::from([("processed", Metric(5.0))]),
+            stage_metrics: NestedMetrics::new(),
             smtp_metrics: MetricMap::new(),
-            provider_metrics: BTreeMap::new(),
-            meta: BTreeMap::new(),
+            provider_metrics: NestedMetrics::new(),
+            meta: SmallMap::new(),
         }
     }
 
     #[test]
     fn transitions_follow_the_control_model() {
-        let mut w = Worker::new(&beat("w"), "default".into(), 1);
+        let mut w = Worker::new(&beat("w"), "default", 1);
         w.control(WorkerAction::Pause, None, 2).unwrap();
         assert_eq!(w.desired_state, DesiredState::Paused);
         assert_eq!(w.control(WorkerAction::Pause, None, 3).unwrap_err().kind, ErrorKind::Conflict);
@@ -306,26 +322,26 @@ mod tests {
     #[test]
     fn error_rate_is_measured_per_window() {
         let mut b = beat("w");
-        b.metrics = MetricMap::from([("processed".into(), Metric(100.0)), ("errors".into(), Metric(0.0))]);
-        let mut w = Worker::new(&b, "p".into(), 0);
-        b.metrics = MetricMap::from([("processed".into(), Metric(200.0)), ("errors".into(), Metric(20.0))]);
+        b.metrics = MetricMap::from([("processed", Metric(100.0)), ("errors", Metric(0.0))]);
+        let mut w = Worker::new(&b, "p", 0);
+        b.metrics = MetricMap::from([("processed", Metric(200.0)), ("errors", Metric(20.0))]);
         w.record(&b, 30_000);
         assert_eq!(w.error_rate, None, "window still open");
         w.record(&b, 60_000);
         assert_eq!(w.error_rate, Some(20.0));
-        b.metrics = MetricMap::from([("processed".into(), Metric(5.0)), ("errors".into(), Metric(0.0))]);
+        b.metrics = MetricMap::from([("processed", Metric(5.0)), ("errors", Metric(0.0))]);
         w.record(&b, 70_000);
         assert_eq!((w.window_start_ms, w.error_rate), (70_000, Some(20.0)), "reset keeps last rate");
     }
 
     #[test]
     fn record_keeps_latest_and_never_moves_time_back() {
-        let mut w = Worker::new(&beat("w"), "default".into(), 100);
+        let mut w = Worker::new(&beat("w"), "default", 100);
         let mut b = beat("w");
-        b.metrics.insert("processed".into(), Metric(9.0));
+        b.metrics.insert("processed", Metric(9.0));
         w.record(&b, 50);
         assert_eq!(w.last_heartbeat_ms, 100);
-        assert_eq!(w.metrics["processed"], Metric(9.0));
+        assert_eq!(w.metrics.get("processed"), Some(&Metric(9.0)));
         assert_eq!(w.heartbeat_count, 2);
     }
 }
