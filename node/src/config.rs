@@ -36,13 +36,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ENGINE_CLUSTER_ID", default_value = "engine-room")]
     pub cluster_id: String,
     /// Leader heartbeat interval in ms.
-    #[arg(long, env = "ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 50)]
+    #[arg(long, env = "ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 75)]
     pub raft_heartbeat_ms: u64,
     /// Election timeout lower bound in ms.
-    #[arg(long, env = "ENGINE_ELECTION_MIN_MS", default_value_t = 150)]
+    #[arg(long, env = "ENGINE_ELECTION_MIN_MS", default_value_t = 250)]
     pub election_min_ms: u64,
     /// Election timeout upper bound in ms.
-    #[arg(long, env = "ENGINE_ELECTION_MAX_MS", default_value_t = 300)]
+    #[arg(long, env = "ENGINE_ELECTION_MAX_MS", default_value_t = 500)]
     pub election_max_ms: u64,
     /// Snapshot after this many log entries.
     #[arg(long, env = "ENGINE_SNAPSHOT_LOGS", default_value_t = 5_000)]

@@ -1,0 +1,173 @@
+//! Issue 2 acceptance: a real 3-node cluster on loopback forms, takes writes on
+//! any node, survives leader kill and restarts, catches a node up by snapshot,
+//! changes membership under load, and refuses /raft without the secret.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chaos_tests::{Options, TestCluster};
+use serde_json::json;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[test]
+fn forms_one_leader_and_a_follower_write_is_readable_everywhere() {
+    let c = TestCluster::start(3, Options::default());
+    let leader = c.wait_for_leader(SECS(10));
+    let status = c.status(leader).expect("status");
+    assert_eq!(status["total_nodes"], 3);
+    assert_eq!(status["healthy_nodes"], 3);
+    let roles: Vec<&str> = status["nodes"].as_array().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
+    assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{roles:?}");
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.must_scale(follower, "via-follower", 7);
+    for id in 1..=3 {
+        assert_eq!(c.pool_count(id, "via-follower"), Some(7), "node {id} must see the write");
+    }
+}
+
+#[test]
+fn leader_kill_elects_a_new_leader_and_writes_resume() {
+    let mut c = TestCluster::start(3, Options::default());
+    let mut failovers = Vec::new();
+    for round in 0..3u32 {
+        let old = c.wait_for_leader(SECS(10));
+        let via = c.running().into_iter().find(|id| *id != old).unwrap();
+        c.must_scale(via, "failover", round * 10 + 1);
+        let t0 = Instant::now();
+        c.kill(old);
+        // First acknowledged write after the kill, sent to a surviving node.
+        let mut n = 0;
+        let took = c.eventually(SECS(10), "a write after the leader kill", || {
+            n += 1;
+            let (code, _) =
+                c.request_timeout(via, "POST", "/api/pools/failover/scale", Some(&json!({"desired_count": round * 10 + 2})), SECS(3));
+            (code == 200).then(|| t0.elapsed())
+        });
+        failovers.push(took);
+        let new = c.wait_for_leader(SECS(10));
+        assert_ne!(new, old);
+        assert_eq!(c.pool_count(via, "failover"), Some((round * 10 + 2) as u64));
+        c.run_node(old);
+        c.eventually(SECS(15), "restarted node catches up", || (c.pool_count(old, "failover") == Some((round * 10 + 2) as u64)).then_some(()));
+    }
+    failovers.sort();
+    eprintln!("FIGURE leader kill -> first acknowledged write: {:?} (sorted), median {:?}", failovers, failovers[1]);
+    assert!(failovers[2] < SECS(5), "failover too slow: {failovers:?}");
+}
+
+#[test]
+fn a_node_down_during_compaction_catches_up_by_snapshot() {
+    let opts = Options::default().env("ENGINE_SNAPSHOT_LOGS", "50").env("ENGINE_KEEP_LOGS", "10");
+    let mut c = TestCluster::start(3, opts);
+    let leader = c.wait_for_leader(SECS(10));
+    let down = (1..=3).find(|id| *id != leader).unwrap();
+    c.must_scale(leader, "before", 1);
+    c.eventually(SECS(10), "node caught up before going down", || (c.pool_count(down, "before") == Some(1)).then_some(()));
+    c.kill(down);
+    for i in 0..300u32 {
+        c.must_scale(leader, &format!("p{}", i % 20), i + 1);
+    }
+    let purged = c.status(leader).unwrap()["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == leader)
+        .and_then(|n| n["purged_index"].as_u64())
+        .unwrap_or(0);
+    assert!(purged > 50, "leader must have compacted its log (purged {purged})");
+    c.run_node(down);
+    c.eventually(SECS(20), "snapshot install on the returning node", || {
+        (c.pool_count(down, "p19") == Some(300)).then_some(())
+    });
+    let me = c.status(down).unwrap();
+    let node = me["nodes"].as_array().unwrap().iter().find(|n| n["id"] == down).unwrap().clone();
+    assert!(node["snapshot_index"].as_u64().unwrap_or(0) > 0, "caught up through a snapshot: {node}");
+}
+
+#[test]
+fn a_killed_follower_restarts_from_its_data_dir_and_catches_up() {
+    let mut c = TestCluster::start(3, Options::default());
+    let leader = c.wait_for_leader(SECS(10));
+    let f = (1..=3).find(|id| *id != leader).unwrap();
+    c.must_scale(leader, "restart", 1);
+    c.kill(f);
+    for i in 2..=20 {
+        c.must_scale(leader, "restart", i);
+    }
+    c.run_node(f);
+    c.eventually(SECS(15), "restarted follower catches up", || (c.pool_count(f, "restart") == Some(20)).then_some(()));
+    let s = c.status(f).unwrap();
+    assert_eq!(s["healthy_nodes"], 3);
+}
+
+#[test]
+fn membership_add_promote_and_remove_without_downtime() {
+    let mut c = TestCluster::start(3, Options::default());
+    let leader = c.wait_for_leader(SECS(10));
+    let addr = c.add_spec(4);
+    c.run_node(4);
+    let (code, body) = c.post(leader, "/api/cluster/learners", json!({"id": 4, "addr": addr}));
+    assert_eq!(code, 200, "{body}");
+    let via = (1..=3).find(|id| *id != leader).unwrap();
+    c.must_scale(via, "members", 1);
+    let (code, body) = c.post(via, "/api/cluster/promote", json!({"id": 4}));
+    assert_eq!(code, 200, "{body}");
+    c.must_scale(4, "members", 2);
+    let voters = |s: &serde_json::Value| s["nodes"].as_array().unwrap().iter().filter(|n| n["voter"] == true).count();
+    assert_eq!(voters(&c.status(4).unwrap()), 4);
+    // Remove a follower that is not node 4, keep writing throughout.
+    let gone = (1..=3).find(|id| *id != leader && *id != via).unwrap();
+    let (code, body) = c.post(leader, "/api/cluster/remove", json!({"id": gone}));
+    assert_eq!(code, 200, "{body}");
+    c.must_scale(4, "members", 3);
+    let s = c.status(leader).unwrap();
+    assert_eq!(s["total_nodes"], 3, "{s}");
+    assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["id"] != gone));
+    assert_eq!(c.pool_count(4, "members"), Some(3));
+}
+
+#[test]
+fn raft_rpc_needs_the_cluster_secret_and_api_needs_the_token() {
+    let c = TestCluster::start(3, Options::default());
+    let http = reqwest::blocking::Client::new();
+    let res = http.post(format!("{}/raft/vote", c.url(1))).body(vec![0u8; 8]).send().unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = http.post(format!("{}/raft/vote", c.url(1))).header("x-engine-cluster-secret", "wrong").body(vec![0u8]).send().unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let res = http.get(format!("{}/api/pools", c.url(2))).send().unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let res = http.get(format!("{}/api/health/live", c.url(3))).send().unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+}
+
+#[test]
+fn bad_config_stops_the_node_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(chaos_tests::binary());
+        cmd.arg("serve").env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run binary")
+    };
+    let d = dir.path().to_str().unwrap();
+    let peers = "1=http://127.0.0.1:7951,2=http://127.0.0.1:7952";
+    let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CLUSTER_SECRET", "s")], "CONTROL_PLANE_TOKEN"),
+        (vec![("ENGINE_NODE_ID", "3"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s")], "not in ENGINE_PEERS"),
+        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", "/proc/engine-room-no"), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s")], "ENGINE_DATA_DIR"),
+        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s"), ("ALERT_CHECK_INTERVAL_SECONDS", "-1")], "ALERT_CHECK_INTERVAL_SECONDS"),
+    ];
+    for (envs, needle) in cases {
+        let out = run(&envs);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line expected: {err}");
+        assert!(err.contains(needle), "{needle} not in {err}");
+        assert!(!err.contains("panicked"));
+    }
+}
