@@ -211,6 +211,11 @@ impl TestCluster {
         self.running().into_iter().find_map(|id| self.status(id)?["leader_id"].as_u64())
     }
 
+    /// The leader node `id` believes in, if it answers and knows one.
+    pub fn leader_seen_by(&self, id: u64) -> Option<u64> {
+        self.status(id)?["leader_id"].as_u64()
+    }
+
     /// Wait until all running nodes agree on one leader.
     pub fn wait_for_leader(&self, timeout: Duration) -> u64 {
         let deadline = Instant::now() + timeout;

@@ -5,6 +5,8 @@
 
 pub mod cluster;
 pub mod net;
+pub mod receivers;
+pub mod scenarios;
 pub mod workload;
 
 pub use cluster::{Options, TestCluster};
