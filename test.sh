@@ -10,6 +10,13 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
 fi
 
+if ! command -v iptables >/dev/null 2>&1; then
+  echo "== installing iptables (network partitions in chaos tests)"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && apt-get install -y -qq iptables >/dev/null) || echo "could not install iptables"
+  fi
+fi
+
 echo "== building"
 cargo build --workspace --all-targets
 echo "== tests"

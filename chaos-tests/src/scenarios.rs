@@ -354,10 +354,9 @@ pub fn leader_isolated(p: &Params) -> Report {
     scenario("leader isolated from the majority", 3, &[], p, |c, _, wl, rep| {
         let old = c.wait_for_leader(Duration::from_secs(15));
         let rest = other_than(c, &[old]);
-        let t = Instant::now();
         let cut = Partition::cut(&[old], &rest);
         let in_force = Instant::now();
-        rep.failovers.push(failover(c, wl, t, "first write after isolating the leader"));
+        rep.failovers.push(failover(c, wl, in_force, "first write after isolating the leader"));
         let new = c.eventually(Duration::from_secs(15), "a new leader on the majority side", || {
             c.leader_seen_by(rest[0]).filter(|l| *l != old)
         });

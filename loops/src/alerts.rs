@@ -17,7 +17,7 @@ pub async fn run(ctx: Arc<LoopContext>) {
     let mut prev: Option<BTreeMap<String, ProviderCounts>> = None;
     loop {
         crate::pause(&ctx, "ALERT_CHECK_INTERVAL_SECONDS").await;
-        if !ctx.acting_leader() || !ctx.with_settings(|s| s.bool("ALERTS_ENABLED")) {
+        if !ctx.acting_leader().await || !ctx.with_settings(|s| s.bool("ALERTS_ENABLED")) {
             prev = None;
             continue;
         }
@@ -40,7 +40,7 @@ pub async fn round(
             let totals = rules::provider_totals(state, now, s.ms("ALERT_HEARTBEAT_GRACE_SECONDS"));
             let window = rules::provider_window(&totals, prev);
             let (firing, sample) = rules::evaluate(state, now, s, &window, &down);
-            let protect = rules::protect(state, now, s, &firing);
+            let protect = rules::protect(state, now, s, &firing, &window);
             let reconcile = Reconcile {
                 firing,
                 kinds_evaluated: rules::KINDS.iter().map(|k| k.to_string()).collect(),
@@ -57,7 +57,7 @@ pub async fn round(
         Err(e) => tracing::warn!(error = %e, "alert round not committed"),
     }
     for cmd in protect {
-        if !ctx.acting_leader() {
+        if !ctx.acting_leader().await {
             break;
         }
         match ctx.cluster.write(&ctx.actor("auto-protect"), cmd).await {

@@ -10,7 +10,7 @@ use crate::{rules, LoopContext};
 pub async fn run(ctx: Arc<LoopContext>) {
     loop {
         crate::pause(&ctx, "AUTOSCALE_INTERVAL_SECONDS").await;
-        if !ctx.acting_leader() || !ctx.with_settings(|s| s.bool("AUTOSCALE_ENABLED")) {
+        if !ctx.acting_leader().await || !ctx.with_settings(|s| s.bool("AUTOSCALE_ENABLED")) {
             continue;
         }
         let steps = {

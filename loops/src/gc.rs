@@ -17,7 +17,7 @@ pub async fn run(ctx: Arc<LoopContext>) {
     loop {
         let ttl = ctx.with_settings(|s| s.secs("STALE_WORKER_TTL_SECONDS"));
         tokio::time::sleep((ttl / 4).clamp(Duration::from_millis(500), Duration::from_secs(30))).await;
-        if !ctx.acting_leader() {
+        if !ctx.acting_leader().await {
             continue;
         }
         let cutoff_ms = now_ms().saturating_sub(ttl.as_millis() as u64);

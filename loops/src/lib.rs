@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::ServerState;
 use raft_store::settings::Effective;
 use raft_store::Cluster;
 
@@ -28,12 +27,13 @@ pub struct LoopContext {
 }
 
 impl LoopContext {
-    /// Leader and heard from a quorum within the election timeout: a leader cut
-    /// off from the majority stops acting before a new one can be elected.
-    pub fn acting_leader(&self) -> bool {
-        let m = self.cluster.raft.metrics().borrow().clone();
-        m.state == ServerState::Leader
-            && m.millis_since_quorum_ack.is_some_and(|ms| ms < self.cluster.opts.election_min_ms)
+    /// Leader, confirmed by a quorum within the minimum election timeout: a
+    /// leader cut off from the majority stops acting before a new one can be
+    /// elected. (openraft's `millis_since_quorum_ack` metric is not refreshed
+    /// by heartbeats on an idle leader, so it is not used.)
+    pub async fn acting_leader(&self) -> bool {
+        let limit = Duration::from_millis(self.cluster.opts.election_min_ms);
+        self.cluster.confirm_leadership(limit).await
     }
 
     /// Run `f` with the settings in force now (env defaults + Raft overrides).

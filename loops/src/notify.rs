@@ -77,7 +77,7 @@ pub async fn run(ctx: Arc<LoopContext>) {
     let busy: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     loop {
         tokio::time::sleep(POLL).await;
-        if !ctx.acting_leader() {
+        if !ctx.acting_leader().await {
             continue;
         }
         let now = now_ms();
@@ -130,21 +130,22 @@ async fn deliver(ctx: &LoopContext, http: &reqwest::Client, id: u64) {
     }
 }
 
-fn text(n: &Notification, i: &Incident) -> (String, String) {
+/// Subject and body; the body names the sending node so a duplicate can be traced.
+fn text(n: &Notification, i: &Incident, node: u64) -> (String, String) {
     let subject = format!("[engine-room] {} {} {} {}", n.event, i.severity, i.kind, i.subject);
     let body = format!(
-        "{}: {} {} on {}: {}\nincident #{} opened at {} ms; notification #{} (idempotency key engine-room-notification-{})",
-        n.event, i.severity, i.kind, i.subject, i.detail, i.id, i.opened_ms, n.id, n.id
+        "{}: {} {} on {}: {}\nincident #{} opened at {} ms; notification #{} (idempotency key engine-room-notification-{}); sent by node {}",
+        n.event, i.severity, i.kind, i.subject, i.detail, i.id, i.opened_ms, n.id, n.id, node
     );
     (subject, body)
 }
 
 async fn send_slack(ctx: &LoopContext, http: &reqwest::Client, n: &Notification, i: &Incident) -> Result<(), String> {
     let url = ctx.notify.slack_webhook.as_deref().ok_or("SLACK_WEBHOOK_URL is not set on the leader")?;
-    let (subject, body) = text(n, i);
+    let (subject, body) = text(n, i, ctx.cluster.id);
     let payload = json!({
         "text": format!("*{subject}*\n{body}"),
-        "engine_room": {"notification_id": n.id, "incident_id": i.id, "event": n.event, "kind": i.kind, "subject": i.subject}
+        "engine_room": {"notification_id": n.id, "incident_id": i.id, "event": n.event, "kind": i.kind, "subject": i.subject, "node": ctx.cluster.id}
     });
     let res = http
         .post(url)
@@ -162,7 +163,7 @@ async fn send_slack(ctx: &LoopContext, http: &reqwest::Client, n: &Notification,
 
 async fn send_email(ctx: &LoopContext, n: &Notification, i: &Incident) -> Result<(), String> {
     let cfg = ctx.notify.smtp.as_ref().ok_or("SMTP_HOST is not set on the leader")?;
-    let (subject, body) = text(n, i);
+    let (subject, body) = text(n, i, ctx.cluster.id);
     let mut builder = Message::builder()
         .from(cfg.from.parse().map_err(|e| format!("SMTP_FROM: {e}"))?)
         .subject(subject)

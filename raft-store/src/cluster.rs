@@ -68,6 +68,9 @@ pub enum ProposalOutcome {
     MembershipChanged,
     NotLeader { leader: Option<(NodeId, String)> },
     Refused(String),
+    /// The leader lost leadership or its quorum while the write waited; it
+    /// may or may not be applied later.
+    Abandoned,
 }
 
 /// One node's own view of itself, served at `/raft/report`.
@@ -212,7 +215,13 @@ impl Cluster {
             }
             let outcome = match &target {
                 Some((id, addr)) if *id != self.id => {
-                    match self.rpc.post(addr, "/raft/propose", &proposal, remaining).await {
+                    let sent = tokio::select! {
+                        r = self.rpc.post(addr, "/raft/propose", &proposal, remaining) => r,
+                        () = self.leadership_gone(*id) => return Err(ClusterError::Unknown(format!(
+                            "leader {id} was replaced while the write was in flight; it may or may not have been applied"
+                        ))),
+                    };
+                    match sent {
                         Ok(outcome) => outcome,
                         Err(RpcFailure::NotDelivered(e)) => {
                             tracing::debug!(leader = id, error = %e, "leader unreachable; retrying");
@@ -232,6 +241,12 @@ impl Cluster {
                     target = known.or_else(|| self.leader_hint());
                 }
                 ProposalOutcome::Refused(msg) => return Err(ClusterError::Membership(msg)),
+                ProposalOutcome::Abandoned => {
+                    return Err(ClusterError::Unknown(
+                        "the leader lost its quorum while the write was in flight; it may or may not have been applied"
+                            .into(),
+                    ))
+                }
                 done => return Ok(done),
             }
         }
@@ -244,12 +259,53 @@ impl Cluster {
         Some((leader, node.addr))
     }
 
+    /// Resolves once `leader` evidently no longer leads: this node follows a
+    /// different leader, or (when `leader` is this node) it stepped down or
+    /// heard from no quorum for longer than an election timeout. A write
+    /// waiting on such a leader is answered "outcome unknown" at once rather
+    /// than at the write timeout, so clients retry against the new leader.
+    async fn leadership_gone(&self, leader: NodeId) {
+        if leader == self.id {
+            // openraft's `millis_since_quorum_ack` metric is not refreshed by
+            // heartbeats on an idle leader, so confirm leadership the way a
+            // linearizable read does: a quorum round, bounded in time.
+            let period = Duration::from_millis(self.opts.election_max_ms);
+            loop {
+                tokio::time::sleep(period).await;
+                if !self.confirm_leadership(period).await {
+                    return;
+                }
+            }
+        }
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader.is_some_and(|l| l != leader) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Is this node the leader, confirmed by a quorum within `limit`? A leader
+    /// cut off from the majority answers false within `limit`.
+    pub async fn confirm_leadership(&self, limit: Duration) -> bool {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, self.raft.get_read_log_id()).await, Ok(Ok(_)))
+    }
+
     /// Attempt a proposal on this node's Raft core; never forwards.
     pub async fn propose_local(&self, proposal: Proposal, limit: Duration) -> Result<ProposalOutcome, ClusterError> {
         let fut = async {
             let result = match proposal {
                 Proposal::Write(req) => {
-                    return self.raft.client_write(req).await.map(|r| ProposalOutcome::Applied(r.data))
+                    return tokio::select! {
+                        r = self.raft.client_write(req) => r.map(|r| ProposalOutcome::Applied(r.data)),
+                        () = self.leadership_gone(self.id) => Ok(ProposalOutcome::Abandoned),
+                    };
                 }
                 Proposal::AddLearner { id, addr } => self.raft.add_learner(id, Node { addr }, true).await,
                 Proposal::Promote { ids } => self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await,
