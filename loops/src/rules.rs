@@ -110,6 +110,14 @@ pub fn evaluate(
     for (provider, c) in providers {
         let total: f64 = c.iter().sum();
         if total < min_volume.max(1.0) {
+            // Too few probes since the last round to judge: an open provider
+            // incident stays as it is rather than resolving for lack of data.
+            for name in ["tempfail", "reject", "unknown"] {
+                let kind = format!("provider_{name}_rate");
+                if let Some(i) = state.active_incident(&kind, provider) {
+                    fire(&kind, provider, &i.severity.clone(), i.detail.clone());
+                }
+            }
             continue;
         }
         for (idx, name) in [(2, "tempfail"), (1, "reject"), (3, "unknown")] {
@@ -135,8 +143,15 @@ pub fn evaluate(
 }
 
 /// Auto-protect decisions: quarantine workers whose error rate stays high,
-/// release them when it falls, protect providers with critical rates.
-pub fn protect(state: &ControlState, now: u64, s: &Effective, firing: &[Firing]) -> Vec<Command> {
+/// release them when it falls, protect providers with critical rates and
+/// release them once enough probes since the last round show healthy rates.
+pub fn protect(
+    state: &ControlState,
+    now: u64,
+    s: &Effective,
+    firing: &[Firing],
+    providers: &BTreeMap<String, ProviderCounts>,
+) -> Vec<Command> {
     let mut out = Vec::new();
     let threshold = s.num("QUARANTINE_ERROR_RATE_THRESHOLD");
     let interval = s.ms("ALERT_CHECK_INTERVAL_SECONDS");
@@ -172,9 +187,11 @@ pub fn protect(state: &ControlState, now: u64, s: &Effective, firing: &[Firing])
                 *e = (f.severity.as_str(), f.detail.as_str());
             }
         }
+        let min_volume = s.num("PROVIDER_MIN_VOLUME").max(1.0);
+        let judged = |p: &str| providers.get(p).is_some_and(|c| c.iter().sum::<f64>() >= min_volume);
         for (provider, p) in &state.providers {
-            if p.auto_allowed() && p.auto_mode.as_deref() == Some("cautious") && !worst.contains_key(provider.as_str())
-            {
+            let cautious = p.auto_allowed() && p.auto_mode.as_deref() == Some("cautious");
+            if cautious && judged(provider) && !worst.contains_key(provider.as_str()) {
                 out.push(Command::SetProviderMode {
                     provider: provider.clone(),
                     mode: "normal".into(),

@@ -66,10 +66,46 @@ fn provider_rates_use_the_window_and_thresholds() {
         0,
         &Effective { env: &settings(&[("PROVIDER_AUTOPROTECT_ENABLED", "true")]), overrides: &none },
         &firing,
+        &window,
     );
     assert!(
         matches!(&protect_cmds[..], [raft_store::Command::SetProviderMode { mode, auto: true, .. }] if mode == "cautious")
     );
+}
+
+#[test]
+fn a_protected_provider_without_new_probes_stays_protected() {
+    let env = settings(&[("PROVIDER_AUTOPROTECT_ENABLED", "true")]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let mut state = ControlState::default();
+    state.set_provider_mode("gmail", "cautious", true, Some("auto: bad".into()), 0).unwrap();
+    let bad = raft_store::state::Firing {
+        kind: "provider_reject_rate".into(),
+        subject: "gmail".into(),
+        severity: "critical".into(),
+        detail: "reject rate 75%".into(),
+    };
+    let kinds = KINDS.iter().map(|k| k.to_string()).collect();
+    let r = raft_store::state::Reconcile {
+        firing: vec![bad],
+        kinds_evaluated: kinds,
+        channels: vec![],
+        cooldown_ms: 0,
+        sample: None,
+    };
+    state.reconcile(&r, 0);
+    // No probes since the last round: the incident holds and nothing is undone.
+    let quiet = BTreeMap::from([("gmail".to_string(), [0.0; 4])]);
+    let (firing, _) = evaluate(&state, 1_000, &s, &quiet, &[]);
+    assert_eq!(firing.len(), 1, "open provider incident held without data: {firing:?}");
+    assert!(protect(&state, 1_000, &s, &firing, &quiet).is_empty());
+    // Enough healthy probes: resolved and released.
+    let healthy = BTreeMap::from([("gmail".to_string(), [100.0, 0.0, 0.0, 0.0])]);
+    let (firing, _) = evaluate(&state, 2_000, &s, &healthy, &[]);
+    assert!(firing.is_empty());
+    let cmds = protect(&state, 2_000, &s, &firing, &healthy);
+    assert!(matches!(&cmds[..], [raft_store::Command::SetProviderMode { mode, .. }] if mode == "normal"), "{cmds:?}");
 }
 
 #[test]
@@ -103,7 +139,7 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
     let mut w = worker("w", "p", 0, &[]);
     w.error_rate = Some(50.0);
     state.workers.insert("w".into(), w);
-    assert!(protect(&state, 0, &s, &[]).is_empty(), "not sustained without an open incident");
+    assert!(protect(&state, 0, &s, &[], &BTreeMap::new()).is_empty(), "not sustained without an open incident");
     let f = raft_store::state::Firing {
         kind: "worker_error_rate".into(),
         subject: "w".into(),
@@ -118,7 +154,7 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
         sample: None,
     };
     state.reconcile(&r, 0);
-    let cmds = protect(&state, 30_000, &s, &[]);
+    let cmds = protect(&state, 30_000, &s, &[], &BTreeMap::new());
     assert!(matches!(
         &cmds[..],
         [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Quarantine, .. }]
@@ -127,7 +163,7 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
     w.quarantined = true;
     w.quarantine_reason = Some("auto: high".into());
     w.error_rate = Some(2.0);
-    let cmds = protect(&state, 90_000, &s, &[]);
+    let cmds = protect(&state, 90_000, &s, &[], &BTreeMap::new());
     assert!(matches!(
         &cmds[..],
         [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Unquarantine, .. }]
