@@ -65,6 +65,7 @@ impl TestCluster {
     /// Start nodes `1..=n` as the initial voters and wait for a leader.
     pub fn start(n: u64, opts: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        crate::net::remove_stale_cuts();
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
             nodes.insert(id, Self::spec(dir.path(), id));

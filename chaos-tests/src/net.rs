@@ -22,9 +22,26 @@ pub fn available() -> bool {
     ok
 }
 
+/// Remove cuts left behind by a test process that died without dropping its
+/// guard (killed on timeout): chains named for a pid that no longer runs.
+pub fn remove_stale_cuts() {
+    let Ok(out) = Command::new("iptables").arg("-S").output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(chain) = line.strip_prefix("-N ER_CHAOS_") else { continue };
+        let pid = chain.split('_').next().unwrap_or("");
+        if !pid.is_empty() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let chain = format!("ER_CHAOS_{chain}");
+            iptables(&["-D", "INPUT", "-j", &chain]);
+            iptables(&["-F", &chain]);
+            iptables(&["-X", &chain]);
+        }
+    }
+}
+
 impl Partition {
     /// Cut every link between a node in `a` and a node in `b`.
     pub fn cut(a: &[u64], b: &[u64]) -> Partition {
+        remove_stale_cuts();
         let chain = format!("ER_CHAOS_{}_{}", std::process::id(), rand::random::<u32>());
         assert!(iptables(&["-N", &chain]), "iptables -N {chain} failed (need root and iptables)");
         assert!(iptables(&["-I", "INPUT", "-j", &chain]), "cannot hook {chain} into INPUT");
