@@ -212,6 +212,13 @@ impl TestCluster {
         self.running().into_iter().find_map(|id| self.status(id)?["leader_id"].as_u64())
     }
 
+    /// Cut the network between the nodes in `a` and those in `b`, both ways;
+    /// healed when the guard drops.
+    pub fn cut(&self, a: &[u64], b: &[u64]) -> crate::net::Partition {
+        let addrs = |ids: &[u64]| ids.iter().map(|id| (self.nodes[id].ip.clone(), self.nodes[id].port)).collect::<Vec<_>>();
+        crate::net::Partition::cut(&addrs(a), &addrs(b))
+    }
+
     /// The leader node `id` believes in, if it answers and knows one.
     pub fn leader_seen_by(&self, id: u64) -> Option<u64> {
         self.status(id)?["leader_id"].as_u64()

@@ -39,17 +39,27 @@ pub fn remove_stale_cuts() {
 }
 
 impl Partition {
-    /// Cut every link between a node in `a` and a node in `b`.
-    pub fn cut(a: &[u64], b: &[u64]) -> Partition {
+    /// Cut every link between a node process in `a` and one in `b`, given
+    /// as `(ip, port)` listen addresses. Rules match the listening port on
+    /// one side, so only these processes are cut off from each other and
+    /// other clusters on the same addresses are untouched.
+    pub fn cut(a: &[(String, u16)], b: &[(String, u16)]) -> Partition {
         remove_stale_cuts();
         let chain = format!("ER_CHAOS_{}_{}", std::process::id(), rand::random::<u32>());
         assert!(iptables(&["-N", &chain]), "iptables -N {chain} failed (need root and iptables)");
         assert!(iptables(&["-I", "INPUT", "-j", &chain]), "cannot hook {chain} into INPUT");
-        for x in a {
-            for y in b {
-                let (ix, iy) = (format!("127.0.0.{}", 10 + x), format!("127.0.0.{}", 10 + y));
-                assert!(iptables(&["-A", &chain, "-s", &ix, "-d", &iy, "-j", "DROP"]));
-                assert!(iptables(&["-A", &chain, "-s", &iy, "-d", &ix, "-j", "DROP"]));
+        let drop = |src: &str, dst: &str, port_flag: &str, port: u16| {
+            let port = port.to_string();
+            let rule = ["-A", &chain, "-p", "tcp", "-s", src, "-d", dst, port_flag, &port, "-j", "DROP"];
+            assert!(iptables(&rule), "iptables {rule:?} failed");
+        };
+        for (ip_x, port_x) in a {
+            for (ip_y, port_y) in b {
+                // x calling y, and y's answers to x; then y calling x, and x's answers.
+                drop(ip_x, ip_y, "--dport", *port_y);
+                drop(ip_y, ip_x, "--sport", *port_y);
+                drop(ip_y, ip_x, "--dport", *port_x);
+                drop(ip_x, ip_y, "--sport", *port_x);
             }
         }
         Partition { chain }

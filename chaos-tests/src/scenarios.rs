@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::cluster::{Options, TestCluster};
-use crate::net::Partition;
 use crate::workload::{self, Record, Spec, Targets, Workload};
 
 /// How hard and how long; `ci()` is the bounded CI version, `drill()` the long one.
@@ -338,7 +337,7 @@ pub fn minority_partition(p: &Params, nodes: u64) -> Report {
         let followers = other_than(c, &[leader]);
         let minority: Vec<u64> = followers[..(nodes as usize - 1) / 2].to_vec();
         let majority = other_than(c, &minority);
-        let cut = Partition::cut(&minority, &majority);
+        let cut = c.cut(&minority, &majority);
         std::thread::sleep(p.fault);
         // The majority keeps its leader and keeps committing.
         assert_eq!(c.leader_seen_by(majority[0]), Some(leader), "the majority side should keep its leader");
@@ -354,7 +353,7 @@ pub fn leader_isolated(p: &Params) -> Report {
     scenario("leader isolated from the majority", 3, &[], p, |c, _, wl, rep| {
         let old = c.wait_for_leader(Duration::from_secs(15));
         let rest = other_than(c, &[old]);
-        let cut = Partition::cut(&[old], &rest);
+        let cut = c.cut(&[old], &rest);
         let in_force = Instant::now();
         rep.failovers.push(failover(c, wl, in_force, "first write after isolating the leader"));
         let new = c.eventually(Duration::from_secs(15), "a new leader on the majority side", || {
