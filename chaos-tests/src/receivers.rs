@@ -40,6 +40,8 @@ impl Delivery {
 struct Shared {
     got: Mutex<Vec<Delivery>>,
     fail_first: AtomicUsize,
+    /// Only requests whose body contains this count against `fail_first`.
+    fail_matching: Mutex<Option<String>>,
     stop: AtomicBool,
 }
 
@@ -54,8 +56,12 @@ impl WebhookReceiver {
     pub fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook receiver");
         let addr = listener.local_addr().expect("bound listener has an address");
-        let shared =
-            Arc::new(Shared { got: Mutex::default(), fail_first: AtomicUsize::new(0), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared {
+            got: Mutex::default(),
+            fail_first: AtomicUsize::new(0),
+            fail_matching: Mutex::default(),
+            stop: AtomicBool::new(false),
+        });
         let s = shared.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -77,6 +83,14 @@ impl WebhookReceiver {
 
     /// Answer the next `n` requests with 500.
     pub fn fail_next(&self, n: usize) {
+        *self.shared.fail_matching.lock().expect("receiver lock") = None;
+        self.shared.fail_first.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer the next `n` requests whose body contains `needle` with 500
+    /// (other notifications, such as a node_down at startup, pass).
+    pub fn fail_next_matching(&self, n: usize, needle: &str) {
+        *self.shared.fail_matching.lock().expect("receiver lock") = Some(needle.to_string());
         self.shared.fail_first.store(n, Ordering::SeqCst);
     }
 
@@ -136,7 +150,12 @@ fn serve(conn: TcpStream, s: &Shared) {
         if reader.read_exact(&mut body).is_err() {
             return;
         }
-        let fail = s.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let matches = match s.fail_matching.lock().expect("receiver lock").as_deref() {
+            Some(needle) => String::from_utf8_lossy(&body).contains(needle),
+            None => true,
+        };
+        let fail =
+            matches && s.fail_first.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         let status = if method != "POST" {
             405
         } else if fail {

@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chaos_tests::receivers::{unix_ms, SmtpReceiver, WebhookReceiver};
-use chaos_tests::{Options, Partition, TestCluster};
+use chaos_tests::{Options, TestCluster};
 use serde_json::{json, Value};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -230,7 +230,7 @@ fn isolated_old_leader_stops_acting_and_nothing_is_sent_twice() {
         std::thread::sleep(Duration::from_millis(300));
     }
     // Cut the leader off while the worker's grace runs out.
-    let cut = Partition::cut(&[old], &rest);
+    let cut = c.cut(&[old], &rest);
     let cut_at = Instant::now();
     let new = c.eventually(SECS(10), "a new leader on the majority side", || {
         c.leader_seen_by(rest[0]).filter(|l| *l != old && c.leader_seen_by(rest[1]) == Some(*l))
@@ -270,7 +270,7 @@ fn isolated_old_leader_stops_acting_and_nothing_is_sent_twice() {
 #[test]
 fn failing_webhook_is_retried_with_backoff_and_delivered_once() {
     let (slack, smtp) = (WebhookReceiver::start(), SmtpReceiver::start());
-    slack.fail_next(2);
+    slack.fail_next_matching(2, r#""subject":"wr1""#);
     let c = TestCluster::start(3, alert_opts(&slack, &smtp, 2, 600));
     let leader = c.wait_for_leader(SECS(10));
     must_beat(&c, leader, &beat_body("wr1", "retry", json!({"processed": 1})));
