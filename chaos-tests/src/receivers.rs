@@ -42,6 +42,8 @@ struct Shared {
     fail_first: AtomicUsize,
     /// Only requests whose body contains this count against `fail_first`.
     fail_matching: Mutex<Option<String>>,
+    /// Hold the answer to requests whose body contains the text: (text, how many, how long).
+    hold: Mutex<Option<(String, usize, Duration)>>,
     stop: AtomicBool,
 }
 
@@ -60,6 +62,7 @@ impl WebhookReceiver {
             got: Mutex::default(),
             fail_first: AtomicUsize::new(0),
             fail_matching: Mutex::default(),
+            hold: Mutex::default(),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -92,6 +95,13 @@ impl WebhookReceiver {
     pub fn fail_next_matching(&self, n: usize, needle: &str) {
         *self.shared.fail_matching.lock().expect("receiver lock") = Some(needle.to_string());
         self.shared.fail_first.store(n, Ordering::SeqCst);
+    }
+
+    /// Record the next `n` requests whose body contains `needle` at once but
+    /// answer them only after `delay` (a sender that dies meanwhile never
+    /// learns that its message arrived).
+    pub fn hold_next_matching(&self, n: usize, needle: &str, delay: Duration) {
+        *self.shared.hold.lock().expect("receiver lock") = Some((needle.to_string(), n, delay));
     }
 
     /// Everything received so far, in arrival order.
@@ -163,7 +173,20 @@ fn serve(conn: TcpStream, s: &Shared) {
         } else {
             200
         };
+        let delay = {
+            let mut hold = s.hold.lock().expect("receiver lock");
+            match hold.as_mut() {
+                Some((needle, n, d)) if *n > 0 && String::from_utf8_lossy(&body).contains(needle.as_str()) => {
+                    *n -= 1;
+                    Some(*d)
+                }
+                _ => None,
+            }
+        };
         s.got.lock().expect("receiver lock").push(Delivery { at_ms: unix_ms(), peer, path, headers, body, status });
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let text = if status == 200 { "ok" } else { "failing on purpose" };
         let res =
             format!("HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}", text.len());

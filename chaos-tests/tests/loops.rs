@@ -219,6 +219,47 @@ fn one_notification_per_incident_across_a_leader_kill() {
 }
 
 #[test]
+fn a_leader_killed_mid_send_is_resent_once_with_the_same_idempotency_key() {
+    let (slack, smtp) = (WebhookReceiver::start(), SmtpReceiver::start());
+    // The webhook gets the opening but answers only after 5 s: the sender dies first.
+    slack.hold_next_matching(1, r#""subject":"wm1""#, SECS(5));
+    let mut c = TestCluster::start(3, alert_opts(&slack, &smtp, 2, 600));
+    let leader = c.wait_for_leader(SECS(10));
+    must_beat(&c, others(&c, leader)[0], &beat_body("wm1", "mid", json!({"processed": 1})));
+    let first = c.eventually(SECS(20), "the held Slack message arrives", || {
+        slack.deliveries().into_iter().find(|d| d.json()["engine_room"]["subject"] == "wm1")
+    });
+    let sender = first.json()["engine_room"]["node"].as_u64().unwrap();
+    assert_eq!(sender, leader, "only the leader sends");
+    c.kill(sender);
+    let killed_at = unix_ms();
+    let second = c.eventually(SECS(40), "the resend by the new leader", || {
+        slack.deliveries().into_iter().filter(|d| d.json()["engine_room"]["subject"] == "wm1").nth(1)
+    });
+    std::thread::sleep(SECS(3));
+    let all: Vec<_> = slack.deliveries().into_iter().filter(|d| d.json()["engine_room"]["subject"] == "wm1").collect();
+    assert_eq!(all.len(), 2, "one send, one resend: {all:?}");
+    let key = |d: &chaos_tests::receivers::Delivery| d.header("x-engine-room-notification-id").map(String::from);
+    assert_eq!(key(&all[0]), key(&all[1]), "the resend carries the same idempotency key");
+    let resender = second.json()["engine_room"]["node"].as_u64().unwrap();
+    assert_ne!(resender, sender);
+    let g = got(&slack, &smtp, "heartbeat_missing", "wm1", "opened");
+    assert_eq!(g.mail_keys.len(), 1, "email (answered at once) is not repeated: {g:?}");
+    let inc = incident(&c, resender, "heartbeat_missing", "wm1").unwrap();
+    let n = inc["notification_log"].as_array().unwrap().iter().find(|n| n["channel"] == "slack").unwrap().clone();
+    assert_eq!(
+        (n["state"].as_str(), n["attempts"].as_u64(), n["claimed_by"].as_u64()),
+        (Some("delivered"), Some(2), Some(resender)),
+        "{n}"
+    );
+    eprintln!(
+        "FIGURE leader killed mid-send: resent by node {resender} {} ms after the kill (the claim lasts 15 s), same key {:?}",
+        second.at_ms.saturating_sub(killed_at),
+        key(&all[0])
+    );
+}
+
+#[test]
 fn isolated_old_leader_stops_acting_and_nothing_is_sent_twice() {
     assert!(chaos_tests::net::available(), "this test needs root and iptables (apt-get install -y iptables)");
     let (slack, smtp) = (WebhookReceiver::start(), SmtpReceiver::start());
