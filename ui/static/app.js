@@ -384,14 +384,32 @@ function initOverview() {
     $$(".chart-span").forEach((e) => (e.textContent = span));
   }
 
+  // A node that hangs (rather than closing the connection) sends nothing and
+  // raises no error: after three missed intervals, treat it as gone.
+  let lastSeen = Date.now();
+  let cadence = 2000;
+  setInterval(() => {
+    if (Date.now() - lastSeen < Math.max(6000, 3 * cadence)) return;
+    lastSeen = Date.now();
+    live.className = "live off";
+    live.textContent = "node " + document.body.dataset.node + " not answering";
+    if (source) source.close();
+    moveToAnotherNode().then((moved) => {
+      if (!moved) connect();
+    });
+  }, 1000);
+
   function connect() {
     source = new EventSource(BASE + "/events");
     source.addEventListener("snapshot", (ev) => {
       failures = 0;
+      lastSeen = Date.now();
       live.className = "live on";
       live.textContent = "live · node " + document.body.dataset.node;
       try {
-        apply(JSON.parse(ev.data));
+        const d = JSON.parse(ev.data);
+        cadence = (d.interval_seconds || 2) * 1000;
+        apply(d);
       } catch (e) {
         banner("Bad live update: " + e.message);
       }
@@ -402,29 +420,39 @@ function initOverview() {
       live.textContent = "reconnecting… (" + failures + ")";
       // EventSource retries the same node by itself; after a few misses,
       // look for another node that answers and continue there.
-      if (failures >= 3) moveToAnotherNode();
+      if (failures >= 3) {
+        source.close();
+        moveToAnotherNode().then((moved) => {
+          if (!moved) setTimeout(connect, 2000);
+        });
+      }
     };
   }
 
   let moving = false;
+  /** Go to the first other node that answers; false when none does. */
   async function moveToAnotherNode() {
-    if (moving) return;
+    if (moving) return true;
     moving = true;
     const here = location.origin;
     for (const node of failoverNodes()) {
       if (node === here) continue;
       try {
         // no-cors: we only need to know that something answers there.
-        await fetch(node + "/api/health/live", { mode: "no-cors", cache: "no-store" });
+        const ctl = new AbortController();
+        const timer = setTimeout(() => ctl.abort(), 2000);
+        await fetch(node + "/api/health/live", { mode: "no-cors", cache: "no-store", signal: ctl.signal });
+        clearTimeout(timer);
         live.textContent = "moving to " + node + "…";
-        source.close();
+        if (source) source.close();
         location.href = node + BASE + "/overview";
-        return;
+        return true;
       } catch (_) {
         /* try the next one */
       }
     }
     moving = false;
+    return false;
   }
 
   connect();

@@ -232,10 +232,8 @@ fn alerts(s: &AppState) -> Response {
     let (active, resolved) = {
         let applied = s.cluster.state.read();
         let newest_first = || applied.state.incidents.values().rev();
-        let active: Vec<_> = newest_first()
-            .filter(|i| i.state == IncidentState::Active)
-            .map(|i| ui::IncidentRow::new(i, now))
-            .collect();
+        let active: Vec<_> =
+            newest_first().filter(|i| i.state == IncidentState::Active).map(|i| ui::IncidentRow::new(i, now)).collect();
         let resolved: Vec<_> = newest_first()
             .filter(|i| i.state == IncidentState::Resolved)
             .take(100)
@@ -281,10 +279,7 @@ async fn cluster(s: &AppState) -> Response {
 /// `/verifier-engine-room/static/{file}`: CSS, JS and icons from the binary.
 pub async fn asset(ApiPath(name): ApiPath<String>) -> Response {
     match ui::assets::get(&name) {
-        Some(a) => (
-            [(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "public, max-age=300")],
-            a.body,
-        )
+        Some(a) => ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "public, max-age=300")], a.body)
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
