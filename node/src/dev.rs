@@ -93,6 +93,5 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for (_, child) in children.iter_mut() {
         let _ = child.kill().await;
     }
-
     Ok(())
 }
