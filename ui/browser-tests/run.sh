@@ -105,8 +105,9 @@ echo "== node processes: $NODE_PIDS"
 
 # Give the simulator a few heartbeats so the UI has healthy workers to show.
 for _ in $(seq 1 40); do
-  n="$(api "$FOLLOWER_URL/api/workers?heartbeat_state=healthy&limit=1" | node -e 'let d="";process.stdin.on("data",c=>d+=c).on("end",()=>console.log(JSON.parse(d).total))')"
-  [ "$n" -ge 20 ] && break
+  n="$( (api "$FOLLOWER_URL/api/workers?heartbeat_state=healthy&limit=1" |
+    node -e 'let d="";process.stdin.on("data",c=>d+=c).on("end",()=>console.log(JSON.parse(d).total))') 2>/dev/null || echo 0)"
+  [ "${n:-0}" -ge 20 ] && break
   sleep 0.5
 done
 

@@ -558,7 +558,11 @@ function initPools() {
       try {
         const p = await api("POST", "/api/pools/" + encodeURIComponent(name) + "/scale", { desired_count: Number(f.elements.desired_count.value) });
         toast("Pool " + name + " scaled to " + p.desired_count);
-        f.closest("tr").classList.add("flash");
+        const row = f.closest("tr");
+        row.classList.add("flash");
+        // Keep the edit dialog's starting values current, or saving it would undo the scale.
+        const edit = $("[data-pool-edit]", row);
+        if (edit) edit.dataset.desired = p.desired_count;
       } catch (e) {
         toast("Scale " + name + ": " + describe(e), "error");
       }
