@@ -241,4 +241,5 @@ async fn events_stream_sends_a_snapshot_at_once() {
     assert_eq!(v["role"], "leader");
     assert_eq!(v["interval_seconds"], 2);
     assert!(v["fleet"]["heartbeats_total"].as_u64().unwrap() >= 1);
+    assert!(v["incidents"].as_array().is_some_and(|i| i.is_empty()), "no incident open yet");
 }

@@ -402,13 +402,19 @@ await step("alerts page shows rules with state; ack works when something fires",
     await ack.click();
     await page.fill("#confirm-reason", "browser test: looking");
     await page.click("#confirm-ok");
-    await page.waitForLoadState("load");
+    // The page reloads and then says so in a toast.
+    await page.locator(".toast", { hasText: "acknowledged" }).waitFor();
     await waitFor("ack recorded", async () => (await apiGet("/api/incidents")).incidents.find((i) => String(i.id) === id)?.acked);
     console.log(`     acknowledged incident #${id}`);
+    await page.screenshot({ path: `${SHOTS}/alerts.png`, fullPage: true });
+    // The overview's incident table follows the live stream too.
+    await page.goto(UI + BASE + "/overview");
+    await page.locator("#live.on").waitFor();
+    await page.evaluate(() => (document.querySelector("#incident-rows").innerHTML = ""));
+    await waitFor("live incident rows", async () => (await page.locator("#incident-rows .badge").count()) > 0, 10000);
   } else {
     throw new Error("no unacknowledged active incident appeared to acknowledge");
   }
-  await page.screenshot({ path: `${SHOTS}/alerts.png`, fullPage: true });
   await noProblems(since);
 });
 

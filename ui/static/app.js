@@ -304,6 +304,15 @@ function fmt(v) {
   return v.toFixed(v >= 1 ? 1 : 2);
 }
 
+/** A duration in ms as `4s`, `3m`, `2h`, `5d` (same as the server's). */
+function age(ms) {
+  const s = Math.max(0, Math.floor(ms / 1000));
+  if (s < 60) return s + "s";
+  if (s < 3600) return Math.floor(s / 60) + "m";
+  if (s < 86400) return Math.floor(s / 3600) + "h";
+  return Math.floor(s / 86400) + "d";
+}
+
 function clock(ms) {
   return new Date(ms).toISOString().slice(11, 19);
 }
@@ -368,6 +377,7 @@ function initOverview() {
         }),
       );
     }
+    renderIncidents(d.incidents || [], d.at_ms);
     if (prev && d.at_ms > prev.at_ms) {
       const r = Math.max(0, ((f.heartbeats_total - prev.fleet.heartbeats_total) * 1000) / (d.at_ms - prev.at_ms));
       rate.push({ t: d.at_ms, rate: r });
@@ -398,6 +408,34 @@ function initOverview() {
       if (!moved) connect();
     });
   }, 1000);
+
+  function renderIncidents(list, now) {
+    const tbody = $("#incident-rows");
+    if (!tbody) return;
+    if (!list.length) {
+      tbody.innerHTML = '<tr><td colspan="6" class="empty">No active incidents.</td></tr>';
+      return;
+    }
+    tbody.replaceChildren(
+      ...list.map((i) => {
+        const tr = document.createElement("tr");
+        const cells = [i.id, i.kind, i.subject, null, i.detail, age(now - i.opened_ms) + " ago"];
+        cells.forEach((v, n) => {
+          const td = document.createElement("td");
+          if (n === 3) {
+            const b = document.createElement("span");
+            b.className = "badge sev-" + i.severity;
+            b.textContent = i.severity;
+            td.appendChild(b);
+          } else {
+            td.textContent = v;
+          }
+          tr.appendChild(td);
+        });
+        return tr;
+      }),
+    );
+  }
 
   function connect() {
     source = new EventSource(BASE + "/events");

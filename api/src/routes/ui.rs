@@ -299,9 +299,18 @@ impl Ticker {
         let status = s.cluster.status().await;
         let me = s.cluster.report();
         let (now, grace) = (now_ms(), s.grace_ms());
-        let fleet = {
+        let (fleet, incidents) = {
             let applied = s.cluster.state.read();
-            ui::summarize(&applied.state, now, grace)
+            let incidents: Vec<Value> = applied
+                .state
+                .incidents
+                .values()
+                .rev()
+                .filter(|i| i.state == IncidentState::Active)
+                .take(10)
+                .map(|i| json!({"id": i.id, "kind": i.kind, "subject": i.subject, "severity": i.severity, "detail": i.detail, "opened_ms": i.opened_ms}))
+                .collect();
+            (ui::summarize(&applied.state, now, grace), incidents)
         };
         let (buckets, count) = super::slo::commit_buckets(s);
         // Quantiles over this interval only: subtract the previous cumulative counts.
@@ -325,6 +334,7 @@ impl Ticker {
             "total_nodes": status.total_nodes,
             "nodes": status.nodes.iter().map(|n| json!({"id": n.id, "addr": n.addr, "role": n.role, "healthy": n.healthy, "lag": n.lag})).collect::<Vec<_>>(),
             "fleet": fleet,
+            "incidents": incidents,
             "healthy_percent": fleet.healthy_percent(),
             "commit_latency_ms": latency,
             "interval_seconds": s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1),
