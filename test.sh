@@ -21,3 +21,8 @@ echo "== building"
 cargo build --workspace --all-targets
 echo "== tests"
 cargo nextest run --workspace --no-fail-fast
+
+# Operator UI in a real browser (Debian's Chromium via playwright-core)
+# against a 3-node dev cluster started by the script itself.
+echo "== browser tests (ui/browser-tests/run.sh)"
+bash ui/browser-tests/run.sh

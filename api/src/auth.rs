@@ -65,9 +65,17 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     }
     let mut res =
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    // A UI script's call (it always sends the CSRF header) gets the UI's Basic
+    // challenge: browsers only send cached Basic credentials preemptively under
+    // the path they logged in at, and answer a challenge for the same realm.
+    let challenge = if headers.contains_key(CSRF_HEADER) { BASIC_CHALLENGE } else { "Bearer" };
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     res
 }
+
+/// The UI's realm; the same string on `/verifier-engine-room` and `/api`, so a
+/// browser reuses the credentials it was given for the pages.
+pub const BASIC_CHALLENGE: &str = "Basic realm=\"engine-room\", charset=\"UTF-8\"";
 
 /// HTTP basic auth with any user name and the token as password, or 401.
 pub async fn require_basic(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -81,8 +89,7 @@ pub async fn require_basic(State(state): State<AppState>, req: Request, next: Ne
         return next.run(req).await;
     }
     let mut res = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
-    res.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"engine-room\", charset=\"UTF-8\""));
+    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
     res
 }
 

@@ -82,9 +82,12 @@ pub fn app(state: AppState) -> Router {
     let doc = Arc::new(doc);
 
     let ui = Router::new()
-        .route("/verifier-engine-room", get(routes::ui::index))
-        .route("/verifier-engine-room/", get(routes::ui::index))
-        .route("/verifier-engine-room/{page}", get(routes::ui::index))
+        .route("/verifier-engine-room", get(routes::ui::root))
+        .route("/verifier-engine-room/", get(routes::ui::root))
+        .route("/verifier-engine-room/events", get(routes::ui::events))
+        .route("/verifier-engine-room/static/{file}", get(routes::ui::asset))
+        .route("/verifier-engine-room/workers/{id}", get(routes::ui::worker))
+        .route("/verifier-engine-room/{page}", get(routes::ui::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic));
 
     Router::new()

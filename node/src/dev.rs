@@ -71,10 +71,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     crate::sim::spawn(args.workers, (1..=args.nodes).map(url).collect(), args.token.clone());
     println!("Ctrl-C stops the cluster; data stays in {}.", args.dir.display());
 
+    // SIGTERM as well as Ctrl-C: a script that started `dev` stops it with
+    // `kill <pid>` and expects the node processes to go with it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
             _ = tick.tick() => {
                 for (n, child) in children.iter_mut() {
                     if let Ok(Some(status)) = child.try_wait() {

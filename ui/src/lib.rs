@@ -1,17 +1,14 @@
-//! Server-rendered operator pages (askama), compiled into the binary.
+//! Server-rendered operator pages (askama) and their static assets, compiled
+//! into the binary. `api` gathers the data and mounts the routes; this crate
+//! turns domain state into HTML and knows nothing of HTTP.
 
-use askama::Template;
+pub mod assets;
+pub mod fleet;
+pub mod format;
+pub mod pages;
 
-#[derive(Template)]
-#[template(path = "placeholder.html")]
-struct Placeholder<'a> {
-    node_id: u64,
-    leader: String,
-    role: &'a str,
-}
+pub use fleet::{summarize, FleetSummary};
+pub use pages::*;
 
-/// The interim landing page: which node this is and who leads.
-pub fn placeholder(node_id: u64, leader_id: Option<u64>, role: &str) -> String {
-    let leader = leader_id.map(|l| l.to_string()).unwrap_or_else(|| "unknown".into());
-    Placeholder { node_id, leader, role }.render().unwrap_or_else(|e| format!("template error: {e}"))
-}
+/// Where the UI is mounted; every link in the templates starts with it.
+pub const BASE: &str = "/verifier-engine-room";

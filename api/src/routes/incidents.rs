@@ -84,6 +84,11 @@ pub async fn ack(
 /// The alert rules, their thresholds as in force now, and what fires per rule.
 #[utoipa::path(get, path = "/api/alerts", tag = "alerts", responses((status = 200, body = crate::openapi::AlertsView), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn alerts(State(s): State<AppState>) -> Json<Value> {
+    Json(alert_rules(&s))
+}
+
+/// The body of `GET /api/alerts`, shared with the alerts page.
+pub fn alert_rules(s: &AppState) -> Value {
     let (enabled, rules) = s.with_settings(|e| {
         let pct = |k: &str| format!("{}%", e.raw(k));
         let rule =
@@ -157,5 +162,5 @@ pub async fn alerts(State(s): State<AppState>) -> Json<Value> {
             r
         })
         .collect();
-    Json(json!({"enabled": enabled, "rules": rules}))
+    json!({"enabled": enabled, "rules": rules})
 }

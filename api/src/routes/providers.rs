@@ -37,6 +37,11 @@ pub async fn set_mode(
 /// summed over the fleet's latest heartbeats.
 #[utoipa::path(get, path = "/api/providers/health", tag = "settings", responses((status = 200, body = crate::openapi::ProviderHealthList), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn health(State(s): State<AppState>) -> Json<Value> {
+    Json(provider_health(&s))
+}
+
+/// The body of `GET /api/providers/health`, shared with the settings page.
+pub fn provider_health(s: &AppState) -> Value {
     let applied = s.cluster.state.read();
     let st = &applied.state;
     let mut totals: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
@@ -63,5 +68,5 @@ pub async fn health(State(s): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "providers": providers }))
+    json!({ "providers": providers })
 }

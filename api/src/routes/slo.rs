@@ -31,6 +31,11 @@ pub fn quantile(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
 
 #[utoipa::path(get, path = "/api/slo", tag = "alerts", responses((status = 200, body = crate::openapi::SloView), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn get(State(s): State<AppState>) -> Json<Value> {
+    Json(slo_view(&s))
+}
+
+/// The body of `GET /api/slo`, shared with the alerts page.
+pub fn slo_view(s: &AppState) -> Value {
     let target = s.with_settings(|e| e.num("SLO_AVAILABILITY_TARGET"));
     let now = now_ms();
     let windows: Vec<Value> = {
@@ -48,21 +53,26 @@ pub async fn get(State(s): State<AppState>) -> Json<Value> {
             })
             .collect()
     };
-    let h = &s.metrics.heartbeat_commit_seconds;
-    let families = h.collect();
+    let (buckets, count) = commit_buckets(s);
+    let ms = |q| quantile(&buckets, count, q).map(|v| v * 1000.0);
+    json!({
+        "target_availability_percent": target,
+        "windows": windows,
+        "heartbeat_commit_latency_ms": {"node_id": s.cluster.id, "batches": count, "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99)},
+    })
+}
+
+/// This node's heartbeat commit-latency histogram: cumulative `(upper bound
+/// in seconds, count)` buckets and the total count.
+pub fn commit_buckets(s: &AppState) -> (Vec<(f64, u64)>, u64) {
+    let families = s.metrics.heartbeat_commit_seconds.collect();
     let proto = families.first().and_then(|f| f.get_metric().first()).map(|m| m.get_histogram().clone());
-    let (buckets, count): (Vec<(f64, u64)>, u64) = match &proto {
+    match &proto {
         Some(p) => {
             (p.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect(), p.get_sample_count())
         }
         None => (vec![], 0),
-    };
-    let ms = |q| quantile(&buckets, count, q).map(|v| v * 1000.0);
-    Json(json!({
-        "target_availability_percent": target,
-        "windows": windows,
-        "heartbeat_commit_latency_ms": {"node_id": s.cluster.id, "batches": count, "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99)},
-    }))
+    }
 }
 
 #[cfg(test)]

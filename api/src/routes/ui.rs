@@ -1,11 +1,366 @@
-//! The operator UI mount; pages come from the `ui` crate.
+//! The operator UI mount: pages rendered by the `ui` crate from this node's
+//! state, their embedded assets, and the overview's live event stream. Pages
+//! only read; every change they offer goes through the same `/api` calls as
+//! any other client.
 
-use axum::extract::State;
-use axum::response::Html;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::time::Duration;
 
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use futures::Stream;
+use raft_store::cluster::now_ms;
+use raft_store::state::worker::heartbeat_state;
+use raft_store::state::IncidentState;
+use serde_json::{json, Value};
+use ui::{Chrome, WorkerFilter, WorkerResults, WorkerRow};
+
+use super::workers::{select, WorkerQuery};
+use crate::extract::ApiPath;
 use crate::AppState;
 
-pub async fn index(State(s): State<AppState>) -> Html<String> {
-    let status = s.cluster.report();
-    Html(ui::placeholder(s.cluster.id, status.leader_id, &status.role))
+/// Rows per workers page unless the operator picks another size.
+const UI_PAGE: usize = 50;
+const UI_MAX_PAGE: usize = 250;
+
+fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome {
+    let me = s.cluster.report();
+    let nodes = {
+        let m = s.cluster.raft.metrics().borrow().clone();
+        m.membership_config.membership().nodes().map(|(_, n)| n.addr.clone()).collect()
+    };
+    Chrome {
+        node_id: s.cluster.id,
+        role: me.role,
+        leader: me.leader_id.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+        term: me.term,
+        page,
+        title: title.into(),
+        poll_seconds: s.with_settings(|e| e.count("UI_POLL_INTERVAL_SECONDS")).max(1),
+        nodes,
+    }
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+}
+
+pub async fn root() -> Redirect {
+    Redirect::to(&format!("{}/overview", ui::BASE))
+}
+
+/// `/verifier-engine-room/{page}`.
+pub async fn page(
+    State(s): State<AppState>,
+    ApiPath(page): ApiPath<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match page.as_str() {
+        "overview" => overview(&s).await,
+        "workers" => workers(&s, &query),
+        "alerts" => alerts(&s),
+        "pools" => pools(&s),
+        "settings" => settings(&s),
+        "cluster" => cluster(&s).await,
+        _ => not_found(&s, &format!("no page called {page:?}")),
+    }
+}
+
+fn not_found(s: &AppState, what: &str) -> Response {
+    html(StatusCode::NOT_FOUND, ui::not_found(&chrome(s, "", "Not found"), what))
+}
+
+async fn overview(s: &AppState) -> Response {
+    let status = s.cluster.status().await;
+    let (now, grace) = (now_ms(), s.grace_ms());
+    let (fleet, incidents) = {
+        let applied = s.cluster.state.read();
+        let incidents: Vec<_> = applied
+            .state
+            .incidents
+            .values()
+            .rev()
+            .filter(|i| i.state == IncidentState::Active)
+            .take(10)
+            .map(|i| ui::IncidentRow::new(i, now))
+            .collect();
+        (ui::summarize(&applied.state, now, grace), incidents)
+    };
+    html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents))
+}
+
+/// The filter typed on the page, cleaned: unknown choices mean "any".
+fn worker_filter(query: &HashMap<String, String>) -> WorkerFilter {
+    let get = |k: &str| query.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let one_of = |k: &str, allowed: &[&str]| {
+        let v = get(k);
+        if allowed.contains(&v.as_str()) {
+            v
+        } else {
+            String::new()
+        }
+    };
+    WorkerFilter {
+        q: get("q"),
+        pool: get("pool"),
+        desired_state: one_of("desired_state", &["running", "paused", "draining", "stopped"]),
+        heartbeat_state: one_of("heartbeat_state", &["healthy", "stale", "none"]),
+        quarantined: one_of("quarantined", &["true", "false"]),
+        limit: get("limit").parse().unwrap_or(UI_PAGE).clamp(1, UI_MAX_PAGE),
+        offset: get("offset").parse().unwrap_or(0),
+    }
+}
+
+fn workers(s: &AppState, query: &HashMap<String, String>) -> Response {
+    let filter = worker_filter(query);
+    let some = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let q = WorkerQuery {
+        q: some(&filter.q),
+        pool: some(&filter.pool),
+        desired_state: some(&filter.desired_state),
+        heartbeat_state: some(&filter.heartbeat_state),
+        quarantined: filter.quarantined.parse().ok(),
+        limit: Some(filter.limit),
+        offset: filter.offset,
+        consistent: false,
+    };
+    let (now, grace) = (now_ms(), s.grace_ms());
+    let (results, pools) = {
+        let applied = s.cluster.state.read();
+        let (total, page) = match select(&applied.state, &q, now, grace) {
+            Ok(r) => r,
+            Err(e) => return html(StatusCode::BAD_REQUEST, format!("bad filter: {}", e.message)),
+        };
+        let rows = page.into_iter().map(|w| WorkerRow::new(w, now, grace)).collect();
+        let mut pools: BTreeSet<String> = applied.state.pools.keys().cloned().collect();
+        pools.extend(applied.state.workers.values().map(|w| w.pool.to_string()));
+        (WorkerResults { rows, total, filter }, pools.into_iter().collect::<Vec<_>>())
+    };
+    if query.get("partial").is_some_and(|p| p == "rows") {
+        return html(StatusCode::OK, ui::worker_results(&results));
+    }
+    html(StatusCode::OK, ui::workers(&chrome(s, "workers", "Workers"), &pools, &results))
+}
+
+/// `/verifier-engine-room/workers/{id}`.
+pub async fn worker(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
+    let (now, grace) = (now_ms(), s.grace_ms());
+    // Built before taking the state lock: `chrome` reads settings, which locks too.
+    let chrome = chrome(&s, "workers", format!("Worker {id}"));
+    let body = {
+        let applied = s.cluster.state.read();
+        applied.state.workers.get(&id).map(|w| {
+            let audit: Vec<_> = applied.state.audit.iter().filter(|e| e.subject == id).take(25).collect();
+            ui::worker(&chrome, w, now, grace, &audit)
+        })
+    };
+    match body {
+        Some(b) => html(StatusCode::OK, b),
+        None => not_found(&s, &format!("no worker {id:?}")),
+    }
+}
+
+fn pools(s: &AppState) -> Response {
+    let (now, grace) = (now_ms(), s.grace_ms());
+    let (rows, implicit) = {
+        let applied = s.cluster.state.read();
+        let mut counts: ui::PoolCounts = BTreeMap::new();
+        for w in applied.state.workers.values() {
+            let c = counts.entry(w.pool.to_string()).or_default();
+            c.0 += 1;
+            c.1 += u64::from(heartbeat_state(Some(w.last_heartbeat_ms), now, grace) == "healthy");
+        }
+        let rows: Vec<_> = applied.state.pools.values().map(|p| ui::PoolRow::new(p, &counts, now)).collect();
+        let implicit: Vec<_> = counts
+            .iter()
+            .filter(|(name, _)| !applied.state.pools.contains_key(*name))
+            .map(|(name, (total, _))| (name.clone(), *total))
+            .collect();
+        (rows, implicit)
+    };
+    html(StatusCode::OK, ui::pools(&chrome(s, "pools", "Pools"), &rows, &implicit))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(t) => t.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn alerts(s: &AppState) -> Response {
+    let rules_view = super::incidents::alert_rules(s);
+    let enabled = rules_view["enabled"].as_bool().unwrap_or(false);
+    let rules: Vec<ui::RuleRow> = rules_view["rules"]
+        .as_array()
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| ui::RuleRow {
+                    name: text(&r["name"]),
+                    kind: text(&r["kind"]),
+                    threshold: text(&r["threshold"]),
+                    state: text(&r["state"]),
+                    firing: r["active"]
+                        .as_array()
+                        .map(|a| a.iter().map(|i| text(&i["subject"])).collect())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let slo_view = super::slo::slo_view(s);
+    let slo: Vec<ui::SloRow> = slo_view["windows"]
+        .as_array()
+        .map(|ws| {
+            ws.iter()
+                .map(|w| ui::SloRow {
+                    window: text(&w["window"]),
+                    availability: w["availability_percent"].as_f64().map(|a| format!("{a:.2}%")).unwrap_or("–".into()),
+                    burn: w["error_budget_burn_rate"].as_f64().map(|b| format!("{b:.2}×")).unwrap_or("–".into()),
+                    samples: w["samples"].as_u64().unwrap_or(0) as usize,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let target = slo_view["target_availability_percent"].as_f64().unwrap_or(0.0);
+    let now = now_ms();
+    let (active, resolved) = {
+        let applied = s.cluster.state.read();
+        let newest_first = || applied.state.incidents.values().rev();
+        let active: Vec<_> =
+            newest_first().filter(|i| i.state == IncidentState::Active).map(|i| ui::IncidentRow::new(i, now)).collect();
+        let resolved: Vec<_> = newest_first()
+            .filter(|i| i.state == IncidentState::Resolved)
+            .take(100)
+            .map(|i| ui::IncidentRow::new(i, now))
+            .collect();
+        (active, resolved)
+    };
+    let page = ui::alerts(&chrome(s, "alerts", "Alerts"), enabled, &rules, &active, &resolved, &slo, target);
+    html(StatusCode::OK, page)
+}
+
+fn settings(s: &AppState) -> Response {
+    let overrides = s.cluster.state.read().state.settings.clone();
+    let groups = ui::setting_groups(&s.settings.env, &overrides);
+    let health = super::providers::provider_health(s);
+    let pct = |v: &Value| v.as_f64().map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_default();
+    let providers: Vec<ui::ProviderRow> = health["providers"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| ui::ProviderRow {
+                    name: text(&p["provider"]),
+                    effective: text(&p["effective_mode"]),
+                    override_mode: text(&p["override_mode"]),
+                    auto_mode: text(&p["auto_mode"]),
+                    auto_reason: text(&p["auto_reason"]),
+                    probes: ui::format::metric(p["probes"].as_f64().unwrap_or(0.0)),
+                    tempfail: pct(&p["tempfail_rate"]),
+                    reject: pct(&p["reject_rate"]),
+                    unknown: pct(&p["unknown_rate"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    html(StatusCode::OK, ui::settings(&chrome(s, "settings", "Settings"), &groups, &providers))
+}
+
+async fn cluster(s: &AppState) -> Response {
+    let status = s.cluster.status().await;
+    html(StatusCode::OK, ui::cluster(&chrome(s, "cluster", "Cluster"), &status))
+}
+
+/// `/verifier-engine-room/static/{file}`: CSS, JS and icons from the binary.
+pub async fn asset(ApiPath(name): ApiPath<String>) -> Response {
+    match ui::assets::get(&name) {
+        Some(a) => ([(header::CONTENT_TYPE, a.content_type), (header::CACHE_CONTROL, "public, max-age=300")], a.body)
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
+    }
+}
+
+/// State carried from one tick of the live stream to the next.
+struct Ticker {
+    s: AppState,
+    first: bool,
+    /// Commit-latency histogram at the previous tick, for per-interval quantiles.
+    prev: (Vec<(f64, u64)>, u64),
+}
+
+impl Ticker {
+    async fn snapshot(&mut self) -> Value {
+        let s = &self.s;
+        let status = s.cluster.status().await;
+        let me = s.cluster.report();
+        let (now, grace) = (now_ms(), s.grace_ms());
+        let (fleet, incidents) = {
+            let applied = s.cluster.state.read();
+            let incidents: Vec<Value> = applied
+                .state
+                .incidents
+                .values()
+                .rev()
+                .filter(|i| i.state == IncidentState::Active)
+                .take(10)
+                .map(|i| json!({"id": i.id, "kind": i.kind, "subject": i.subject, "severity": i.severity, "detail": i.detail, "opened_ms": i.opened_ms}))
+                .collect();
+            (ui::summarize(&applied.state, now, grace), incidents)
+        };
+        let (buckets, count) = super::slo::commit_buckets(s);
+        // Quantiles over this interval only: subtract the previous cumulative counts.
+        let (prev_buckets, prev_count) = &self.prev;
+        let delta: Vec<(f64, u64)> = buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (upper, c))| (*upper, c.saturating_sub(prev_buckets.get(i).map(|p| p.1).unwrap_or(0))))
+            .collect();
+        let n = count.saturating_sub(*prev_count);
+        let ms = |q| super::slo::quantile(&delta, n, q).map(|v| (v * 1000.0 * 100.0).round() / 100.0);
+        let latency = json!({"batches": n, "p50": ms(0.5), "p99": ms(0.99)});
+        self.prev = (buckets, count);
+        json!({
+            "at_ms": now,
+            "node_id": s.cluster.id,
+            "role": me.role,
+            "leader_id": status.leader_id,
+            "term": me.term,
+            "healthy_nodes": status.healthy_nodes,
+            "total_nodes": status.total_nodes,
+            "nodes": status.nodes.iter().map(|n| json!({"id": n.id, "addr": n.addr, "role": n.role, "healthy": n.healthy, "lag": n.lag})).collect::<Vec<_>>(),
+            "fleet": fleet,
+            "incidents": incidents,
+            "healthy_percent": fleet.healthy_percent(),
+            "commit_latency_ms": latency,
+            "interval_seconds": s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1),
+        })
+    }
+}
+
+/// `/verifier-engine-room/events`: one JSON snapshot right away, then one per
+/// `SSE_INTERVAL_SECONDS` (re-read every tick, so a change applies at once).
+pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let prev = super::slo::commit_buckets(&s);
+    let ticker = Ticker { s, first: true, prev };
+    let stream = futures::stream::unfold(ticker, |mut t| async move {
+        if !t.first {
+            let secs = t.s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1);
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+        }
+        let mut event = Event::default().event("snapshot");
+        if t.first {
+            // Browsers wait this long before reconnecting a dropped stream.
+            event = event.retry(Duration::from_millis(1_500));
+            t.first = false;
+        }
+        let data = t.snapshot().await;
+        let event = event.json_data(data).unwrap_or_else(|_| Event::default().comment("unserializable snapshot"));
+        Some((Ok(event), t))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

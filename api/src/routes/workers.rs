@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raft_store::cluster::now_ms;
 use raft_store::state::worker::{heartbeat_state, MetricMap, NestedMetrics, PROCESS_STATES};
-use raft_store::state::{validate_name, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
+use raft_store::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
 use raft_store::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -146,7 +146,7 @@ pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
     v
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct WorkerQuery {
     #[serde(default)]
@@ -166,6 +166,22 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>)
     if q.consistent {
         s.cluster.read_barrier().await?;
     }
+    let (now, grace) = (now_ms(), s.grace_ms());
+    let applied = s.cluster.state.read();
+    let (total, page) = select(&applied.state, &q, now, grace)?;
+    let page: Vec<Value> = page.into_iter().map(|w| worker_view(w, now, grace)).collect();
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE);
+    Ok(Json(json!({"workers": page, "total": total, "limit": limit, "offset": q.offset})))
+}
+
+/// The workers matching `q` in id order: how many match in all, and the page
+/// `offset..offset + limit` of them. Shared by `GET /api/workers` and the UI.
+pub fn select<'a>(
+    state: &'a ControlState,
+    q: &WorkerQuery,
+    now: u64,
+    grace: u64,
+) -> Result<(usize, Vec<&'a Worker>), ApiError> {
     let desired = match q.desired_state.as_deref() {
         Some(d) => {
             Some(DesiredState::parse(d).ok_or_else(|| ApiError::bad_request(format!("unknown desired_state {d:?}")))?)
@@ -181,10 +197,8 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>)
     if limit == 0 || limit > MAX_PAGE {
         return Err(ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")));
     }
-    let (now, grace) = (now_ms(), s.grace_ms());
     let needle = q.q.as_deref().map(str::to_lowercase);
-    let applied = s.cluster.state.read();
-    let matches = applied.state.workers.values().filter(|w| {
+    let matches = state.workers.values().filter(|w| {
         q.pool.as_deref().is_none_or(|p| w.pool == p)
             && desired.is_none_or(|d| w.desired_state == d)
             && q.quarantined.is_none_or(|qq| w.quarantined == qq)
@@ -197,11 +211,11 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>)
     let mut page = Vec::with_capacity(limit);
     for w in matches {
         if total >= q.offset && page.len() < limit {
-            page.push(worker_view(w, now, grace));
+            page.push(w);
         }
         total += 1;
     }
-    Ok(Json(json!({"workers": page, "total": total, "limit": limit, "offset": q.offset})))
+    Ok((total, page))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

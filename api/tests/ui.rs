@@ -1,0 +1,245 @@
+//! In-process checks of the operator UI routes on a real single-node cluster:
+//! basic auth with a challenge, every page rendering the state it should, the
+//! workers table's filters and paging, embedded assets, the live stream, and a
+//! browser-style write (basic auth + CSRF header) showing up on the pages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{AppState, BatchOptions, Settings};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use raft_store::{Cluster, ClusterOptions};
+use serde_json::Value;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token";
+const BASIC: &str = "Basic dXNlcjp0ZXN0LXRva2Vu"; // user:test-token
+
+/// A one-node cluster that has elected itself leader, so writes commit.
+async fn leader(dir: &std::path::Path) -> AppState {
+    let opts = ClusterOptions {
+        id: 1,
+        cluster_name: "ui-test".into(),
+        secret: "s".into(),
+        heartbeat_ms: 50,
+        election_min_ms: 150,
+        election_max_ms: 300,
+        snapshot_logs: 1000,
+        keep_logs: 100,
+        write_timeout: Duration::from_secs(5),
+        rpc_source_ip: None,
+        sled_cache_bytes: 8 << 20,
+    };
+    let cluster = Cluster::start(opts, dir).await.expect("start raft");
+    // A single voter never contacts its own address; it only has to be a URL.
+    cluster.bootstrap(&BTreeMap::from([(1, "http://127.0.0.1:9".to_string())])).await.expect("bootstrap");
+    for _ in 0..100 {
+        if cluster.report().role == "leader" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(cluster.report().role, "leader", "single node elects itself");
+    let env = raft_store::settings::env_defaults(|_| None).unwrap();
+    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2 })
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(app: &axum::Router, req: Request<Body>) -> Answer {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Answer { status, headers, body: String::from_utf8_lossy(&bytes).into_owned() }
+}
+
+async fn get(app: &axum::Router, uri: &str, auth: Option<&str>) -> Answer {
+    let mut req = Request::builder().uri(uri);
+    if let Some(a) = auth {
+        req = req.header(header::AUTHORIZATION, a);
+    }
+    send(app, req.body(Body::empty()).unwrap()).await
+}
+
+async fn beat(app: &axum::Router, id: &str, pool: &str) {
+    let body = format!(
+        r#"{{"worker_id":"{id}","host":"vps-{id}","ip":"127.0.0.5","pool":"{pool}","version":"1.4.2","status":"running","process_state":"running","metrics":{{"processed":1200,"errors":14,"in_flight":3}},"smtp_metrics":{{"2xx":900,"4xx":200}}}}"#
+    );
+    let req = Request::post("/api/workers/heartbeat")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let a = send(app, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+}
+
+#[tokio::test]
+async fn pages_need_basic_auth_and_challenge_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    for uri in ["/verifier-engine-room/overview", "/verifier-engine-room/events", "/verifier-engine-room/static/app.js"]
+    {
+        let a = get(&app, uri, None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
+        let challenge = a.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.starts_with("Basic realm=\"engine-room\""), "{uri}: {challenge}");
+        let wrong = get(&app, uri, Some("Basic dXNlcjp3cm9uZw==")).await; // user:wrong
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    // The UI's script calls /api with the CSRF header: it gets the same Basic
+    // challenge so the browser answers with the credentials it already has.
+    let req = Request::post("/api/workers/w/pause").header("x-engine-csrf", "1").body(Body::empty()).unwrap();
+    let a = send(&app, req).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(a.headers[header::WWW_AUTHENTICATE].to_str().unwrap().starts_with("Basic realm=\"engine-room\""));
+    // Other API clients keep the Bearer challenge.
+    let a = get(&app, "/api/workers", None).await;
+    assert_eq!(a.headers[header::WWW_AUTHENTICATE], "Bearer");
+}
+
+#[tokio::test]
+async fn every_page_renders_with_navigation_and_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    beat(&app, "w-1", "eu-west").await;
+    beat(&app, "w-2", "us-east").await;
+
+    let root = get(&app, "/verifier-engine-room", Some(BASIC)).await;
+    assert!(root.status.is_redirection());
+    assert_eq!(root.headers[header::LOCATION], "/verifier-engine-room/overview");
+
+    for (page, expect) in [
+        ("overview", "Fleet heartbeat rate"),
+        ("workers", "w-2"),
+        ("alerts", "Alert rules"),
+        ("pools", "eu-west"),
+        ("settings", "SSE_INTERVAL_SECONDS"),
+        ("cluster", "http://127.0.0.1:9"),
+    ] {
+        let a = get(&app, &format!("/verifier-engine-room/{page}"), Some(BASIC)).await;
+        assert_eq!(a.status, StatusCode::OK, "{page}: {}", a.body);
+        assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{page}");
+        assert!(a.body.contains(&format!("data-page=\"{page}\"")), "{page}");
+        for group in [">Ops<", ">Infra<", ">Governance<", ">Cluster<"] {
+            assert!(a.body.contains(group), "{page} nav lacks {group}");
+        }
+        assert!(a.body.contains(expect), "{page} lacks {expect:?}");
+        assert!(a.body.contains("leader"), "{page} shows the node role");
+        assert!(!a.body.contains("template error"), "{page}");
+    }
+    let overview = get(&app, "/verifier-engine-room/overview", Some(BASIC)).await.body;
+    assert!(overview.contains(r#"data-k="total">2<"#), "overview counts both workers");
+
+    let missing = get(&app, "/verifier-engine-room/nope", Some(BASIC)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(missing.body.contains("nope"));
+    let missing = get(&app, "/verifier-engine-room/workers/ghost", Some(BASIC)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn workers_table_filters_and_pages_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    for i in 0..30 {
+        beat(&app, &format!("w-{i:02}"), if i % 3 == 0 { "gold" } else { "default" }).await;
+    }
+    let page = get(&app, "/verifier-engine-room/workers?limit=25", Some(BASIC)).await.body;
+    assert_eq!(page.matches("<tr data-worker=").count(), 25);
+    assert!(page.contains("1–25 of <strong id=\"worker-total\">30</strong>"), "pager");
+    assert!(page.contains("data-page-link href=\"/verifier-engine-room/workers?offset=25"), "next link");
+
+    let rows = get(&app, "/verifier-engine-room/workers?limit=25&offset=25&partial=rows", Some(BASIC)).await.body;
+    assert!(!rows.contains("<html"), "partial is just the table");
+    assert_eq!(rows.matches("<tr data-worker=").count(), 5);
+
+    let gold = get(&app, "/verifier-engine-room/workers?pool=gold&partial=rows", Some(BASIC)).await.body;
+    assert_eq!(gold.matches("<tr data-worker=").count(), 10);
+    let one = get(&app, "/verifier-engine-room/workers?q=W-07&partial=rows", Some(BASIC)).await.body;
+    assert_eq!(one.matches("<tr data-worker=").count(), 1, "search is case-insensitive");
+    // Unknown filter values mean "any" rather than an error page.
+    let any = get(&app, "/verifier-engine-room/workers?desired_state=bogus&limit=100&partial=rows", Some(BASIC)).await;
+    assert_eq!(any.status, StatusCode::OK);
+    assert_eq!(any.body.matches("<tr data-worker=").count(), 30);
+}
+
+#[tokio::test]
+async fn a_browser_style_pause_shows_on_the_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    beat(&app, "w-9", "default").await;
+    let req = Request::post("/api/workers/w-9/pause")
+        .header(header::AUTHORIZATION, BASIC)
+        .header("x-engine-csrf", "1")
+        .header(header::HOST, "ui.test:7001")
+        .header(header::ORIGIN, "http://ui.test:7001")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"reason":"disk full"}"#))
+        .unwrap();
+    let a = send(&app, req).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let w: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(w["desired_state"], "paused");
+
+    let rows = get(&app, "/verifier-engine-room/workers?partial=rows", Some(BASIC)).await.body;
+    assert!(rows.contains(r#"data-field="desired">paused<"#), "{rows}");
+    assert!(rows.contains(r#"data-action="resume""#), "a paused worker offers resume");
+    let detail = get(&app, "/verifier-engine-room/workers/w-9", Some(BASIC)).await.body;
+    assert!(detail.contains("disk full"), "audit entry with the reason");
+    assert!(detail.contains("1,200"), "processed counter");
+}
+
+#[tokio::test]
+async fn assets_are_embedded_with_their_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    for (name, ty) in [("app.css", "text/css"), ("app.js", "text/javascript"), ("favicon.svg", "image/svg+xml")] {
+        let a = get(&app, &format!("/verifier-engine-room/static/{name}"), Some(BASIC)).await;
+        assert_eq!(a.status, StatusCode::OK, "{name}");
+        assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with(ty), "{name}");
+        assert!(!a.body.is_empty());
+    }
+    let a = get(&app, "/verifier-engine-room/static/nope.js", Some(BASIC)).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let page = get(&app, "/verifier-engine-room/overview", Some(BASIC)).await.body;
+    assert!(!page.contains("http://cdn") && !page.contains("https://"), "no external resources");
+}
+
+#[tokio::test]
+async fn events_stream_sends_a_snapshot_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = api::app(leader(dir.path()).await);
+    beat(&app, "w-1", "default").await;
+    let req = Request::get("/verifier-engine-room/events").header(header::AUTHORIZATION, BASIC).body(Body::empty());
+    let res = app.clone().oneshot(req.unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/event-stream"));
+    let mut body = res.into_body();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains("\n\n") {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.expect("first event in time");
+        let frame = frame.expect("stream open").expect("frame");
+        if let Some(data) = frame.data_ref() {
+            text.push_str(&String::from_utf8_lossy(data));
+        }
+    }
+    assert!(text.contains("event: snapshot"), "{text}");
+    assert!(text.contains("retry: 1500"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("data line");
+    let v: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(v["fleet"]["total"], 1);
+    assert_eq!(v["fleet"]["healthy"], 1);
+    assert_eq!(v["role"], "leader");
+    assert_eq!(v["interval_seconds"], 2);
+    assert!(v["fleet"]["heartbeats_total"].as_u64().unwrap() >= 1);
+    assert!(v["incidents"].as_array().is_some_and(|i| i.is_empty()), "no incident open yet");
+}
