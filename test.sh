@@ -17,6 +17,11 @@ if ! command -v iptables >/dev/null 2>&1; then
   fi
 fi
 
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  echo "== installing aiosmtpd (real SMTP server for notification tests)"
+  python3 -m pip install --quiet aiosmtpd || echo "could not install aiosmtpd"
+fi
+
 echo "== building"
 cargo build --workspace --all-targets
 echo "== tests"

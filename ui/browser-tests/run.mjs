@@ -220,7 +220,11 @@ await step("settings: an invalid value shows the API's validation error on the p
   // A valid change saves and survives a reload.
   await page.fill("#s-ALERT_CHECK_INTERVAL_SECONDS", "30");
   await page.fill("#s-UI_POLL_INTERVAL_SECONDS", "5");
+  // A successful save reloads the page shortly after; wait for that reload,
+  // or the next step's navigation would be aborted by it.
+  const reloaded = page.waitForEvent("framenavigated", { timeout: 15000 });
   await page.click("#settings-save");
+  await reloaded;
   await page.waitForLoadState("load");
   await waitFor("override saved", async () => (await apiGet("/api/settings")).settings.find((s) => s.key === "UI_POLL_INTERVAL_SECONDS").value === "5");
   // The console logs the refused PUT as a failed resource load (HTTP 400);
