@@ -25,9 +25,15 @@ fi
 echo "== building"
 cargo build --workspace --all-targets
 echo "== tests"
-cargo nextest run --workspace --no-fail-fast
+status=0
+cargo nextest run --workspace --no-fail-fast || status=$?
 
 # Operator UI in a real browser (Debian's Chromium via playwright-core)
 # against a 3-node dev cluster started by the script itself.
 echo "== browser tests (ui/browser-tests/run.sh)"
-bash ui/browser-tests/run.sh
+bash ui/browser-tests/run.sh || status=$?
+
+if [ "$status" != 0 ]; then
+  echo "== FAILED (exit $status)"
+fi
+exit "$status"
