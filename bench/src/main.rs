@@ -88,6 +88,16 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     b.enable_all().build().context("cannot start the tokio runtime")
 }
 
+/// Ctrl-C or SIGTERM: stop sending, finish in-flight requests, still report.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let endpoints =
         a.urls.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
@@ -113,9 +123,8 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let summary = rt.block_on(async {
         let flag = stop.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
+            stop_signal().await;
+            flag.store(true, Ordering::Relaxed);
         });
         bench::run(opts, stop).await
     });
