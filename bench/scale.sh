@@ -39,7 +39,7 @@ sleep 3
 SNAP=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK"/er-*/node.log | grep -h 'snapshot built' | tail -3 | sed -E 's/.*bytes=([0-9]+).*encode_ms=([0-9.]+).*/\1 \2/' | sort -n | tail -1 || true)
 SNAP=${SNAP:-0 ?}
 SNAP_MB=$(awk -v b="${SNAP%% *}" 'BEGIN {printf "%.1f", b / 1048576}')
-SNAP_MS=${SNAP##* }
+SNAP_MS=$(awk -v m="${SNAP##* }" 'BEGIN {printf "%.0f", m}')
 
 RSS=""
 for n in 1 2 3; do RSS+="${RSS:+ / }$(rss_mb "${ER_PID[$n]}")"; done

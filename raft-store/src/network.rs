@@ -176,7 +176,13 @@ fn as_byte_run<S: serde::Serializer>(data: &&[u8], s: S) -> Result<S::Ok, S::Err
 }
 
 fn encode_snapshot_chunk(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<Vec<u8>, codec::CodecError> {
-    codec::encode(&SnapshotChunk { vote: &rpc.vote, meta: &rpc.meta, offset: rpc.offset, data: &rpc.data, done: rpc.done })
+    codec::encode(&SnapshotChunk {
+        vote: &rpc.vote,
+        meta: &rpc.meta,
+        offset: rpc.offset,
+        data: &rpc.data,
+        done: rpc.done,
+    })
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
@@ -193,14 +199,20 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         if let Some(first) = rpc.entries.first() {
             let expected = rpc.prev_log_id.map_or(0, |p| p.index + 1);
             if first.log_id.index != expected {
-                let why = format!("append entries start at {} but prev_log_id is {:?}", first.log_id.index, rpc.prev_log_id);
+                let why =
+                    format!("append entries start at {} but prev_log_id is {:?}", first.log_id.index, rpc.prev_log_id);
                 tracing::warn!(target_node = self.target, "{why}; not sent");
                 return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(why))));
             }
         }
         let body = encode(&rpc)?;
         if let Some(hint) = entries_hint(rpc.entries.len(), body.len()) {
-            tracing::debug!(entries = rpc.entries.len(), bytes = body.len(), hint, "append entries too large; splitting");
+            tracing::debug!(
+                entries = rpc.entries.len(),
+                bytes = body.len(),
+                hint,
+                "append entries too large; splitting"
+            );
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
         self.call("/raft/append", body, &option).await
