@@ -106,6 +106,6 @@ rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 machine_info() {
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
     echo "- shared with other work while measured (noisy); figures are from one run, compare them as ratios"
-    echo "- engine-room $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo '+dirty'), $(etcd --version 2>/dev/null | head -1 || echo 'etcd not installed')"
+    echo "- engine-room $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo '+dirty'), $(etcd --version 2>/dev/null | sed -n 1p)"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
