@@ -150,8 +150,14 @@ impl Cluster {
             heartbeat_interval: opts.heartbeat_ms,
             election_timeout_min: opts.election_min_ms,
             election_timeout_max: opts.election_max_ms,
-            install_snapshot_timeout: 5_000,
+            // Per snapshot chunk; the last chunk includes decoding and storing
+            // the whole state on the follower. A timeout restarts the transfer,
+            // so it must cover a busy machine; a dead peer fails on connect anyway.
+            install_snapshot_timeout: 20_000,
             snapshot_max_chunk_size: 4 * 1024 * 1024,
+            // Entries are heartbeat batches of up to HEARTBEAT_BATCH_MAX beats;
+            // the network layer splits further by bytes (MAX_APPEND_BYTES).
+            max_payload_entries: 64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs),
             max_in_snapshot_log_to_keep: opts.keep_logs,
             ..Default::default()

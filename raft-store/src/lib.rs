@@ -29,7 +29,8 @@ pub fn open_storage(
         .open()
         .map_err(|e| StoreOpenError(format!("cannot open sled database in {}: {e}", dir.display())))?;
     let log = log_store::LogStore::new(db.clone()).map_err(|e| StoreOpenError(e.to_string()))?;
-    let sm = state_machine::StateMachineStore::new(db).map_err(|e| StoreOpenError(e.to_string()))?;
+    let sm =
+        state_machine::StateMachineStore::new(db, dir.join("snapshots")).map_err(|e| StoreOpenError(e.to_string()))?;
     Ok((log, sm))
 }
 

@@ -1,9 +1,14 @@
 //! Raft RPC and leader forwarding over HTTP: one shared reqwest client, bodies
 //! encoded by [`crate::codec`], every request carrying the cluster secret.
+//! openraft gives an AppendEntries only one heartbeat interval, so requests
+//! over [`MAX_APPEND_BYTES`] are refused before sending and openraft retries
+//! at once with fewer entries; snapshot chunks are encoded as one byte run.
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
@@ -12,7 +17,12 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::codec;
-use crate::types::{Node, NodeId, TypeConfig};
+use crate::types::{Node, NodeId, SnapshotMeta, TypeConfig};
+
+/// Largest AppendEntries body sent in one RPC (unless it holds a single
+/// entry): it must be sent, decoded, written and fsynced within one Raft
+/// heartbeat interval, or openraft times it out and resends the same range.
+pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 
 /// Header that carries `CLUSTER_SECRET` on every `/raft/*` request.
 pub const SECRET_HEADER: &str = "x-engine-cluster-secret";
@@ -59,6 +69,17 @@ impl RpcClient {
         timeout: Duration,
     ) -> Result<Resp, RpcFailure> {
         let bytes = codec::encode(body).map_err(|e| RpcFailure::NotDelivered(e.to_string()))?;
+        self.post_encoded(addr, path, bytes, timeout).await
+    }
+
+    /// POST an already encoded body to `{addr}{path}` and decode the answer.
+    pub async fn post_encoded<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Resp, RpcFailure> {
         let res = self
             .http
             .post(format!("{}{}", addr.trim_end_matches('/'), path))
@@ -110,24 +131,58 @@ pub struct PeerConnection {
 }
 
 impl PeerConnection {
-    async fn call<Req, Resp, E>(
+    async fn call<Resp, E>(
         &self,
         path: &str,
-        req: &Req,
+        body: Vec<u8>,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
     where
-        Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
         let answer: Result<Resp, RaftError<NodeId, E>> =
-            self.rpc.post(&self.addr, path, req, option.hard_ttl()).await.map_err(|f| match f {
+            self.rpc.post_encoded(&self.addr, path, body, option.hard_ttl()).await.map_err(|f| match f {
                 RpcFailure::NotDelivered(_) => RPCError::Unreachable(Unreachable::new(&f)),
                 RpcFailure::Unknown(_) => RPCError::Network(NetworkError::new(&f)),
             })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
+
+fn encode<Req: Serialize, E: std::error::Error>(req: &Req) -> Result<Vec<u8>, RPCError<NodeId, Node, E>> {
+    codec::encode(req).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+}
+
+/// How many of `entries` entries fit in [`MAX_APPEND_BYTES`], when `bytes` do not.
+fn entries_hint(entries: usize, bytes: usize) -> Option<u64> {
+    (entries > 1 && bytes > MAX_APPEND_BYTES).then(|| (entries * MAX_APPEND_BYTES / bytes).clamp(1, entries - 1) as u64)
+}
+
+/// [`InstallSnapshotRequest`] with the same bincode layout, but `data` written
+/// as one byte run rather than element by element (tens of MB per snapshot).
+#[derive(Serialize)]
+struct SnapshotChunk<'a> {
+    vote: &'a openraft::Vote<NodeId>,
+    meta: &'a SnapshotMeta,
+    offset: u64,
+    #[serde(serialize_with = "as_byte_run")]
+    data: &'a [u8],
+    done: bool,
+}
+
+fn as_byte_run<S: serde::Serializer>(data: &&[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(data)
+}
+
+fn encode_snapshot_chunk(rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<Vec<u8>, codec::CodecError> {
+    codec::encode(&SnapshotChunk {
+        vote: &rpc.vote,
+        meta: &rpc.meta,
+        offset: rpc.offset,
+        data: &rpc.data,
+        done: rpc.done,
+    })
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
@@ -136,7 +191,31 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call("/raft/append", &rpc, &option).await
+        // openraft 0.9 can build, after a failed round, an AppendEntries whose
+        // entries do not follow `prev_log_id` (seen: prev None, entries from
+        // the first unpurged index to a wiped follower). Appended, it leaves a
+        // gap that stops the follower's Raft core; refused here, openraft
+        // recomputes the follower's progress and sends a snapshot instead.
+        if let Some(first) = rpc.entries.first() {
+            let expected = rpc.prev_log_id.map_or(0, |p| p.index + 1);
+            if first.log_id.index != expected {
+                let why =
+                    format!("append entries start at {} but prev_log_id is {:?}", first.log_id.index, rpc.prev_log_id);
+                tracing::warn!(target_node = self.target, "{why}; not sent");
+                return Err(RPCError::Network(NetworkError::new(&std::io::Error::other(why))));
+            }
+        }
+        let body = encode(&rpc)?;
+        if let Some(hint) = entries_hint(rpc.entries.len(), body.len()) {
+            tracing::debug!(
+                entries = rpc.entries.len(),
+                bytes = body.len(),
+                hint,
+                "append entries too large; splitting"
+            );
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        self.call("/raft/append", body, &option).await
     }
 
     async fn install_snapshot(
@@ -144,7 +223,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        self.call("/raft/snapshot", &rpc, &option).await
+        let body = encode_snapshot_chunk(&rpc).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.call("/raft/snapshot", body, &option).await
     }
 
     async fn vote(
@@ -152,6 +232,39 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.call("/raft/vote", &rpc, &option).await
+        self.call("/raft/vote", encode(&rpc)?, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{LogId, StoredMembership, Vote};
+
+    #[test]
+    fn snapshot_chunk_has_the_request_layout() {
+        let rpc = InstallSnapshotRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            meta: SnapshotMeta {
+                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "3-1-42-0".into(),
+            },
+            offset: 4096,
+            data: (0..=255u8).cycle().take(5000).collect(),
+            done: true,
+        };
+        let fast = encode_snapshot_chunk(&rpc).unwrap();
+        assert_eq!(fast, codec::encode(&rpc).unwrap());
+        assert_eq!(codec::decode::<InstallSnapshotRequest<TypeConfig>>(&fast).unwrap(), rpc);
+    }
+
+    #[test]
+    fn large_appends_are_split_small_ones_sent() {
+        assert_eq!(entries_hint(10, MAX_APPEND_BYTES), None);
+        assert_eq!(entries_hint(1, 10 * MAX_APPEND_BYTES), None, "a single entry always goes");
+        assert_eq!(entries_hint(300, 3 * MAX_APPEND_BYTES), Some(100));
+        assert_eq!(entries_hint(2, 100 * MAX_APPEND_BYTES), Some(1));
+        assert_eq!(entries_hint(300, MAX_APPEND_BYTES + 1), Some(299));
     }
 }

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Side-by-side heartbeat ingest: a 3-member etcd (v3 JSON gateway), a 3-node
+# Engine Room and a no-op HTTP ceiling, one after the other on this machine,
+# loaded by the same er-bench with the same duration, connections and payload.
+# Prints one table and writes it into BENCHMARKS.md (section "Heartbeat ingest").
+#
+#   bench/compare.sh                      # defaults below
+#   DURATION=30 CONNS=128 bench/compare.sh
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+DURATION=${DURATION:-15}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-64}
+WORKERS=${WORKERS:-10000}
+THREADS=${THREADS:-1}
+RATE=${RATE:-}
+OUT=${OUT:-$ROOT/BENCHMARKS.md}
+COMMAND="DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS WORKERS=$WORKERS THREADS=$THREADS${RATE:+ RATE=$RATE} bench/compare.sh"
+
+need_binaries
+ensure_etcd
+
+load() { # load TARGET JSON_OUT URL...
+    local target=$1 out=$2
+    shift 2
+    local urls
+    urls=$(IFS=,; echo "$*")
+    log "loading $target: $DURATION s + $WARMUP s warm-up, $CONNS connections, $WORKERS workers"
+    "$BENCH_BIN" run --target "$target" --url "$urls" --token "$TOKEN" -c "$CONNS" --workers "$WORKERS" \
+        --duration "$DURATION" --warmup "$WARMUP" --threads "$THREADS" ${RATE:+--rate "$RATE"} \
+        --json "$out" --quiet
+}
+
+log "etcd: 3 members on 127.0.0.1:23791-23793"
+etcd_start_cluster 23790
+load etcd "$WORK/etcd.json" http://127.0.0.1:23791 http://127.0.0.1:23792 http://127.0.0.1:23793
+etcd_stop_cluster
+
+log "engine-room: 3 nodes on 127.0.0.1:27001-27003"
+er_start_cluster 27000
+load engine-room "$WORK/engine-room.json" http://127.0.0.1:27001 http://127.0.0.1:27002 http://127.0.0.1:27003
+ER_RSS="$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)"
+er_stop_cluster
+
+log "noop ceiling on 127.0.0.1:28080"
+"$BENCH_BIN" noop-server --listen 127.0.0.1:28080 >"$WORK/noop.log" 2>&1 &
+NOOP_PID=$!
+PIDS+=("$NOOP_PID")
+wait_http http://127.0.0.1:28080/ 10 || true
+load noop "$WORK/noop.json" http://127.0.0.1:28080
+stop_pid "$NOOP_PID"
+
+SECTION=$(python3 - "$WORK" "$COMMAND" "$ER_RSS" <<'PY'
+import json, sys
+work, command, rss = sys.argv[1], sys.argv[2], sys.argv[3].split()
+runs = {t: json.load(open(f"{work}/{t}.json")) for t in ("etcd", "engine-room", "noop")}
+etcd, ceil = runs["etcd"]["throughput_rps"], runs["noop"]["throughput_rps"]
+rows = ["| target | heartbeats/s | p50 ms | p99 ms | p99.9 ms | errors | × etcd | share of no-op ceiling |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+for t in ("etcd", "engine-room", "noop"):
+    r = runs[t]; l = r["latency_ms"]
+    errs = r["errors_total"]
+    kinds = ", ".join(f"{k} {n}" for k, n in r["errors"].items())
+    rows.append(f"| {t} | {r['throughput_rps']:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | "
+                f"{errs}{' (' + kinds + ')' if kinds else ''} | {r['throughput_rps'] / etcd:.2f} | "
+                f"{100 * r['throughput_rps'] / ceil:.0f}% |")
+e = runs["engine-room"]
+print("\n".join(rows))
+print()
+print(f"Engine Room vs etcd: {e['throughput_rps'] / etcd:.2f}× throughput (target ≥ 3×), "
+      f"p99 {e['latency_ms']['p99']:.2f} ms vs {runs['etcd']['latency_ms']['p99']:.2f} ms (target: no worse), "
+      f"{100 * e['throughput_rps'] / ceil:.0f}% of the no-op ceiling (target ≥ 20%).")
+print(f"Mode {e['mode']}, {e['connections']} connections, {e['workers']} workers, "
+      f"{e['measured_s']:.1f} s measured after {e['warmup_s']:.0f} s warm-up; "
+      f"request body {e['body_bytes']:.0f} B (etcd: {runs['etcd']['body_bytes']:.0f} B, the same JSON base64-encoded in the gateway envelope). "
+      f"Engine Room RSS after the run: {' / '.join(rss)} MB.")
+PY
+)
+echo
+echo "$SECTION"
+
+python3 - "$OUT" "$COMMAND" "$SECTION" "$(machine_info)" <<'PY'
+import os, sys
+path, command, table, machine = sys.argv[1:5]
+begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+body = f"{begin}\n## Heartbeat ingest: Engine Room vs etcd vs no-op\n\n{machine}\n- command: `{command}`\n\n{table}\n{end}"
+text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+if begin in text and end in text:
+    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip("\n") + "\n\n" + body + "\n"
+open(path, "w").write(text)
+PY
+log "written to $OUT"

@@ -1,0 +1,163 @@
+//! `er-bench run` loads a target with SPEC §3 heartbeats; `er-bench noop-server`
+//! serves the no-op ceiling endpoint.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bench::{Endpoint, LoadOptions, Target};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "er-bench", about = "Heartbeat load generator for Engine Room, etcd and a no-op ceiling")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Send bounded heartbeat load to one target and report throughput and latency.
+    Run(RunArgs),
+    /// Answer 200 to every request (the machine's HTTP ceiling).
+    NoopServer {
+        /// Loopback host:port to listen on (port 0 picks one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Runtime worker threads (default: one per core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    #[arg(long, value_enum, default_value = "engine-room")]
+    target: Target,
+    /// Target base URL (loopback only); repeat or comma-separate for several nodes.
+    #[arg(long = "url", required = true, value_delimiter = ',')]
+    urls: Vec<String>,
+    /// Bearer token for Engine Room.
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Simulated workers; request i comes from worker i mod W.
+    #[arg(long, default_value_t = 10_000)]
+    workers: u64,
+    /// Keep-alive connections, spread round-robin over the URLs.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    connections: usize,
+    /// Fixed total rate in requests/s; without it the run is closed-loop.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured seconds (after warm-up); capped at one hour.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many requests were started, warm-up included.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// First worker number (lets several runs register disjoint workers).
+    #[arg(long, default_value_t = 0)]
+    first_worker: u64,
+    /// Client runtime threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Write the summary as JSON to this file (`-` for stdout).
+    #[arg(long)]
+    json: Option<String>,
+    /// No progress lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| anyhow::anyhow!("--{what} must be a non-negative number of seconds"))
+}
+
+fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = threads {
+        b.worker_threads(n.max(1));
+    }
+    b.enable_all().build().context("cannot start the tokio runtime")
+}
+
+/// Ctrl-C or SIGTERM: stop sending, finish in-flight requests, still report.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler cannot fail on unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let endpoints =
+        a.urls.iter().map(|u| Endpoint::parse(u)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+    if a.target == Target::EngineRoom && a.token.is_none() {
+        anyhow::bail!("--token (or CONTROL_PLANE_TOKEN) is needed for --target engine-room");
+    }
+    let opts = LoadOptions {
+        target: a.target,
+        endpoints,
+        token: a.token,
+        workers: a.workers,
+        connections: a.connections,
+        rate: a.rate,
+        duration: secs("duration", a.duration)?,
+        requests: a.requests,
+        warmup: secs("warmup", a.warmup)?,
+        timeout: secs("timeout", a.timeout)?,
+        first_worker: a.first_worker,
+        progress: !a.quiet,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let rt = runtime(Some(a.threads))?;
+    let summary = rt.block_on(async {
+        let flag = stop.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            flag.store(true, Ordering::Relaxed);
+        });
+        bench::run(opts, stop).await
+    });
+    let summary = summary.map_err(anyhow::Error::msg)?;
+    summary.print_text();
+    if let Some(path) = a.json {
+        let text = serde_json::to_string_pretty(&summary)?;
+        if path == "-" {
+            println!("{text}");
+        } else {
+            std::fs::write(&path, text + "\n").with_context(|| format!("cannot write {path}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run(a) => run(a),
+        Cmd::NoopServer { listen, threads } => {
+            if !listen.ip().is_loopback() {
+                anyhow::bail!("noop-server listens on loopback only, not {}", listen.ip());
+            }
+            runtime(threads)?.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                println!("listening on http://{}", listener.local_addr()?);
+                tokio::select! {
+                    r = bench::noop::serve(listener) => r.context("noop server failed"),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })
+        }
+    }
+}
