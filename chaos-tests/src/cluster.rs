@@ -179,7 +179,14 @@ impl TestCluster {
         self.request_timeout(id, method, path, body, Duration::from_secs(8))
     }
 
-    pub fn request_timeout(&self, id: u64, method: &str, path: &str, body: Option<&Value>, t: Duration) -> (u16, Value) {
+    pub fn request_timeout(
+        &self,
+        id: u64,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        t: Duration,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
         let mut req = self.http.request(m, format!("{}{}", self.url(id), path)).bearer_auth(TOKEN).timeout(t);
         if let Some(b) = body {
@@ -215,7 +222,8 @@ impl TestCluster {
     /// Cut the network between the nodes in `a` and those in `b`, both ways;
     /// healed when the guard drops.
     pub fn cut(&self, a: &[u64], b: &[u64]) -> crate::net::Partition {
-        let addrs = |ids: &[u64]| ids.iter().map(|id| (self.nodes[id].ip.clone(), self.nodes[id].port)).collect::<Vec<_>>();
+        let addrs =
+            |ids: &[u64]| ids.iter().map(|id| (self.nodes[id].ip.clone(), self.nodes[id].port)).collect::<Vec<_>>();
         crate::net::Partition::cut(&addrs(a), &addrs(b))
     }
 

@@ -88,7 +88,8 @@ impl LeaderSampler {
                     while !stop.load(Ordering::Relaxed) {
                         let url = targets.lock().expect("targets").get(slot).map(|t| t.1.clone());
                         if let Some(url) = url {
-                            let res = http.get(format!("{url}/api/cluster/status")).bearer_auth(crate::cluster::TOKEN).send();
+                            let res =
+                                http.get(format!("{url}/api/cluster/status")).bearer_auth(crate::cluster::TOKEN).send();
                             if let Ok(v) = res.and_then(|r| r.json::<Value>()) {
                                 if let (Some(term), Some(leader)) = (v["term"].as_u64(), v["leader_id"].as_u64()) {
                                     seen.lock().expect("seen").entry(term).or_default().insert(leader);
@@ -142,7 +143,11 @@ struct View {
 fn read_view(c: &TestCluster, id: u64, rec: &Record) -> Result<View, String> {
     let get = |path: &str| -> Result<Value, String> {
         let (code, v) = c.get(id, path);
-        if code == 200 { Ok(v) } else { Err(format!("GET {path} on node {id}: {code} {v}")) }
+        if code == 200 {
+            Ok(v)
+        } else {
+            Err(format!("GET {path} on node {id}: {code} {v}"))
+        }
     };
     let w = get(&format!("/api/workers?consistent=true&pool={}&limit=1000", workload::POOL))?;
     let seqs = w["workers"]
@@ -227,7 +232,11 @@ fn verify(c: &TestCluster, rec: &Record, terms: &BTreeMap<u64, BTreeSet<u64>>, r
         });
         let (lost, why) = lost_in(&v, rec);
         rep.lost = rep.lost.max(lost);
-        assert!(why.is_empty(), "node {id}: {lost} acknowledged writes lost or invented: {:?}", &why[..why.len().min(10)]);
+        assert!(
+            why.is_empty(),
+            "node {id}: {lost} acknowledged writes lost or invented: {:?}",
+            &why[..why.len().min(10)]
+        );
         match &first {
             None => first = Some(v),
             Some(f) => assert_eq!(f, &v, "node {id} diverged from node {}", c.running()[0]),
@@ -283,7 +292,8 @@ fn other_than(c: &TestCluster, not: &[u64]) -> Vec<u64> {
 fn caught_up(c: &TestCluster, id: u64, within: Duration) {
     c.eventually(within, &format!("node {id} catches up"), || {
         let leader = c.leader()?;
-        let target = c.status(leader)?["nodes"].as_array()?.iter().find(|n| n["id"] == leader)?["applied_index"].as_u64()?;
+        let target =
+            c.status(leader)?["nodes"].as_array()?.iter().find(|n| n["id"] == leader)?["applied_index"].as_u64()?;
         let me = c.status(id)?;
         let mine = me["nodes"].as_array()?.iter().find(|n| n["id"] == id)?["applied_index"].as_u64()?;
         (mine + 50 >= target).then_some(())
@@ -364,7 +374,8 @@ pub fn leader_isolated(p: &Params) -> Report {
         drop(cut);
         // The old leader acknowledged nothing it received while cut off.
         let rec = wl.snapshot();
-        let stale: Vec<_> = rec.acks.iter().filter(|a| a.node == old && a.start >= in_force && a.end < healed).collect();
+        let stale: Vec<_> =
+            rec.acks.iter().filter(|a| a.node == old && a.start >= in_force && a.end < healed).collect();
         assert!(stale.is_empty(), "isolated old leader {old} acknowledged {} writes: {:?}", stale.len(), stale.first());
         caught_up(c, old, Duration::from_secs(30));
         rep.notes.push(format!("old leader {old} isolated; new leader {new}; it acknowledged 0 writes while cut off"));
@@ -387,7 +398,8 @@ pub fn leader_paused(p: &Params) -> Report {
         let back = c.eventually(Duration::from_secs(15), "old leader learns the new term", || {
             c.leader_seen_by(old).filter(|l| *l != old || old == new)
         });
-        rep.notes.push(format!("paused leader {old} for {:?}; new leader {new}; it rejoined following {back}", p.fault));
+        rep.notes
+            .push(format!("paused leader {old} for {:?}; new leader {new}; it rejoined following {back}", p.fault));
     })
 }
 
@@ -396,9 +408,8 @@ pub fn snapshot_catch_up(p: &Params) -> Report {
     scenario("node down through log compaction, back by snapshot install", 3, &env, p, |c, _, _, rep| {
         let leader = c.wait_for_leader(Duration::from_secs(15));
         let f = other_than(c, &[leader])[0];
-        let last = c.status(f).and_then(|s| {
-            s["nodes"].as_array()?.iter().find(|n| n["id"] == f)?["last_log_index"].as_u64()
-        });
+        let last =
+            c.status(f).and_then(|s| s["nodes"].as_array()?.iter().find(|n| n["id"] == f)?["last_log_index"].as_u64());
         c.kill(f);
         let last = last.unwrap_or(0);
         c.eventually(Duration::from_secs(60), "the leader purges past the stopped node's log", || {
@@ -436,8 +447,13 @@ pub fn membership_under_load(p: &Params) -> Report {
         targets.lock().expect("targets").retain(|t| t.0 != gone);
         c.kill(gone);
         let s = c.status(4).expect("status");
-        let voters: Vec<u64> =
-            s["nodes"].as_array().unwrap().iter().filter(|n| n["voter"] == true).filter_map(|n| n["id"].as_u64()).collect();
+        let voters: Vec<u64> = s["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|n| n["voter"] == true)
+            .filter_map(|n| n["id"].as_u64())
+            .collect();
         assert_eq!(voters.len(), 3, "three voters after add+remove: {s}");
         assert!(voters.contains(&4) && !voters.contains(&gone), "{voters:?}");
         rep.notes.push(format!("added node 4, removed node {gone}; voters now {voters:?}"));
@@ -450,7 +466,10 @@ pub fn all(p: &Params) -> Vec<Report> {
     type Run<'a> = (&'a str, Box<dyn Fn() -> Report + 'a>);
     let runs: Vec<Run> = vec![
         ("leader kill (3)", Box::new(|| leader_kill_repeated(p, 3))),
-        ("leader kill (5)", Box::new(|| leader_kill_repeated(&Params { leader_kills: p.leader_kills.min(5), ..p.clone() }, 5))),
+        (
+            "leader kill (5)",
+            Box::new(|| leader_kill_repeated(&Params { leader_kills: p.leader_kills.min(5), ..p.clone() }, 5)),
+        ),
         ("follower kill", Box::new(|| follower_kill(p))),
         ("rolling restart", Box::new(|| rolling_restart(p))),
         ("minority partition (3)", Box::new(|| minority_partition(p, 3))),
@@ -494,12 +513,23 @@ pub fn markdown(reports: &[Report], started: &str, machine: &str) -> String {
     let passed = reports.iter().filter(|r| r.passed).count();
     let lost: u64 = reports.iter().map(|r| r.lost).sum();
     let all_f: Vec<Duration> = reports.iter().flat_map(|r| r.failovers.clone()).collect();
-    s.push_str(&format!("- Result: **{}** ({passed}/{} scenarios passed)\n", if passed == reports.len() { "PASS" } else { "FAIL" }, reports.len()));
+    s.push_str(&format!(
+        "- Result: **{}** ({passed}/{} scenarios passed)\n",
+        if passed == reports.len() { "PASS" } else { "FAIL" },
+        reports.len()
+    ));
     s.push_str(&format!("- Acknowledged operations: {}; lost: {lost}\n", reports.iter().map(|r| r.acked).sum::<u64>()));
     if let Some((m, w)) = median_worst(&all_f) {
-        s.push_str(&format!("- Leader losses: {}; fault → first acknowledged write: median {}, worst {}\n", all_f.len(), fmt_d(m), fmt_d(w)));
+        s.push_str(&format!(
+            "- Leader losses: {}; fault → first acknowledged write: median {}, worst {}\n",
+            all_f.len(),
+            fmt_d(m),
+            fmt_d(w)
+        ));
     }
-    s.push_str("\n| Scenario | Nodes | Result | Duration | Acked ops | Lost | Errors by kind | Failover median / worst |\n");
+    s.push_str(
+        "\n| Scenario | Nodes | Result | Duration | Acked ops | Lost | Errors by kind | Failover median / worst |\n",
+    );
     s.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let errors = if r.errors.is_empty() {

@@ -188,11 +188,13 @@ impl Workload {
                         }
                     } else {
                         // Toggle a worker of heartbeat thread k (round robin over its workers).
-                        let worker = worker_id(k % spec.heartbeat_threads.max(1), (n as usize / 2) % spec.workers_per_thread);
+                        let worker =
+                            worker_id(k % spec.heartbeat_threads.max(1), (n as usize / 2) % spec.workers_per_thread);
                         let q = quarantined.get(&worker).copied().unwrap_or(false);
                         let action = if q { "unquarantine" } else { "quarantine" };
                         let reason = format!("chaos-{k}-{n}");
-                        let res = send(&http, &format!("{url}/api/workers/{worker}/{action}"), &json!({"reason": reason}));
+                        let res =
+                            send(&http, &format!("{url}/api/workers/{worker}/{action}"), &json!({"reason": reason}));
                         let mut r = record.lock().expect("record");
                         match res {
                             Ok(_) => {

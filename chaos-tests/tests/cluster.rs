@@ -40,8 +40,13 @@ fn leader_kill_elects_a_new_leader_and_writes_resume() {
         let mut n = 0;
         let took = c.eventually(SECS(10), "a write after the leader kill", || {
             n += 1;
-            let (code, _) =
-                c.request_timeout(via, "POST", "/api/pools/failover/scale", Some(&json!({"desired_count": round * 10 + 2})), SECS(3));
+            let (code, _) = c.request_timeout(
+                via,
+                "POST",
+                "/api/pools/failover/scale",
+                Some(&json!({"desired_count": round * 10 + 2})),
+                SECS(3),
+            );
             (code == 200).then(|| t0.elapsed())
         });
         failovers.push(took);
@@ -49,7 +54,9 @@ fn leader_kill_elects_a_new_leader_and_writes_resume() {
         assert_ne!(new, old);
         assert_eq!(c.pool_count(via, "failover"), Some((round * 10 + 2) as u64));
         c.run_node(old);
-        c.eventually(SECS(15), "restarted node catches up", || (c.pool_count(old, "failover") == Some((round * 10 + 2) as u64)).then_some(()));
+        c.eventually(SECS(15), "restarted node catches up", || {
+            (c.pool_count(old, "failover") == Some((round * 10 + 2) as u64)).then_some(())
+        });
     }
     failovers.sort();
     eprintln!("FIGURE leader kill -> first acknowledged write: {:?} (sorted), median {:?}", failovers, failovers[1]);
@@ -63,7 +70,9 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
     let leader = c.wait_for_leader(SECS(10));
     let down = (1..=3).find(|id| *id != leader).unwrap();
     c.must_scale(leader, "before", 1);
-    c.eventually(SECS(10), "node caught up before going down", || (c.pool_count(down, "before") == Some(1)).then_some(()));
+    c.eventually(SECS(10), "node caught up before going down", || {
+        (c.pool_count(down, "before") == Some(1)).then_some(())
+    });
     c.kill(down);
     for i in 0..300u32 {
         c.must_scale(leader, &format!("p{}", i % 20), i + 1);
@@ -133,7 +142,12 @@ fn raft_rpc_needs_the_cluster_secret_and_api_needs_the_token() {
     let http = reqwest::blocking::Client::new();
     let res = http.post(format!("{}/raft/vote", c.url(1))).body(vec![0u8; 8]).send().unwrap();
     assert_eq!(res.status().as_u16(), 401);
-    let res = http.post(format!("{}/raft/vote", c.url(1))).header("x-engine-cluster-secret", "wrong").body(vec![0u8]).send().unwrap();
+    let res = http
+        .post(format!("{}/raft/vote", c.url(1)))
+        .header("x-engine-cluster-secret", "wrong")
+        .body(vec![0u8])
+        .send()
+        .unwrap();
     assert_eq!(res.status().as_u16(), 401);
     let res = http.get(format!("{}/api/pools", c.url(2))).send().unwrap();
     assert_eq!(res.status().as_u16(), 401);
@@ -157,10 +171,41 @@ fn bad_config_stops_the_node_with_one_line() {
     let d = dir.path().to_str().unwrap();
     let peers = "1=http://127.0.0.1:7951,2=http://127.0.0.1:7952";
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CLUSTER_SECRET", "s")], "CONTROL_PLANE_TOKEN"),
-        (vec![("ENGINE_NODE_ID", "3"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s")], "not in ENGINE_PEERS"),
-        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", "/proc/engine-room-no"), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s")], "ENGINE_DATA_DIR"),
-        (vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CONTROL_PLANE_TOKEN", "t"), ("CLUSTER_SECRET", "s"), ("ALERT_CHECK_INTERVAL_SECONDS", "-1")], "ALERT_CHECK_INTERVAL_SECONDS"),
+        (
+            vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CLUSTER_SECRET", "s")],
+            "CONTROL_PLANE_TOKEN",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "3"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", "t"),
+                ("CLUSTER_SECRET", "s"),
+            ],
+            "not in ENGINE_PEERS",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", "/proc/engine-room-no"),
+                ("CONTROL_PLANE_TOKEN", "t"),
+                ("CLUSTER_SECRET", "s"),
+            ],
+            "ENGINE_DATA_DIR",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", "t"),
+                ("CLUSTER_SECRET", "s"),
+                ("ALERT_CHECK_INTERVAL_SECONDS", "-1"),
+            ],
+            "ALERT_CHECK_INTERVAL_SECONDS",
+        ),
     ];
     for (envs, needle) in cases {
         let out = run(&envs);

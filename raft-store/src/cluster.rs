@@ -66,7 +66,9 @@ pub enum Proposal {
 pub enum ProposalOutcome {
     Applied(Response),
     MembershipChanged,
-    NotLeader { leader: Option<(NodeId, String)> },
+    NotLeader {
+        leader: Option<(NodeId, String)>,
+    },
     Refused(String),
     /// The leader lost leadership or its quorum while the write waited; it
     /// may or may not be applied later.

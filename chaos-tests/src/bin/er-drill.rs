@@ -17,8 +17,12 @@ fn main() {
         match a.as_str() {
             "--report" => report = val().into(),
             "--leader-kills" => p.leader_kills = val().parse().unwrap_or_else(|_| fail("--leader-kills: a number")),
-            "--settle-ms" => p.settle = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--settle-ms: a number"))),
-            "--fault-ms" => p.fault = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--fault-ms: a number"))),
+            "--settle-ms" => {
+                p.settle = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--settle-ms: a number")))
+            }
+            "--fault-ms" => {
+                p.fault = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--fault-ms: a number")))
+            }
             "-h" | "--help" => {
                 println!("er-drill [--report PATH] [--leader-kills N] [--settle-ms MS] [--fault-ms MS]");
                 return;
@@ -26,9 +30,19 @@ fn main() {
             other => fail(&format!("unknown argument {other}")),
         }
     }
-    let started = std::process::Command::new("date").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+    let started = std::process::Command::new("date")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let machine = machine();
-    eprintln!("drill: {} leader kills, settle {:?}, fault {:?}; binary {:?}", p.leader_kills, p.settle, p.fault, chaos_tests::binary());
+    eprintln!(
+        "drill: {} leader kills, settle {:?}, fault {:?}; binary {:?}",
+        p.leader_kills,
+        p.settle,
+        p.fault,
+        chaos_tests::binary()
+    );
     let reports = scenarios::all(&p);
     let md = scenarios::markdown(&reports, &started, &machine);
     std::fs::write(&report, &md).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", report.display())));
@@ -43,7 +57,11 @@ fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     format!("{cpus} cores, {model}")
 }
