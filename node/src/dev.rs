@@ -76,15 +76,28 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut reported = std::collections::BTreeSet::new();
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
+                // A node that dies (a crash, or an operator's kill drill) is
+                // reported once; the others keep serving. When none is left,
+                // dev stops.
+                let mut alive = 0;
                 for (n, child) in children.iter_mut() {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        anyhow::bail!("node {n} exited ({status}); see its log in {}", args.dir.display());
+                    match child.try_wait() {
+                        Ok(Some(status)) if reported.insert(*n) => {
+                            eprintln!("node {n} exited ({status}); the others keep running; its log: {}",
+                                args.dir.join(format!("node-{n}.log")).display());
+                        }
+                        Ok(None) => alive += 1,
+                        _ => {}
                     }
+                }
+                if alive == 0 {
+                    anyhow::bail!("every node exited; see the logs in {}", args.dir.display());
                 }
             }
         }

@@ -291,9 +291,9 @@ await step("cluster page lists every node with role, term, indexes and lag", asy
   assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
 });
 
-// The live view survives its node going away: freeze the follower (SIGSTOP,
-// so the dev supervisor does not tear the cluster down) and watch the page
-// move to another node, then thaw it.
+// The live view survives its node going away: freeze the follower (SIGSTOP)
+// and watch the page move to another node, then thaw it. (The node dying
+// outright is the last step, below.)
 const pids = Object.fromEntries(
   (process.env.NODE_PIDS || "").split(",").filter(Boolean).map((p) => p.split(":").map(Number)),
 );
@@ -421,6 +421,22 @@ await step("alerts page shows rules with state; ack works when something fires",
   }
   await noProblems(since);
 });
+
+// Last, because it takes the follower down for good: the node the page is
+// connected to dies (SIGKILL), and the live view resumes on another node.
+if (followerPid) {
+  await step("overview resumes on another node when its node is killed", async () => {
+    const since = problems.length;
+    await page.goto(UI + BASE + "/overview");
+    await page.locator("#live.on").waitFor();
+    process.kill(followerPid, "SIGKILL");
+    await page.waitForURL((u) => u.origin !== UI, { timeout: 30000 });
+    await page.locator("#live.on").waitFor({ timeout: 15000 });
+    console.log(`     after killing ${UI}: moved to ${new URL(page.url()).origin}`);
+    const unexpected = problems.slice(since).filter((x) => !/events|ERR_|Failed to load resource/.test(x));
+    assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
+  });
+}
 
 await browser.close();
 console.log(`\nscreenshots in ${SHOTS}`);
