@@ -45,6 +45,17 @@ async function apiGet(path, base = API) {
   return body;
 }
 
+async function apiSend(method, path, body, base = API) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: "Bearer " + TOKEN, "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const answer = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: HTTP ${res.status} ${JSON.stringify(answer)}`);
+  return answer;
+}
+
 async function waitFor(what, fn, timeoutMs = 10000, everyMs = 200) {
   const end = Date.now() + timeoutMs;
   let last;
@@ -395,10 +406,26 @@ await step("alerts page shows rules with state; ack works when something fires",
   const since = problems.length;
   await page.goto(UI + BASE + "/alerts");
   assert((await page.locator("#alert-rules tbody tr").count()) >= 5, "rules listed");
-  // Error-prone simulated workers open incidents once a rate window has
-  // passed; give the leader's alert loop a little time if none is open yet.
+  // Make something fire, deterministically: the alert loop checks every
+  // second, and a worker reports a provider rejecting 80 % of its probes.
   const open = async () => (await apiGet("/api/incidents?state=active")).incidents.some((i) => !i.acked);
-  if (!(await open())) await waitFor("an active incident", open, 45000, 1000).catch(() => null);
+  await apiSend("PUT", "/api/settings", { ALERT_CHECK_INTERVAL_SECONDS: 1 });
+  let [accepted, rejected] = [0, 0];
+  await waitFor(
+    "an active incident",
+    async () => {
+      accepted += 10;
+      rejected += 40;
+      await apiSend("POST", "/api/workers/heartbeat", {
+        worker_id: "bt-prov", host: "bt-host", ip: "127.0.0.1", pool: "default", version: "1",
+        status: "running", process_state: "running", metrics: { processed: 1, errors: 0, in_flight: 0 },
+        provider_metrics: { "bt-mail": { accepted, rejected, tempfail: 0, unknown: 0 } },
+      });
+      return await open();
+    },
+    40000,
+    500,
+  );
   await page.goto(UI + BASE + "/alerts");
   const ack = page.locator("[data-ack]").first();
   if ((await ack.count()) > 0) {
