@@ -73,20 +73,17 @@ fn not_found(s: &AppState, what: &str) -> Response {
     html(StatusCode::NOT_FOUND, ui::not_found(&chrome(s, "", "Not found"), what))
 }
 
+/// The ten newest active incidents, as the overview and its live stream show them.
+fn recent_active(state: &raft_store::ControlState) -> impl Iterator<Item = &raft_store::state::Incident> {
+    state.incidents.values().rev().filter(|i| i.state == IncidentState::Active).take(10)
+}
+
 async fn overview(s: &AppState) -> Response {
     let status = s.cluster.status().await;
     let (now, grace) = (now_ms(), s.grace_ms());
     let (fleet, incidents) = {
         let applied = s.cluster.state.read();
-        let incidents: Vec<_> = applied
-            .state
-            .incidents
-            .values()
-            .rev()
-            .filter(|i| i.state == IncidentState::Active)
-            .take(10)
-            .map(|i| ui::IncidentRow::new(i, now))
-            .collect();
+        let incidents: Vec<_> = recent_active(&applied.state).map(|i| ui::IncidentRow::new(i, now)).collect();
         (ui::summarize(&applied.state, now, grace), incidents)
     };
     html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents))
@@ -301,13 +298,7 @@ impl Ticker {
         let (now, grace) = (now_ms(), s.grace_ms());
         let (fleet, incidents) = {
             let applied = s.cluster.state.read();
-            let incidents: Vec<Value> = applied
-                .state
-                .incidents
-                .values()
-                .rev()
-                .filter(|i| i.state == IncidentState::Active)
-                .take(10)
+            let incidents: Vec<Value> = recent_active(&applied.state)
                 .map(|i| json!({"id": i.id, "kind": i.kind, "subject": i.subject, "severity": i.severity, "detail": i.detail, "opened_ms": i.opened_ms}))
                 .collect();
             (ui::summarize(&applied.state, now, grace), incidents)
