@@ -109,3 +109,21 @@ machine_info() {
     echo "- engine-room $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo '+dirty'), $(etcd --version 2>/dev/null | sed -n 1p)"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
+
+# Replace the section between <!-- NAME:begin --> and <!-- NAME:end --> in
+# BENCHMARKS.md-style file PATH (appending it when absent).
+# write_section PATH NAME TITLE COMMAND TABLE
+write_section() {
+  python3 - "$1" "$2" "$3" "$4" "$5" "$(machine_info)" <<'PY'
+import os, sys
+path, name, title, command, table, machine = sys.argv[1:7]
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+body = f"{begin}\n## {title}\n\n{machine}\n- command: `{command}`\n\n{table}\n{end}"
+text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
+if begin in text and end in text:
+    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
+else:
+    text = text.rstrip("\n") + "\n\n" + body + "\n"
+open(path, "w").write(text)
+PY
+}

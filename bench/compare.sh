@@ -80,16 +80,5 @@ PY
 echo
 echo "$SECTION"
 
-python3 - "$OUT" "$COMMAND" "$SECTION" "$(machine_info)" <<'PY'
-import os, sys
-path, command, table, machine = sys.argv[1:5]
-begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
-body = f"{begin}\n## Heartbeat ingest: Engine Room vs etcd vs no-op\n\n{machine}\n- command: `{command}`\n\n{table}\n{end}"
-text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-if begin in text and end in text:
-    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + body + "\n"
-open(path, "w").write(text)
-PY
+write_section "$OUT" compare "Heartbeat ingest: Engine Room vs etcd vs no-op" "$COMMAND" "$SECTION"
 log "written to $OUT"

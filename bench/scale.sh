@@ -128,16 +128,5 @@ SECTION=$(cat <<MD
 MD
 )
 echo "$SECTION"
-python3 - "$OUT" "$COMMAND" "$SECTION" "$(machine_info)" <<'PY'
-import os, sys
-path, command, table, machine = sys.argv[1:5]
-begin, end = "<!-- scale:begin -->", "<!-- scale:end -->"
-body = f"{begin}\n## Scale: 100,000 workers\n\n{machine}\n- command: `{command}`\n\n{table}\n{end}"
-text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\n"
-if begin in text and end in text:
-    text = text[:text.index(begin)] + body + text[text.index(end) + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + body + "\n"
-open(path, "w").write(text)
-PY
+write_section "$OUT" scale "Scale: 100,000 workers" "$COMMAND" "$SECTION"
 log "written to $OUT"
