@@ -6,7 +6,7 @@ use axum::Json;
 use raft_store::{ClusterError, CommandError, ErrorKind};
 use serde_json::json;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

@@ -1,6 +1,8 @@
 //! Internal Raft RPC under `/raft/*`: bincode bodies, cluster secret required.
 //! Followers also use it to forward proposals and ask the leader for a read index.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
@@ -10,6 +12,7 @@ use axum::{middleware, Router};
 use raft_store::cluster::Proposal;
 use raft_store::codec;
 use raft_store::TypeConfig;
+use raft_store::{Command, Request};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ApiError;
@@ -56,6 +59,16 @@ async fn snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, Ap
 /// A follower's forwarded proposal; answered only once applied (or refused).
 async fn propose(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let proposal: Proposal = decode(&body)?;
+    let proposal = match proposal {
+        // A follower's heartbeats join this leader's own next batch: one Raft
+        // entry per round. A node that no longer leads refuses them below with
+        // the leader's whereabouts, as it refuses any proposal.
+        Proposal::Write(Request { command: Command::HeartbeatBatch { beats }, .. }) if s.cluster.is_leader() => {
+            let beats = Arc::try_unwrap(beats).unwrap_or_else(|shared| shared.as_ref().clone());
+            return Ok(encoded(&s.batcher.forwarded(beats).await?));
+        }
+        other => other,
+    };
     let outcome = s.cluster.propose_local(proposal, s.cluster.opts.write_timeout).await?;
     Ok(encoded(&outcome))
 }

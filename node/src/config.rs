@@ -62,8 +62,8 @@ pub struct ServeArgs {
     /// Most heartbeats carried by one Raft entry.
     #[arg(long, env = "HEARTBEAT_BATCH_MAX", default_value_t = 1_024)]
     pub heartbeat_batch_max: usize,
-    /// Heartbeat batches in flight at once per node.
-    #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 4)]
+    /// Heartbeat batches the leader commits at once (a follower forwards one more).
+    #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 1)]
     pub heartbeat_batch_inflight: usize,
     /// Slack incoming-webhook URL for incident notifications.
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]

@@ -296,10 +296,15 @@ impl Cluster {
         }
     }
 
+    /// Does this node believe it leads (no quorum round; see below for that)?
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
     /// Is this node the leader, confirmed by a quorum within `limit`? A leader
     /// cut off from the majority answers false within `limit`.
     pub async fn confirm_leadership(&self, limit: Duration) -> bool {
-        if self.raft.metrics().borrow().state != ServerState::Leader {
+        if !self.is_leader() {
             return false;
         }
         matches!(tokio::time::timeout(limit, self.raft.get_read_log_id()).await, Ok(Ok(_)))

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::state::{
     Heartbeat, HeartbeatAnswer, Incident, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker, WorkerAction,
@@ -30,9 +31,10 @@ impl std::fmt::Display for Request {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum Command {
-    /// Heartbeats gathered by one node within one batching window.
+    /// Heartbeats gathered by the leader within one commit round. Shared, so
+    /// that the leader's log cache and replication clone the entry cheaply.
     HeartbeatBatch {
-        beats: Vec<Heartbeat>,
+        beats: Arc<Vec<Heartbeat>>,
     },
     /// Operator or automation control of one worker.
     WorkerControl {

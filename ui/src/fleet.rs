@@ -120,9 +120,9 @@ mod tests {
         apply(
             &mut s,
             1_000,
-            Command::HeartbeatBatch { beats: vec![beat("a", "p1"), beat("b", "p1"), beat("c", "p2")] },
+            Command::HeartbeatBatch { beats: vec![beat("a", "p1"), beat("b", "p1"), beat("c", "p2")].into() },
         );
-        apply(&mut s, 100_000, Command::HeartbeatBatch { beats: vec![beat("a", "p1")] });
+        apply(&mut s, 100_000, Command::HeartbeatBatch { beats: vec![beat("a", "p1")].into() });
         apply(
             &mut s,
             100_000,

@@ -53,7 +53,7 @@ fn heartbeat_batch_answers_each_beat_and_refuses_bad_ones_alone() {
     let mut s = ControlState::default();
     s.apply(&req(Command::ScalePool { pool: "eu".into(), desired_count: 4 })).unwrap();
     let beats = vec![beat("w-1", Some("eu")), beat("bad id", None), beat("w-2", None)];
-    let Reply::Heartbeats(answers) = s.apply(&req(Command::HeartbeatBatch { beats })).unwrap() else {
+    let Reply::Heartbeats(answers) = s.apply(&req(Command::HeartbeatBatch { beats: beats.into() })).unwrap() else {
         panic!("expected heartbeat answers")
     };
     assert_eq!(answers.len(), 3);
@@ -68,11 +68,12 @@ fn heartbeat_batch_answers_each_beat_and_refuses_bad_ones_alone() {
 #[test]
 fn controls_reach_the_next_heartbeat_answer() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)] })).unwrap();
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)].into() })).unwrap();
     let control = |action| Command::WorkerControl { worker: "w-1".into(), action, reason: Some("ops".into()) };
     s.apply(&req(control(WorkerAction::Pause))).unwrap();
     s.apply(&req(control(WorkerAction::Quarantine))).unwrap();
-    let Reply::Heartbeats(a) = s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)] })).unwrap()
+    let Reply::Heartbeats(a) =
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)].into() })).unwrap()
     else {
         panic!()
     };
@@ -88,8 +89,8 @@ fn controls_reach_the_next_heartbeat_answer() {
 #[test]
 fn stale_removal_rechecks_the_heartbeat_time() {
     let mut s = ControlState::default();
-    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("old", None), beat("fresh", None)] })).unwrap();
-    let mut later = req(Command::HeartbeatBatch { beats: vec![beat("fresh", None)] });
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("old", None), beat("fresh", None)].into() })).unwrap();
+    let mut later = req(Command::HeartbeatBatch { beats: vec![beat("fresh", None)].into() });
     later.at_ms = 5_000;
     s.apply(&later).unwrap();
     let cmd = Command::RemoveStaleWorkers { cutoff_ms: 2_000, ids: vec!["old".into(), "fresh".into()] };
@@ -115,7 +116,7 @@ fn pools_lifecycle_default_and_archive_rules() {
         s.apply(&req(Command::ArchivePool { name: "eu".into(), archived: true })).unwrap_err().kind,
         ErrorKind::Conflict
     );
-    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w", None)] })).unwrap();
+    s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w", None)].into() })).unwrap();
     assert_eq!(s.workers["w"].pool, "eu");
 }
 
