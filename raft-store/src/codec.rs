@@ -16,13 +16,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     bincode::serde::encode_to_vec(value, config()).map_err(|e| CodecError(e.to_string()))
 }
 
-/// Encode into a buffer of `capacity` bytes to start with: for a value whose
-/// size is known roughly (a snapshot), it avoids growing a huge buffer by
-/// doubling, which briefly holds up to twice the final size.
-pub fn encode_with_capacity<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>, CodecError> {
-    let mut buf = Vec::with_capacity(capacity);
-    bincode::serde::encode_into_std_write(value, &mut buf, config()).map_err(|e| CodecError(e.to_string()))?;
-    Ok(buf)
+/// Encode into `writer` (a file, for a snapshot of tens of MB that should
+/// never sit in memory whole).
+pub fn encode_into_writer<T: Serialize + ?Sized, W: std::io::Write>(
+    value: &T,
+    writer: &mut W,
+) -> Result<(), CodecError> {
+    bincode::serde::encode_into_std_write(value, writer, config()).map(|_| ()).map_err(|e| CodecError(e.to_string()))
 }
 
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
@@ -40,6 +40,8 @@ mod tests {
         let bytes = encode(&v).unwrap();
         assert_eq!(decode::<Vec<(u64, String)>>(&bytes).unwrap(), v);
         assert!(decode::<Vec<(u64, String)>>(&[0xff, 0xff, 0xff]).is_err());
-        assert_eq!(encode_with_capacity(&v, 4).unwrap(), bytes);
+        let mut written = Vec::new();
+        encode_into_writer(&v, &mut written).unwrap();
+        assert_eq!(written, bytes);
     }
 }

@@ -7,9 +7,10 @@
 //! on tokio's blocking pool, so Raft heartbeats keep flowing meanwhile; the
 //! bytes never pass through sled, whose cache would keep a copy in memory.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{self, BufWriter, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
@@ -63,8 +64,6 @@ pub struct StateMachineStore {
     /// One save at a time: a save removes the files of the snapshots before it.
     saving: Arc<Mutex<()>>,
     snapshot_seq: Arc<AtomicU64>,
-    /// Size of the last snapshot, to size the next encode buffer.
-    last_size: Arc<AtomicUsize>,
 }
 
 /// A cheap, cloneable read handle on the applied state for the API layer.
@@ -92,10 +91,8 @@ impl StateMachineStore {
             dir: Arc::new(dir),
             saving: Arc::default(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
-            last_size: Arc::new(AtomicUsize::new(0)),
         };
         if let Some((meta, data)) = store.load_snapshot()? {
-            store.last_size.store(data.len(), Ordering::Relaxed);
             let state: ControlState = decode_state(&data)?;
             let mut applied = store.write_applied();
             applied.last_applied = meta.last_log_id;
@@ -126,46 +123,54 @@ impl StateMachineStore {
         legacy.map(|v| codec::decode::<LegacySnapshot>(&v).map(|s| (s.meta, s.data)).map_err(|e| err(&e))).transpose()
     }
 
-    /// Make `data` durable as the current snapshot, then drop older ones;
-    /// hands `data` back for reuse.
+    /// Make `data` (a received snapshot) durable as the current snapshot,
+    /// then drop older ones; hands `data` back.
     async fn save_snapshot(&self, meta: &SnapshotMeta, data: Vec<u8>) -> Result<Vec<u8>, StorageError> {
         let subject = || ErrorSubject::Snapshot(Some(meta.signature()));
-        let meta_bytes = codec::encode(meta).map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
-        let (store, path) = (self.clone(), data_file(&self.dir, meta));
+        let (store, meta_owned) = (self.clone(), meta.clone());
         let (data, saved) = tokio::task::spawn_blocking(move || {
-            let saved = store.save_blocking(&path, &meta_bytes, &data);
+            let saved = store.save_blocking(&meta_owned, |file| file.write_all(&data));
             (data, saved)
         })
         .await
         .map_err(|e| io_error(subject(), ErrorVerb::Write, std::io::Error::other(e.to_string())))?;
         saved.map_err(|e| io_error(subject(), ErrorVerb::Write, e))?;
-        self.last_size.store(data.len(), Ordering::Relaxed);
         Ok(data)
     }
 
-    fn save_blocking(&self, path: &Path, meta_bytes: &[u8], data: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
+    /// Store the current snapshot `meta`, its bytes written by `write`: into a
+    /// temporary file, fsynced and renamed into place; only then does the meta
+    /// in sled point at it (flushed); older files are removed last. Returns
+    /// the file's size.
+    fn save_blocking(
+        &self,
+        meta: &SnapshotMeta,
+        write: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+    ) -> io::Result<u64> {
         let _one_at_a_time = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let meta_bytes = codec::encode(meta).map_err(io::Error::other)?;
+        let path = data_file(&self.dir, meta);
         let tmp = path.with_extension("tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(data)?;
+        let mut file = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        write(&mut file)?;
+        let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        let size = file.metadata()?.len();
         drop(file);
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&*self.dir)?.sync_all()?;
-        // Only now may the meta point at the new file.
+        std::fs::rename(&tmp, &path)?;
+        File::open(&*self.dir)?.sync_all()?;
         let mut batch = sled::Batch::default();
         batch.insert(KEY_META, meta_bytes);
         batch.remove(KEY_LEGACY);
-        self.snapshots.apply_batch(batch).map_err(std::io::Error::other)?;
-        self.db.flush().map_err(std::io::Error::other)?;
+        self.snapshots.apply_batch(batch).map_err(io::Error::other)?;
+        self.db.flush().map_err(io::Error::other)?;
         for entry in std::fs::read_dir(&*self.dir)? {
             let old = entry?.path();
             if old != path {
                 let _ = std::fs::remove_file(old);
             }
         }
-        Ok(())
+        Ok(size)
     }
 }
 
@@ -175,33 +180,42 @@ fn decode_state(bytes: &[u8]) -> Result<ControlState, StorageError> {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // Encode straight from the shared state under a read lock, on the
-        // blocking pool: no second copy of the state (RSS), no stalled runtime
-        // thread. Apply waits for the encode, readers do not.
+        // Encode straight from the shared state, under its read lock, into the
+        // snapshot file, on the blocking pool: no copy of the state and no
+        // encoded buffer in memory (RSS), no stalled runtime thread. Apply
+        // waits for the encode, readers do not; the fsync comes after the
+        // lock is released.
         let started = Instant::now();
-        let shared = self.applied.clone();
-        let last = self.last_size.load(Ordering::Relaxed);
-        let capacity = last + last / 8 + 4096;
-        let encoded = tokio::task::spawn_blocking(move || {
-            let applied = shared.read().expect("state lock poisoned");
-            let data = codec::encode_with_capacity(&applied.state, capacity);
-            (applied.last_applied, applied.last_membership.clone(), data)
+        let (store, seq) = (self.clone(), self.snapshot_seq.fetch_add(1, Ordering::Relaxed));
+        let built = tokio::task::spawn_blocking(move || {
+            let applied = store.applied.read().expect("state lock poisoned");
+            let snapshot_id = match applied.last_applied {
+                Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
+                None => format!("--{seq}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+                snapshot_id,
+            };
+            let mut encode_ms = 0.0;
+            let size = store.save_blocking(&meta, |file| {
+                let encoded = codec::encode_into_writer(&applied.state, file).map_err(io::Error::other);
+                drop(applied);
+                encode_ms = started.elapsed().as_secs_f64() * 1e3;
+                encoded
+            });
+            size.map(|size| (meta, size, encode_ms))
         })
         .await
         .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, std::io::Error::other(e.to_string())))?;
-        let (last_applied, last_membership, data) = encoded;
-        let data = data.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, e))?;
-        let encode_ms = started.elapsed().as_secs_f64() * 1e3;
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let snapshot_id = match last_applied {
-            Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
-            None => format!("--{seq}"),
-        };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership, snapshot_id };
-        let data = self.save_snapshot(&meta, data).await?;
-        tracing::info!(bytes = data.len(), encode_ms, total_ms = started.elapsed().as_secs_f64() * 1e3,
-            index = ?last_applied.map(|l| l.index), "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let (meta, size, encode_ms) = built.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        tracing::info!(bytes = size, encode_ms, total_ms = started.elapsed().as_secs_f64() * 1e3,
+            index = ?meta.last_log_id.map(|l| l.index), "snapshot built");
+        // openraft 0.9 keeps only the meta of a built snapshot
+        // (`core::sm::worker`); a snapshot is sent from `get_current_snapshot`,
+        // which reads the file. So the bytes are not read back here.
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
     }
 }
 
