@@ -80,5 +80,8 @@ PY
 echo
 echo "$SECTION"
 
-write_section "$OUT" compare "Heartbeat ingest: Engine Room vs etcd vs no-op" "$COMMAND" "$SECTION"
+# CONNS other than the default get their own section, so runs at several
+# concurrencies stand side by side in BENCHMARKS.md.
+if [[ $CONNS == 64 ]]; then ID=compare TITLE_C=""; else ID=compare-c$CONNS TITLE_C=" ($CONNS connections)"; fi
+write_section "$OUT" "$ID" "Heartbeat ingest: Engine Room vs etcd vs no-op$TITLE_C" "$COMMAND" "$SECTION"
 log "written to $OUT"

@@ -33,6 +33,10 @@ REGISTER=$(python3 -c "import json; r=json.load(open('$WORK/register.json')); pr
 log "$REGISTER"
 TOTAL=$(api "http://127.0.0.1:$((BASE + 1))/api/workers?limit=1" | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])")
 
+RSS_REG=""
+for n in 1 2 3; do RSS_REG+="${RSS_REG:+ / }$(rss_mb "${ER_PID[$n]}")"; done
+log "RSS MB after registration: $RSS_REG"
+
 log "snapshot on every node"
 for n in 1 2 3; do api -X POST "http://127.0.0.1:$((BASE + n))/api/cluster/snapshot" >/dev/null; done
 sleep 3
@@ -117,6 +121,7 @@ SECTION=$(cat <<MD
 | --- | --- | --- |
 | workers in state | $TOTAL | 100,000 |
 | registration | $REGISTER | |
+| RSS per node right after registration (MB) | $RSS_REG | < 300 |
 | RSS per node after registration + snapshot (MB) | $RSS | < 300 |
 | RSS per node at the end (MB) | $RSS_AFTER | < 300 |
 | state-machine snapshot | ${SNAP_MB} MB, built in ${SNAP_MS} ms | |

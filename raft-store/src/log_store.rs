@@ -29,9 +29,12 @@ pub struct LogStore {
     recent: Arc<Mutex<RecentEntries>>,
 }
 
-/// Most entries [`RecentEntries`] keeps, and most encoded bytes they add up to.
-const RECENT_MAX_ENTRIES: usize = 1024;
-const RECENT_MAX_BYTES: usize = 8 << 20;
+/// Most entries [`RecentEntries`] keeps, and most encoded bytes they add up
+/// to. Replication to a follower that keeps up reads the last entry or two;
+/// one that lags further reads sled as before. Decoded entries take a few
+/// times their encoded size, so the budget stays small (RSS).
+const RECENT_MAX_ENTRIES: usize = 128;
+const RECENT_MAX_BYTES: usize = 1 << 20;
 
 /// A copy of the log's newest contiguous entries, changed in the same calls
 /// that change sled (append, truncate, purge), so that whatever range it
