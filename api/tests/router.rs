@@ -3,36 +3,21 @@
 //! document's completeness.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use api::{AppState, BatchOptions, Settings};
+use api::AppState;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use raft_store::{Cluster, ClusterOptions};
 use serde_json::Value;
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token";
+mod common;
+
+use common::Start;
 
 async fn state(dir: &std::path::Path) -> AppState {
-    let opts = ClusterOptions {
-        id: 1,
-        cluster_name: "test".into(),
-        secret: "s".into(),
-        heartbeat_ms: 50,
-        election_min_ms: 150,
-        election_max_ms: 300,
-        snapshot_logs: 1000,
-        keep_logs: 100,
-        write_timeout: Duration::from_millis(300),
-        rpc_source_ip: None,
-        sled_cache_bytes: 8 << 20,
-    };
-    let cluster = Cluster::start(opts, dir).await.expect("start raft");
-    let env = raft_store::settings::env_defaults(|_| None).unwrap();
-    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 16, max_inflight: 2 })
+    common::one_node(dir, Start::Uninitialized, Duration::from_millis(300)).await
 }
 
 async fn call(app: &axum::Router, method: &str, uri: &str, auth: Option<&str>, body: &str) -> (StatusCode, Value) {

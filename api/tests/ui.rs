@@ -3,48 +3,24 @@
 //! workers table's filters and paging, embedded assets, the live stream, and a
 //! browser-style write (basic auth + CSRF header) showing up on the pages.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use api::{AppState, BatchOptions, Settings};
+use api::AppState;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use raft_store::{Cluster, ClusterOptions};
 use serde_json::Value;
 use tower::ServiceExt;
 
-const TOKEN: &str = "test-token";
+mod common;
+
+use common::{Start, TOKEN};
+
 const BASIC: &str = "Basic dXNlcjp0ZXN0LXRva2Vu"; // user:test-token
 
 /// A one-node cluster that has elected itself leader, so writes commit.
 async fn leader(dir: &std::path::Path) -> AppState {
-    let opts = ClusterOptions {
-        id: 1,
-        cluster_name: "ui-test".into(),
-        secret: "s".into(),
-        heartbeat_ms: 50,
-        election_min_ms: 150,
-        election_max_ms: 300,
-        snapshot_logs: 1000,
-        keep_logs: 100,
-        write_timeout: Duration::from_secs(5),
-        rpc_source_ip: None,
-        sled_cache_bytes: 8 << 20,
-    };
-    let cluster = Cluster::start(opts, dir).await.expect("start raft");
-    // A single voter never contacts its own address; it only has to be a URL.
-    cluster.bootstrap(&BTreeMap::from([(1, "http://127.0.0.1:9".to_string())])).await.expect("bootstrap");
-    for _ in 0..100 {
-        if cluster.report().role == "leader" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(cluster.report().role, "leader", "single node elects itself");
-    let env = raft_store::settings::env_defaults(|_| None).unwrap();
-    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2 })
+    common::one_node(dir, Start::Leader, Duration::from_secs(5)).await
 }
 
 struct Answer {
