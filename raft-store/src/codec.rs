@@ -25,6 +25,31 @@ pub fn encode_into_writer<T: Serialize + ?Sized, W: std::io::Write>(
     bincode::serde::encode_into_std_write(value, writer, config()).map(|_| ()).map_err(|e| CodecError(e.to_string()))
 }
 
+/// Write `value` to `w` as a 4-byte big-endian length and its encoding, so a
+/// reader of a stream takes exactly its bytes back ([`read_framed`]). Returns
+/// the bytes written. Used for the records of the Raft log's WAL.
+pub fn write_framed<T: Serialize + ?Sized, W: std::io::Write>(value: &T, mut w: W) -> std::io::Result<usize> {
+    let bytes = encode(value).map_err(std::io::Error::other)?;
+    let len = u32::try_from(bytes.len()).map_err(|_| std::io::Error::other("codec: value over 4 GiB"))?;
+    w.write_all(&len.to_be_bytes())?;
+    w.write_all(&bytes)?;
+    Ok(4 + bytes.len())
+}
+
+/// Read back one value written by [`write_framed`].
+/// A damaged length cannot make it allocate more than the input holds.
+pub fn read_framed<T: DeserializeOwned, R: std::io::Read>(mut r: R) -> std::io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u64::from(u32::from_be_bytes(len));
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut r.take(len), &mut bytes)?;
+    if bytes.len() as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    decode(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, _) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError(e.to_string()))?;
     Ok(value)
@@ -43,5 +68,14 @@ mod tests {
         let mut written = Vec::new();
         encode_into_writer(&v, &mut written).unwrap();
         assert_eq!(written, bytes);
+
+        let mut framed = Vec::new();
+        let n = write_framed(&v, &mut framed).unwrap();
+        assert_eq!(n, framed.len());
+        framed.extend_from_slice(b"next record");
+        let mut reader = framed.as_slice();
+        assert_eq!(read_framed::<Vec<(u64, String)>, _>(&mut reader).unwrap(), v);
+        assert_eq!(reader, b"next record", "reads exactly its own bytes");
+        assert!(read_framed::<Vec<(u64, String)>, _>(&framed[..framed.len() - 20]).is_err(), "short input");
     }
 }

@@ -1,5 +1,6 @@
 //! Consensus storage for Engine Room: the replicated `Command` vocabulary, the
-//! state it applies to, the sled-backed Raft log and state machine, and the
+//! state it applies to, the Raft log (a WAL of its own) and the state machine
+//! (in memory, snapshots in files, their meta in sled), and the
 //! cluster handle that turns a command into a committed, applied write.
 
 pub mod cluster;
@@ -17,7 +18,8 @@ pub use command::{Command, CommandError, ErrorKind, Reply, Request, Response};
 pub use state::ControlState;
 pub use types::{NodeId, Raft, TypeConfig};
 
-/// Open the process's one sled database and the two storage halves on top of it.
+/// Open the process's one sled database, the Raft log in `dir/raft-log`, and
+/// the state machine.
 pub fn open_storage(
     dir: &std::path::Path,
     cache_bytes: u64,
@@ -28,7 +30,7 @@ pub fn open_storage(
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(|e| StoreOpenError(format!("cannot open sled database in {}: {e}", dir.display())))?;
-    let log = log_store::LogStore::new(db.clone()).map_err(|e| StoreOpenError(e.to_string()))?;
+    let log = log_store::LogStore::open(&dir.join("raft-log"), &db).map_err(StoreOpenError)?;
     let sm =
         state_machine::StateMachineStore::new(db, dir.join("snapshots")).map_err(|e| StoreOpenError(e.to_string()))?;
     Ok((log, sm))

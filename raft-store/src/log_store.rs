@@ -1,106 +1,138 @@
-//! The Raft log on sled. An append or a vote is reported durable only after
-//! sled has flushed it to disk: one flush per appended batch, never per entry.
-//! The newest entries are also kept decoded in memory ([`RecentEntries`]), so
-//! the leader's replication streams do not decode from sled what it has just
-//! appended.
+//! The Raft log, in a write-ahead log of its own (the `raft-log` crate, by
+//! openraft's author) in `<data dir>/raft-log`: checksummed records appended
+//! to chunk files, and one flush thread that writes and `fdatasync`s them. An
+//! append or a vote is reported durable only after that sync.
+//!
+//! Why not sled, where the log used to be: every sled flush goes through its
+//! IO thread pool, which wakes all of its idle threads for each task. On a
+//! small machine those wake-ups cost more than the flush (BENCHMARKS.md). The
+//! state machine's snapshot meta stays in sled.
+//!
+//! Data directories written before this change hold the log in sled; it is
+//! moved here once, at start ([`LogStore::open`]).
 
-use std::collections::VecDeque;
 use std::fmt::Debug;
+use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError, Vote};
+use openraft::{AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, StorageIOError, Vote};
+use raft_log::api::raft_log_writer::RaftLogWriter;
+use raft_log::codeq::{Decode, Encode};
+use raft_log::RaftLog;
 
 use crate::codec;
+use crate::command::Command;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_COMMITTED: &[u8] = b"committed";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// Size at which a chunk file is closed and a new one started. The entries of
+/// the open chunk stay decoded in memory (the crate's rule), so this bounds
+/// that memory; closed chunks are deleted once purged after a snapshot.
+const CHUNK_MAX_BYTES: usize = 4 << 20;
+/// Decoded entries of closed chunks kept for replication to a lagging follower.
+const CACHE_MAX_ENTRIES: usize = 1024;
+const CACHE_MAX_BYTES: usize = 4 << 20;
 
-/// Log entries live in tree `log` keyed by big-endian index; vote and
-/// bookkeeping in tree `raft_meta`. Both share the process's one `sled::Db`.
-#[derive(Clone)]
-pub struct LogStore {
-    db: sled::Db,
-    log: sled::Tree,
-    meta: sled::Tree,
-    recent: Arc<Mutex<RecentEntries>>,
-}
+/// The WAL's view of our types. Each is stored as our codec's bytes behind a
+/// length ([`codec::write_framed`]); the crate adds a checksum per record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WalTypes;
 
-/// Most entries [`RecentEntries`] keeps, and most encoded bytes they add up
-/// to. Replication to a follower that keeps up reads the last entry or two;
-/// one that lags further reads sled as before. Decoded entries take a few
-/// times their encoded size, so the budget stays small (RSS).
-const RECENT_MAX_ENTRIES: usize = 128;
-const RECENT_MAX_BYTES: usize = 1 << 20;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct WalLogId(LogId);
 
-/// A copy of the log's newest contiguous entries, changed in the same calls
-/// that change sled (append, truncate, purge), so that whatever range it
-/// holds reads the same as sled. Cloning an entry is cheap: heartbeat
-/// batches, the bulk of the log, are shared behind an `Arc`.
-#[derive(Default)]
-struct RecentEntries {
-    /// Entries with consecutive indexes, each with its encoded size.
-    entries: VecDeque<(Entry, usize)>,
-    bytes: usize,
-}
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd)]
+pub struct WalVote(Vote<NodeId>);
 
-impl RecentEntries {
-    fn push(&mut self, entry: Entry, size: usize) {
-        if self.entries.back().is_some_and(|(last, _)| last.log_id.index + 1 != entry.log_id.index) {
-            self.clear();
-        }
-        self.entries.push_back((entry, size));
-        self.bytes += size;
-        while self.entries.len() > RECENT_MAX_ENTRIES || (self.bytes > RECENT_MAX_BYTES && self.entries.len() > 1) {
-            self.pop_front();
-        }
-    }
+#[derive(Debug, Clone)]
+pub struct WalPayload(EntryPayload<TypeConfig>);
 
-    fn pop_front(&mut self) {
-        if let Some((_, size)) = self.entries.pop_front() {
-            self.bytes -= size;
-        }
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
-    }
-
-    /// Drop entries at `index` and after (log truncated there).
-    fn truncate(&mut self, index: u64) {
-        while let Some((last, size)) = self.entries.back() {
-            if last.log_id.index < index {
-                break;
+macro_rules! framed_codec {
+    ($($ty:ty),*) => {$(
+        impl Encode for $ty {
+            fn encode<W: io::Write>(&self, w: W) -> io::Result<usize> {
+                codec::write_framed(&self.0, w)
             }
-            self.bytes -= *size;
-            self.entries.pop_back();
         }
+        impl Decode for $ty {
+            fn decode<R: io::Read>(r: R) -> io::Result<Self> {
+                codec::read_framed(r).map(Self)
+            }
+        }
+    )*};
+}
+framed_codec!(WalLogId, WalVote, WalPayload);
+
+/// Who hears that a flush reached the disk.
+pub enum Flushed {
+    /// openraft, for an append.
+    Log(LogFlushed<TypeConfig>),
+    /// An async caller waiting on a vote, truncate or purge.
+    Task(tokio::sync::oneshot::Sender<io::Result<()>>),
+    /// A blocking caller (moving a sled log over at start).
+    Thread(std::sync::mpsc::SyncSender<io::Result<()>>),
+}
+
+impl raft_log::Callback for Flushed {
+    fn send(self, res: io::Result<()>) {
+        match self {
+            Flushed::Log(cb) => cb.log_io_completed(res),
+            // A caller that gave up waiting has nothing left to tell.
+            Flushed::Task(tx) => drop(tx.send(res)),
+            Flushed::Thread(tx) => drop(tx.send(res)),
+        }
+    }
+}
+
+impl raft_log::Types for WalTypes {
+    type LogId = WalLogId;
+    type LogPayload = WalPayload;
+    type Vote = WalVote;
+    type Callback = Flushed;
+    type UserData = ();
+
+    fn log_index(log_id: &WalLogId) -> u64 {
+        log_id.0.index
     }
 
-    /// Drop entries up to and including `index` (log purged there).
-    fn purge(&mut self, index: u64) {
-        while self.entries.front().is_some_and(|(first, _)| first.log_id.index <= index) {
-            self.pop_front();
+    /// Only weighs the cache, so an estimate: heartbeat batches dominate.
+    fn payload_size(payload: &WalPayload) -> u64 {
+        match &payload.0 {
+            EntryPayload::Normal(req) => match &req.command {
+                Command::HeartbeatBatch { beats } => 64 + 400 * beats.len() as u64,
+                _ => 256,
+            },
+            _ => 256,
         }
     }
+}
 
-    /// Entries `start..end` if every one of them is held here.
-    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
-        let first = self.entries.front()?.0.log_id.index;
-        let last = self.entries.back()?.0.log_id.index;
-        if start >= end {
-            return Some(Vec::new());
-        }
-        if start < first || end > last + 1 {
-            return None;
-        }
-        let from = (start - first) as usize;
-        Some(self.entries.range(from..from + (end - start) as usize).map(|(e, _)| e.clone()).collect())
-    }
+type Wal = RaftLog<WalTypes>;
+
+fn wal_config(dir: &Path) -> raft_log::Config {
+    let mut wal = raft_log::chunked_wal::Config::new(dir.display());
+    wal.chunk_max_size = Some(CHUNK_MAX_BYTES);
+    // Replay reads chunks through a buffer of this size (default 64 MiB).
+    wal.read_buffer_size = Some(1 << 20);
+    // Sync as soon as there is something to sync: openraft already groups a
+    // round's entries into one append, and waiting only adds latency.
+    wal.flush_batch_wait = Some(Duration::ZERO);
+    raft_log::Config { wal, log_cache_max_items: Some(CACHE_MAX_ENTRIES), log_cache_capacity: Some(CACHE_MAX_BYTES) }
+}
+
+fn open_wal(dir: &Path) -> io::Result<Wal> {
+    std::fs::create_dir_all(dir)?;
+    RaftLog::open(Arc::new(wal_config(dir)))
+}
+
+/// Flush everything written so far and wait, from a plain thread.
+fn sync_blocking(wal: &mut Wal) -> io::Result<()> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    wal.flush(true, Some(Flushed::Thread(tx)))?;
+    rx.recv().map_err(|_| io::Error::other("raft log flush worker stopped"))?
 }
 
 pub(crate) fn io_error(
@@ -111,47 +143,89 @@ pub(crate) fn io_error(
     StorageIOError::new(subject, verb, AnyError::new(&e)).into()
 }
 
+#[derive(Clone)]
+pub struct LogStore {
+    wal: Arc<Mutex<Wal>>,
+}
+
+const SLED_LOG: &str = "log";
+const SLED_META: &str = "raft_meta";
+
 impl LogStore {
-    pub fn new(db: sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self { log: db.open_tree("log")?, meta: db.open_tree("raft_meta")?, db, recent: Arc::default() })
+    /// Open the log in `dir`, first moving a log that an older version of
+    /// this node kept in sled (trees `log` and `raft_meta`), if there is one.
+    pub fn open(dir: &Path, db: &sled::Db) -> Result<Self, String> {
+        move_log_out_of_sled(dir, db)?;
+        let wal = open_wal(dir).map_err(|e| format!("cannot open raft log in {}: {e}", dir.display()))?;
+        Ok(Self { wal: Arc::new(Mutex::new(wal)) })
     }
 
-    fn recent(&self) -> MutexGuard<'_, RecentEntries> {
-        // The cache is only ever left consistent; a panic elsewhere while it
-        // was locked does not make it wrong.
-        self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn wal(&self) -> MutexGuard<'_, Wal> {
+        // Every call leaves the log consistent or fails before changing it;
+        // a panic elsewhere while it was locked does not make it wrong.
+        self.wal.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn get_meta<T: serde::de::DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageError> {
-        let raw = self.meta.get(key).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
-        raw.map(|v| codec::decode(&v).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))).transpose()
+    /// Make everything written so far durable, and wait for it.
+    async fn sync(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.wal().flush(true, Some(Flushed::Task(tx))).map_err(|e| io_error(subject.clone(), ErrorVerb::Write, e))?;
+        let flushed = rx.await.unwrap_or_else(|_| Err(io::Error::other("raft log flush worker stopped")));
+        flushed.map_err(|e| io_error(subject, ErrorVerb::Write, e))
     }
+}
 
-    fn put_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
-        let bytes = codec::encode(value).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        self.meta.insert(key, bytes).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
-        Ok(())
+/// Older nodes kept the log in sled. Copy it into a fresh WAL beside `dir`,
+/// sync it, rename it into place, and only then empty the sled trees: a crash
+/// at any point leaves either the sled log or the complete WAL to start from.
+fn move_log_out_of_sled(dir: &Path, db: &sled::Db) -> Result<(), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot move the raft log from sled to {}: {e}", dir.display());
+    let log = db.open_tree(SLED_LOG).map_err(|e| fail(&e))?;
+    let meta = db.open_tree(SLED_META).map_err(|e| fail(&e))?;
+    if dir.exists() {
+        // Moved already; a crash may have come before sled was emptied.
+        if !log.is_empty() || !meta.is_empty() {
+            log.clear().and_then(|_| meta.clear()).and_then(|_| db.flush().map(|_| ())).map_err(|e| fail(&e))?;
+        }
+        return Ok(());
     }
-
-    async fn flush(&self, subject: ErrorSubject<NodeId>) -> Result<(), StorageError> {
-        self.flush_db().await.map_err(|e| io_error(subject, ErrorVerb::Write, e))
+    if log.is_empty() && meta.is_empty() {
+        return Ok(());
     }
-
-    /// Flush everything written so far to disk. On tokio's blocking pool rather
-    /// than sled's `flush_async`: sled's own pool wakes every idle IO thread
-    /// (`notify_all`) for each task, which on a small machine cost more than
-    /// the flush itself (two such hand-offs per flush, seven threads each).
-    async fn flush_db(&self) -> std::io::Result<()> {
-        let db = self.db.clone();
-        match tokio::task::spawn_blocking(move || db.flush()).await {
-            Ok(flushed) => flushed.map(|_| ()).map_err(std::io::Error::other),
-            Err(e) => Err(std::io::Error::other(e)),
+    let get = |key: &[u8]| -> Result<Option<sled::IVec>, String> { meta.get(key).map_err(|e| fail(&e)) };
+    let staging = PathBuf::from(format!("{}.moving", dir.display()));
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| fail(&e))?;
+    }
+    let mut wal = open_wal(&staging).map_err(|e| fail(&e))?;
+    let decode_err = |e: codec::CodecError| fail(&e);
+    if let Some(raw) = get(b"vote")? {
+        wal.save_vote(WalVote(codec::decode(&raw).map_err(decode_err)?)).map_err(|e| fail(&e))?;
+    }
+    if let Some(raw) = get(b"last_purged")? {
+        wal.purge(WalLogId(codec::decode(&raw).map_err(decode_err)?)).map_err(|e| fail(&e))?;
+    }
+    for item in log.iter() {
+        let (_, raw) = item.map_err(|e| fail(&e))?;
+        let entry: Entry = codec::decode(&raw).map_err(decode_err)?;
+        wal.append([(WalLogId(entry.log_id), WalPayload(entry.payload))]).map_err(|e| fail(&e))?;
+    }
+    if let Some(raw) = get(b"committed")? {
+        let committed: Option<LogId> = codec::decode(&raw).map_err(decode_err)?;
+        let last = wal.log_state().last().map(|l| l.0);
+        if let Some(committed) = committed.filter(|c| Some(*c) <= last) {
+            wal.commit(WalLogId(committed)).map_err(|e| fail(&e))?;
         }
     }
-
-    fn decode_entry(bytes: &[u8]) -> Result<Entry, StorageError> {
-        codec::decode(bytes).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))
+    sync_blocking(&mut wal).map_err(|e| fail(&e))?;
+    drop(wal);
+    std::fs::rename(&staging, dir).map_err(|e| fail(&e))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| fail(&e))?;
     }
+    log.clear().and_then(|_| meta.clear()).and_then(|_| db.flush().map(|_| ())).map_err(|e| fail(&e))?;
+    tracing::info!(dir = %dir.display(), "raft log moved out of sled");
+    Ok(())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -165,24 +239,17 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => Some(i.saturating_add(1)),
-            Bound::Excluded(i) => Some(*i),
-            Bound::Unbounded => None,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        if let Some(entries) = end.and_then(|end| self.recent().get(start, end)) {
-            return Ok(entries);
-        }
-        let iter = match range.end_bound() {
-            Bound::Included(i) => self.log.range(start.to_be_bytes()..=i.to_be_bytes()),
-            Bound::Excluded(i) => self.log.range(start.to_be_bytes()..i.to_be_bytes()),
-            Bound::Unbounded => self.log.range(start.to_be_bytes()..),
-        };
-        let mut entries = Vec::new();
-        for item in iter {
-            let (_, value) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-            entries.push(Self::decode_entry(&value)?);
-        }
-        Ok(entries)
+        let wal = self.wal();
+        wal.read(start, end)
+            .map(|item| {
+                let (log_id, payload) = item.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+                Ok(Entry { log_id: log_id.0, payload: payload.0 })
+            })
+            .collect()
     }
 }
 
@@ -190,13 +257,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.get_meta(KEY_LAST_PURGED)?;
-        let last = self.log.last().map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        let last_log_id = match last {
-            Some((_, v)) => Some(Self::decode_entry(&v)?.log_id),
-            None => last_purged_log_id,
-        };
-        Ok(LogState { last_purged_log_id, last_log_id })
+        let wal = self.wal();
+        let state = wal.log_state();
+        let last_purged_log_id = state.purged().map(|l| l.0);
+        Ok(LogState { last_purged_log_id, last_log_id: state.last().map(|l| l.0).or(last_purged_log_id) })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -204,22 +268,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote)?;
-        self.flush(ErrorSubject::Vote).await
+        self.wal().save_vote(WalVote(*vote)).map_err(|e| io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.sync(ErrorSubject::Vote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        self.get_meta(KEY_VOTE)
+        Ok(self.wal().log_state().vote().map(|v| v.0))
     }
 
-    /// Not flushed on purpose: a lost commit index is re-learned from the leader;
-    /// it only lets a restarted node re-apply committed entries before serving.
+    /// Not synced on purpose: a lost commit index is re-learned from the
+    /// leader; it only lets a restarted node re-apply committed entries before
+    /// serving. It rides along with the next append's sync.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)
+        let mut wal = self.wal();
+        let state = wal.log_state();
+        let (last, known) = (state.last().map(|l| l.0), state.committed().map(|l| l.0));
+        // The WAL refuses a commit index behind the one it has or past its
+        // last entry; neither needs recording.
+        let Some(committed) = committed.filter(|c| Some(*c) <= last && Some(*c) > known) else {
+            return Ok(());
+        };
+        wal.commit(WalLogId(committed)).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
+        wal.flush(false, None).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        Ok(self.wal().log_state().committed().map(|l| l.0))
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -227,48 +301,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        let mut appended = Vec::new();
-        for entry in entries {
-            let bytes =
-                codec::encode(&entry).map_err(|e| io_error(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, e))?;
-            let size = bytes.len();
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
-            appended.push((entry, size));
-        }
-        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        {
-            let mut recent = self.recent();
-            for (entry, size) in appended {
-                recent.push(entry, size);
-            }
-        }
+        let mut wal = self.wal();
+        // Entries at or below the purge point are in the state machine
+        // already (openraft purges up to what it applied when the log is
+        // behind); the WAL refuses them and nothing would ever read them.
+        let purged = wal.log_state().purged().map(|l| l.0.index);
+        let entries = entries.into_iter().filter(|e| purged.is_none_or(|p| e.log_id.index > p));
+        wal.append(entries.map(|e| (WalLogId(e.log_id), WalPayload(e.payload))))
+            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Durable before acknowledged: openraft counts this node towards the
-        // commit quorum only once the callback fires.
-        let flushed = self.flush_db().await;
-        callback.log_io_completed(flushed);
-        Ok(())
+        // commit quorum only once the callback fires, after the fdatasync.
+        wal.flush(true, Some(Flushed::Log(callback))).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(log_id.index.to_be_bytes()..).keys() {
-            batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?);
-        }
-        self.recent().truncate(log_id.index);
-        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        self.flush(ErrorSubject::Logs).await
+        self.wal().truncate(log_id.index).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.sync(ErrorSubject::Logs).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.put_meta(KEY_LAST_PURGED, &log_id)?;
-        let mut batch = sled::Batch::default();
-        for key in self.log.range(..=log_id.index.to_be_bytes()).keys() {
-            batch.remove(key.map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?);
-        }
-        self.recent().purge(log_id.index);
-        self.log.apply_batch(batch).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
-        self.flush(ErrorSubject::Logs).await
+        self.wal().purge(WalLogId(log_id)).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        // Chunk files wholly purged are deleted by the flush worker after
+        // this sync made the purge record durable.
+        self.sync(ErrorSubject::Logs).await
     }
 }
 
@@ -278,50 +333,112 @@ mod tests {
 
     use super::*;
 
-    fn entry(index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), index), payload: EntryPayload::Blank }
+    fn log_id(term: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
     }
 
-    fn indexes(entries: Option<Vec<Entry>>) -> Option<Vec<u64>> {
-        entries.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry { log_id: log_id(term, index), payload: EntryPayload::Blank }
     }
 
-    #[test]
-    fn recent_entries_answer_only_ranges_they_hold() {
-        let mut r = RecentEntries::default();
-        assert_eq!(indexes(r.get(1, 2)), None, "empty cache holds nothing");
-        for i in 5..=9 {
-            r.push(entry(i), 10);
+    async fn indexes(store: &mut LogStore, range: std::ops::Range<u64>) -> Vec<u64> {
+        store.try_get_log_entries(range).await.unwrap().iter().map(|e| e.log_id.index).collect()
+    }
+
+    async fn append(store: &mut LogStore, entries: Vec<Entry>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // openraft's own callback cannot be built outside it; flush after.
+        store.wal().append(entries.into_iter().map(|e| (WalLogId(e.log_id), WalPayload(e.payload)))).unwrap();
+        store.wal().flush(true, Some(Flushed::Task(tx))).unwrap();
+        rx.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn everything_synced_is_there_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
+        let path = dir.path().join("raft-log");
+        {
+            let mut store = LogStore::open(&path, &db).unwrap();
+            append(&mut store, (1..=300).map(|i| entry(1, i)).collect()).await;
+            store.save_vote(&Vote::new_committed(2, 3)).await.unwrap();
+            store.truncate(log_id(1, 251)).await.unwrap();
+            store.purge(log_id(1, 10)).await.unwrap();
+            store.save_committed(Some(log_id(1, 200))).await.unwrap();
+            append(&mut store, vec![entry(2, 251)]).await;
         }
-        assert_eq!(indexes(r.get(5, 10)), Some(vec![5, 6, 7, 8, 9]));
-        assert_eq!(indexes(r.get(7, 9)), Some(vec![7, 8]));
-        assert_eq!(indexes(r.get(4, 6)), None, "starts before the cache");
-        assert_eq!(indexes(r.get(8, 11)), None, "ends after the cache");
-
-        r.truncate(8);
-        assert_eq!(indexes(r.get(5, 8)), Some(vec![5, 6, 7]));
-        assert_eq!(indexes(r.get(7, 9)), None, "truncated entries are gone");
-        r.purge(5);
-        assert_eq!(indexes(r.get(5, 6)), None, "purged entries are gone");
-        assert_eq!(indexes(r.get(6, 8)), Some(vec![6, 7]));
-        assert_eq!(r.bytes, 20);
-
-        r.push(entry(20), 10);
-        assert_eq!(indexes(r.get(6, 7)), None, "a gap starts the cache afresh");
-        assert_eq!(indexes(r.get(20, 21)), Some(vec![20]));
-        assert_eq!(r.bytes, 10);
+        let mut store = LogStore::open(&path, &db).unwrap();
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 10)));
+        assert_eq!(state.last_log_id, Some(log_id(2, 251)));
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(2, 3)));
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 200)), "synced by the append after it");
+        assert_eq!(indexes(&mut store, 0..1000).await, (11..=251).collect::<Vec<_>>());
+        assert_eq!(store.try_get_log_entries(251..252).await.unwrap()[0].log_id, log_id(2, 251));
     }
 
-    #[test]
-    fn recent_entries_stay_within_their_bounds() {
-        let mut r = RecentEntries::default();
-        for i in 0..(RECENT_MAX_ENTRIES as u64 + 10) {
-            r.push(entry(i), 1);
+    #[tokio::test]
+    async fn a_log_kept_in_sled_moves_over_once_and_sled_is_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
+        // The layout nodes wrote before the log had a WAL of its own.
+        let (log, meta) = (db.open_tree(SLED_LOG).unwrap(), db.open_tree(SLED_META).unwrap());
+        for i in 6u64..=40 {
+            log.insert(i.to_be_bytes(), codec::encode(&entry(3, i)).unwrap()).unwrap();
         }
-        assert_eq!(r.entries.len(), RECENT_MAX_ENTRIES);
-        assert_eq!(r.entries.front().unwrap().0.log_id.index, 10);
-        r.push(entry(RECENT_MAX_ENTRIES as u64 + 10), RECENT_MAX_BYTES);
-        assert_eq!(r.entries.len(), 1, "one entry over the byte budget is still kept, alone");
-        assert_eq!(r.bytes, RECENT_MAX_BYTES);
+        meta.insert(b"vote", codec::encode(&Vote::<NodeId>::new_committed(3, 2)).unwrap()).unwrap();
+        meta.insert(b"last_purged", codec::encode(&log_id(2, 5)).unwrap()).unwrap();
+        meta.insert(b"committed", codec::encode(&Some(log_id(3, 33))).unwrap()).unwrap();
+        let path = dir.path().join("raft-log");
+        // A staging directory left by a crash mid-move is discarded.
+        std::fs::create_dir_all(dir.path().join("raft-log.moving/junk")).unwrap();
+
+        for round in 0..2 {
+            let mut store = LogStore::open(&path, &db).unwrap();
+            assert!(log.is_empty() && meta.is_empty(), "sled emptied (round {round})");
+            assert!(!dir.path().join("raft-log.moving").exists());
+            let state = store.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(log_id(2, 5)));
+            assert_eq!(state.last_log_id, Some(log_id(3, 40)));
+            assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new_committed(3, 2)));
+            assert_eq!(store.read_committed().await.unwrap(), Some(log_id(3, 33)));
+            assert_eq!(indexes(&mut store, 0..100).await, (6..=40).collect::<Vec<_>>());
+        }
+
+        // Moved, but sled not emptied before a crash: the WAL wins, sled is cleared.
+        log.insert(7u64.to_be_bytes(), codec::encode(&entry(9, 7)).unwrap()).unwrap();
+        let mut store = LogStore::open(&path, &db).unwrap();
+        assert!(log.is_empty());
+        assert_eq!(store.try_get_log_entries(7..8).await.unwrap()[0].log_id, log_id(3, 7));
+    }
+
+    /// A crash mid-write leaves part of a record at the tail of the open
+    /// chunk. That record was never synced, so never acknowledged: opening
+    /// cuts it off and keeps everything before it.
+    #[tokio::test]
+    async fn a_torn_record_at_the_tail_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
+        let path = dir.path().join("raft-log");
+        {
+            let mut store = LogStore::open(&path, &db).unwrap();
+            append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
+        }
+        let chunk = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+            .expect("a chunk file");
+        let len = std::fs::metadata(&chunk).unwrap().len();
+        std::fs::OpenOptions::new().write(true).open(&chunk).unwrap().set_len(len - 3).unwrap();
+
+        let mut store = LogStore::open(&path, &db).unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(1, 19)));
+        assert_eq!(indexes(&mut store, 0..100).await, (1..=19).collect::<Vec<_>>());
+        append(&mut store, vec![entry(2, 20)]).await;
+        drop(store);
+        let mut store = LogStore::open(&path, &db).unwrap();
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 20)));
     }
 }

@@ -1,4 +1,4 @@
-//! The sled log store and state machine against openraft's own storage suite.
+//! The Raft log store (its own WAL) and the state machine against openraft's own storage suite.
 
 use openraft::testing::{StoreBuilder, Suite};
 use raft_store::log_store::LogStore;
@@ -6,17 +6,17 @@ use raft_store::state_machine::StateMachineStore;
 use raft_store::types::{StorageError, TypeConfig};
 use tempfile::TempDir;
 
-struct SledBuilder;
+struct Builder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuilder {
+impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for Builder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachineStore), StorageError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let (log, sm) = raft_store::open_storage(dir.path(), 16 << 20).expect("open sled");
+        let (log, sm) = raft_store::open_storage(dir.path(), 16 << 20).expect("open storage");
         Ok((dir, log, sm))
     }
 }
 
 #[test]
-fn sled_storage_passes_openraft_suite() {
-    Suite::test_all(SledBuilder).expect("storage suite");
+fn log_store_and_state_machine_pass_openraft_suite() {
+    Suite::test_all(Builder).expect("storage suite");
 }
