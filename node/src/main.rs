@@ -37,13 +37,14 @@ enum Cmd {
 /// OS; right after a snapshot or a burst of registrations at 100k workers that
 /// showed as 30-50 MB more RSS per node (`bench/scale.sh`). Give it back at
 /// once: no throughput cost was measurable (`bench/compare.sh`-style A/B).
+/// An operator who sets mimalloc's own `MIMALLOC_PURGE_DELAY` gets that instead.
 fn return_freed_memory_promptly() {
     // `mi_option_purge_delay` in mimalloc 3's option enum (mimalloc.h); the
     // sys crate does not name it, so the number is used only on mimalloc 3.
     const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
     // SAFETY: plain calls into the allocator's option table, no pointers.
     unsafe {
-        if libmimalloc_sys::mi_version() / 10_000 == 3 {
+        if libmimalloc_sys::mi_version() / 10_000 == 3 && std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
         }
     }
