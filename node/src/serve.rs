@@ -9,7 +9,9 @@ use tracing_subscriber::EnvFilter;
 use crate::config::NodeConfig;
 
 fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn"));
+    // The Raft log's WAL crates log at info on every sync and chunk switch.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn,sled=warn,raft_log=warn,chunked_wal=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if json {
         builder.json().init();
