@@ -170,8 +170,10 @@ mod small_map_tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m.get("b"), Some(&Metric(3.0)));
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"a":1,"b":3}"#);
-        let back: MetricMap = serde_json::from_str(r#"{"z":1,"a":2}"#).unwrap();
-        assert_eq!(back.iter().next().unwrap().0, "a");
+        let back: MetricMap = serde_json::from_str(r#"{"z":1,"a":2,"z":5}"#).unwrap();
+        assert_eq!(back.iter().map(|(k, v)| (k.as_str(), v.value())).collect::<Vec<_>>(), [("a", 2.0), ("z", 5.0)]);
+        let sorted: MetricMap = serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap();
+        assert_eq!(sorted, [("a", Metric(1.0)), ("b", Metric(2.0))].into());
         let n: NestedMetrics = [("gmail", m.clone())].into();
         let bytes = crate::codec::encode(&n).unwrap();
         assert_eq!(crate::codec::decode::<NestedMetrics>(&bytes).unwrap(), n);
