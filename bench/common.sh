@@ -9,6 +9,10 @@ BENCH_BIN=$BIN_DIR/er-bench
 TOKEN=${TOKEN:-bench-token}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/er-bench.XXXXXX")
 PIDS=()
+# The three nodes (or etcd members) share this machine, so each gets an equal
+# share of its cores as runtime threads: TOKIO_WORKER_THREADS for Engine Room,
+# GOMAXPROCS for etcd. The generator and the no-op server keep the default.
+NODE_THREADS=${NODE_THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -51,7 +55,7 @@ er_start_node() {
     mkdir -p "$WORK/er-$n"
     ENGINE_NODE_ID=$n ENGINE_LISTEN=127.0.0.1:$((base + n)) ENGINE_PEERS=$peers \
         ENGINE_DATA_DIR=$WORK/er-$n/data CONTROL_PLANE_TOKEN=$TOKEN CLUSTER_SECRET=bench-secret \
-        "$ER_BIN" serve >>"$WORK/er-$n/node.log" 2>&1 &
+        TOKIO_WORKER_THREADS=$NODE_THREADS "$ER_BIN" serve >>"$WORK/er-$n/node.log" 2>&1 &
     ER_PID[$n]=$!
     PIDS+=("$!")
 }
@@ -83,7 +87,7 @@ etcd_start_cluster() {
     for n in 1 2 3; do cluster+="${cluster:+,}m$n=http://127.0.0.1:$((base + 10 + n))"; done
     for n in 1 2 3; do
         mkdir -p "$WORK/etcd-$n"
-        etcd --name "m$n" --data-dir "$WORK/etcd-$n/data" \
+        GOMAXPROCS=$NODE_THREADS etcd --name "m$n" --data-dir "$WORK/etcd-$n/data" \
             --listen-client-urls "http://127.0.0.1:$((base + n))" \
             --advertise-client-urls "http://127.0.0.1:$((base + n))" \
             --listen-peer-urls "http://127.0.0.1:$((base + 10 + n))" \
@@ -106,6 +110,7 @@ rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 machine_info() {
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
     echo "- shared with other work while measured (noisy); figures are from one run, compare them as ratios"
+    echo "- each of the 3 Engine Room nodes and 3 etcd members runs with $NODE_THREADS runtime thread(s) (TOKIO_WORKER_THREADS / GOMAXPROCS = cores / 3, at least 1; NODE_THREADS overrides)"
     echo "- engine-room $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo '+dirty'), $(etcd --version 2>/dev/null | sed -n 1p)"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
