@@ -45,6 +45,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         notify: cfg.notify.clone(),
     }));
 
+    // Answers (heartbeats, Raft RPCs, forwarded batches) go out at once,
+    // not held back by Nagle's algorithm behind an unacknowledged segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, api::app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await
