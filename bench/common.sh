@@ -110,7 +110,7 @@ rss_mb() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }
 machine_info() {
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
     echo "- shared with other work while measured (noisy); figures are from one run, compare them as ratios"
-    echo "- each of the 3 Engine Room nodes and 3 etcd members runs with $NODE_THREADS runtime thread(s) (TOKIO_WORKER_THREADS / GOMAXPROCS = cores / 3, at least 1; NODE_THREADS overrides)"
+    echo "- each Engine Room node (and etcd member, where etcd runs) has $NODE_THREADS runtime thread(s): TOKIO_WORKER_THREADS / GOMAXPROCS = cores / 3, at least 1 (NODE_THREADS overrides)"
     echo "- engine-room $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet HEAD -- . ':!BENCHMARKS.md' || echo '+dirty'), $(etcd --version 2>/dev/null | sed -n 1p)"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
