@@ -345,6 +345,14 @@ mod tests {
         store.try_get_log_entries(range).await.unwrap().iter().map(|e| e.log_id.index).collect()
     }
 
+    /// A data directory with its sled database, and the log's path in it.
+    fn data_dir() -> (tempfile::TempDir, sled::Db, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
+        let path = dir.path().join("raft-log");
+        (dir, db, path)
+    }
+
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // openraft's own callback cannot be built outside it; flush after.
@@ -355,9 +363,7 @@ mod tests {
 
     #[tokio::test]
     async fn everything_synced_is_there_after_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
-        let path = dir.path().join("raft-log");
+        let (_dir, db, path) = data_dir();
         {
             let mut store = LogStore::open(&path, &db).unwrap();
             append(&mut store, (1..=300).map(|i| entry(1, i)).collect()).await;
@@ -379,8 +385,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_log_kept_in_sled_moves_over_once_and_sled_is_emptied() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
+        let (dir, db, path) = data_dir();
         // The layout nodes wrote before the log had a WAL of its own.
         let (log, meta) = (db.open_tree(SLED_LOG).unwrap(), db.open_tree(SLED_META).unwrap());
         for i in 6u64..=40 {
@@ -389,7 +394,6 @@ mod tests {
         meta.insert(b"vote", codec::encode(&Vote::<NodeId>::new_committed(3, 2)).unwrap()).unwrap();
         meta.insert(b"last_purged", codec::encode(&log_id(2, 5)).unwrap()).unwrap();
         meta.insert(b"committed", codec::encode(&Some(log_id(3, 33))).unwrap()).unwrap();
-        let path = dir.path().join("raft-log");
         // A staging directory left by a crash mid-move is discarded.
         std::fs::create_dir_all(dir.path().join("raft-log.moving/junk")).unwrap();
 
@@ -417,9 +421,7 @@ mod tests {
     /// cuts it off and keeps everything before it.
     #[tokio::test]
     async fn a_torn_record_at_the_tail_is_cut_off() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path().join("sled")).open().unwrap();
-        let path = dir.path().join("raft-log");
+        let (_dir, db, path) = data_dir();
         {
             let mut store = LogStore::open(&path, &db).unwrap();
             append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
