@@ -443,4 +443,27 @@ mod tests {
         let mut store = LogStore::open(&path, &db).unwrap();
         assert_eq!(store.get_log_state().await.unwrap().last_log_id, Some(log_id(2, 20)));
     }
+
+    /// A damaged record before the tail is not a torn write: the node must
+    /// not start on a log with a hole in it, nor skip the record silently.
+    #[tokio::test]
+    async fn a_damaged_record_before_the_tail_refuses_to_open() {
+        let (_dir, db, path) = data_dir();
+        {
+            let mut store = LogStore::open(&path, &db).unwrap();
+            append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
+        }
+        let chunk = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .max()
+            .expect("a chunk file");
+        let mut bytes = std::fs::read(&chunk).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&chunk, bytes).unwrap();
+        let opened = LogStore::open(&path, &db);
+        assert!(opened.is_err(), "opened a log with a damaged record in it");
+    }
 }
