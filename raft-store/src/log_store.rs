@@ -353,6 +353,12 @@ mod tests {
         (dir, db, path)
     }
 
+    /// The newest chunk file of the log in `path`.
+    fn last_chunk(path: &Path) -> PathBuf {
+        let chunks = std::fs::read_dir(path).unwrap().map(|f| f.unwrap().path());
+        chunks.filter(|p| p.extension().is_some_and(|e| e == "wal")).max().expect("a chunk file")
+    }
+
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // openraft's own callback cannot be built outside it; flush after.
@@ -426,12 +432,7 @@ mod tests {
             let mut store = LogStore::open(&path, &db).unwrap();
             append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
         }
-        let chunk = std::fs::read_dir(&path)
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .max()
-            .expect("a chunk file");
+        let chunk = last_chunk(&path);
         let len = std::fs::metadata(&chunk).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&chunk).unwrap().set_len(len - 3).unwrap();
 
@@ -453,12 +454,7 @@ mod tests {
             let mut store = LogStore::open(&path, &db).unwrap();
             append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
         }
-        let chunk = std::fs::read_dir(&path)
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-            .max()
-            .expect("a chunk file");
+        let chunk = last_chunk(&path);
         let mut bytes = std::fs::read(&chunk).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
