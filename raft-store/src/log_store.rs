@@ -182,10 +182,12 @@ fn move_log_out_of_sled(dir: &Path, db: &sled::Db) -> Result<(), String> {
     let fail = |e: &dyn std::fmt::Display| format!("cannot move the raft log from sled to {}: {e}", dir.display());
     let log = db.open_tree(SLED_LOG).map_err(|e| fail(&e))?;
     let meta = db.open_tree(SLED_META).map_err(|e| fail(&e))?;
+    let empty_sled =
+        || log.clear().and_then(|_| meta.clear()).and_then(|_| db.flush()).map(|_| ()).map_err(|e| fail(&e));
     if dir.exists() {
         // Moved already; a crash may have come before sled was emptied.
         if !log.is_empty() || !meta.is_empty() {
-            log.clear().and_then(|_| meta.clear()).and_then(|_| db.flush().map(|_| ())).map_err(|e| fail(&e))?;
+            empty_sled()?;
         }
         return Ok(());
     }
@@ -223,7 +225,7 @@ fn move_log_out_of_sled(dir: &Path, db: &sled::Db) -> Result<(), String> {
     if let Some(parent) = dir.parent() {
         std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| fail(&e))?;
     }
-    log.clear().and_then(|_| meta.clear()).and_then(|_| db.flush().map(|_| ())).map_err(|e| fail(&e))?;
+    empty_sled()?;
     tracing::info!(dir = %dir.display(), "raft log moved out of sled");
     Ok(())
 }
