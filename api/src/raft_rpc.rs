@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/append", post(append))
         .route("/vote", post(vote))
+        .route("/prevote", post(prevote))
         .route("/snapshot", post(snapshot))
         .route("/propose", post(propose))
         .route("/read-index", post(read_index))
@@ -43,17 +44,22 @@ fn encoded<T: Serialize>(value: &T) -> Response {
 
 async fn append(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let rpc: openraft::raft::AppendEntriesRequest<TypeConfig> = decode(&body)?;
-    Ok(encoded(&s.cluster.raft.append_entries(rpc).await))
+    Ok(encoded(&s.cluster.append_entries(rpc).await))
 }
 
 async fn vote(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let rpc: openraft::raft::VoteRequest<u64> = decode(&body)?;
-    Ok(encoded(&s.cluster.raft.vote(rpc).await))
+    Ok(encoded(&s.cluster.vote(rpc).await))
+}
+
+async fn prevote(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let req: raft_store::election::PreVoteRequest = decode(&body)?;
+    Ok(encoded(&s.cluster.prevote(&req)))
 }
 
 async fn snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&body)?;
-    Ok(encoded(&s.cluster.raft.install_snapshot(rpc).await))
+    Ok(encoded(&s.cluster.install_snapshot(rpc).await))
 }
 
 /// A follower's forwarded proposal; answered only once applied (or refused).

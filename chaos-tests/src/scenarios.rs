@@ -403,6 +403,33 @@ pub fn leader_paused(p: &Params) -> Report {
     })
 }
 
+/// A follower frozen past the election timeout must rejoin without unseating
+/// the leader: the pre-vote keeps it from standing at a higher term on waking.
+pub fn follower_paused(p: &Params) -> Report {
+    scenario("SIGSTOP a follower past the election timeout, then SIGCONT", 3, &[], p, |c, _, _, rep| {
+        let leader = c.wait_for_leader(Duration::from_secs(15));
+        let term = |c: &TestCluster| c.status(leader).and_then(|s| s["term"].as_u64()).expect("leader answers status");
+        let before = term(c);
+        // Each follower in turn: one wake-up does not always race the
+        // leader's next heartbeat, two in a row nearly always do.
+        for f in other_than(c, &[leader]) {
+            c.pause(f);
+            std::thread::sleep(p.fault);
+            c.resume(f);
+            caught_up(c, f, Duration::from_secs(30));
+            std::thread::sleep(p.settle);
+            let after = term(c);
+            assert_eq!(
+                c.wait_for_leader(Duration::from_secs(15)),
+                leader,
+                "the leader changed after follower {f} woke"
+            );
+            assert_eq!(after, before, "the term moved from {before} to {after} after follower {f} woke");
+        }
+        rep.notes.push(format!("paused each follower for {:?}; leader {leader} kept term {before}", p.fault));
+    })
+}
+
 pub fn snapshot_catch_up(p: &Params) -> Report {
     let env = [("ENGINE_SNAPSHOT_LOGS", "100"), ("ENGINE_KEEP_LOGS", "20")];
     scenario("node down through log compaction, back by snapshot install", 3, &env, p, |c, _, _, rep| {
@@ -476,6 +503,7 @@ pub fn all(p: &Params) -> Vec<Report> {
         ("minority partition (5)", Box::new(|| minority_partition(p, 5))),
         ("leader isolated", Box::new(|| leader_isolated(p))),
         ("leader paused", Box::new(|| leader_paused(p))),
+        ("follower paused", Box::new(|| follower_paused(p))),
         ("snapshot catch-up", Box::new(|| snapshot_catch_up(p))),
         ("membership", Box::new(|| membership_under_load(p))),
     ];

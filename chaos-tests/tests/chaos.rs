@@ -72,6 +72,13 @@ fn sigstop_leader_then_sigcont() {
 }
 
 #[test]
+fn sigstop_follower_then_sigcont_keeps_the_leader() {
+    let r = scenarios::follower_paused(&Params::ci());
+    assert!(r.failovers.is_empty());
+    check(r);
+}
+
+#[test]
 fn node_down_through_compaction_returns_by_snapshot() {
     check(scenarios::snapshot_catch_up(&Params::ci()));
 }

@@ -6,14 +6,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, Request, Response};
+use crate::election::LeaderContact;
 use crate::network::{NetworkFactory, RpcClient, RpcFailure};
 use crate::state_machine::StateReader;
-use crate::types::{Node, NodeId, Raft};
+use crate::types::{Node, NodeId, Raft, TypeConfig};
+
+type RaftResult<T> = Result<T, RaftError<NodeId>>;
 
 /// How a node runs its Raft instance; filled from the node's configuration.
 #[derive(Debug, Clone)]
@@ -123,6 +130,8 @@ pub struct Cluster {
     pub state: StateReader,
     pub rpc: RpcClient,
     pub opts: ClusterOptions,
+    /// Last word from a leader, for the pre-vote (see [`crate::election`]).
+    pub contact: LeaderContact,
 }
 
 pub fn now_ms() -> u64 {
@@ -162,6 +171,8 @@ impl Cluster {
             max_payload_entries: 64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs),
             max_in_snapshot_log_to_keep: opts.keep_logs,
+            // Elections are started by `election::run` after a pre-vote.
+            enable_elect: false,
             ..Default::default()
         }
         .validate()
@@ -172,7 +183,9 @@ impl Cluster {
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
-        Ok(Arc::new(Self { id: opts.id, raft, state, rpc, opts }))
+        let cluster = Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new() });
+        tokio::spawn(crate::election::run(Arc::downgrade(&cluster)));
+        Ok(cluster)
     }
 
     /// Initialize a brand-new cluster from `peers`, once. Only the lowest id
@@ -294,6 +307,34 @@ impl Cluster {
                 return std::future::pending().await;
             }
         }
+    }
+
+    /// An AppendEntries from a leader, through openraft, noted for the pre-vote.
+    pub async fn append_entries(
+        &self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> RaftResult<AppendEntriesResponse<NodeId>> {
+        let resp = self.raft.append_entries(rpc).await;
+        self.contact.note_append(&resp);
+        resp
+    }
+
+    /// A real vote request, through openraft; a granted vote is noted.
+    pub async fn vote(&self, rpc: VoteRequest<NodeId>) -> RaftResult<VoteResponse<NodeId>> {
+        let resp = self.raft.vote(rpc).await;
+        self.contact.note_vote(&resp);
+        resp
+    }
+
+    /// A snapshot chunk from a leader, through openraft, noted for the pre-vote.
+    pub async fn install_snapshot(
+        &self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        let sender = rpc.vote;
+        let resp = self.raft.install_snapshot(rpc).await;
+        self.contact.note_snapshot(&sender, &resp);
+        resp
     }
 
     /// Does this node believe it leads (no quorum round; see below for that)?

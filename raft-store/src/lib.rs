@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod codec;
 pub mod command;
+pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod settings;

@@ -337,6 +337,8 @@ async function register(count) {
   const deadline = t0 + 120000;
   let next = 0;
   let errors = 0;
+  let registered = 0;
+  const failures = [];
   async function lane() {
     while (next < count && Date.now() < deadline) {
       const n = next++;
@@ -352,24 +354,37 @@ async function register(count) {
         metrics: { processed: n * 3, errors: n % 17, in_flight: n % 5 },
         smtp_metrics: { "2xx": n, "4xx": n % 13, "5xx": n % 7 },
       };
-      const res = await fetch(API + "/api/workers/heartbeat", {
-        method: "POST",
-        headers: { authorization: "Bearer " + TOKEN, "content-type": "application/json" },
-        body: JSON.stringify(body),
-      }).catch(() => null);
-      if (!res || !res.ok) errors += 1;
-      if (res) await res.arrayBuffer();
+      // A worker whose heartbeat fails sends the next one; here at once,
+      // at most three times. Every failed attempt is counted and shown.
+      for (let attempt = 0; attempt < 3; attempt++) {
+        const res = await fetch(API + "/api/workers/heartbeat", {
+          method: "POST",
+          headers: { authorization: "Bearer " + TOKEN, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        }).catch((e) => ({ ok: false, status: "fetch error", text: async () => String(e) }));
+        if (res.ok) {
+          await res.arrayBuffer();
+          registered += 1;
+          break;
+        }
+        errors += 1;
+        const text = await res.text().catch(() => "");
+        if (failures.length < 5) failures.push(`${new Date().toISOString()} ${id}: ${res.status} ${text.slice(0, 200)}`);
+      }
     }
   }
   await Promise.all(Array.from({ length: 32 }, lane));
-  return { sent: next, errors, ms: Date.now() - t0 };
+  return { sent: next, registered, errors, failures, ms: Date.now() - t0 };
 }
 
 await step(`workers page at ${SCALE} workers: render time`, async () => {
   const since = problems.length;
   const r = await register(SCALE);
-  console.log(`     registered ${r.sent} workers in ${r.ms} ms (${r.errors} errors)`);
-  assert(r.errors === 0 && r.sent === SCALE, "registration incomplete");
+  console.log(`     registered ${r.registered} of ${r.sent} workers in ${r.ms} ms (${r.errors} failed attempts)`);
+  for (const f of r.failures) console.log(`     failed: ${f}`);
+  assert(r.registered === SCALE, "registration incomplete");
+  // A retry now and then is a worker's lot; many mean the cluster is unwell.
+  assert(r.errors * 100 <= SCALE, `${r.errors} failed heartbeats`);
   await waitFor("follower sees them all", async () => (await apiGet("/api/workers?limit=1", UI)).total >= SCALE, 30000);
   const times = [];
   for (let i = 0; i < 3; i++) {
