@@ -236,11 +236,22 @@ impl Cluster {
             }
             let outcome = match &target {
                 Some((id, addr)) if *id != self.id => {
+                    let post = self.rpc.post(addr, "/raft/propose", &proposal, remaining);
+                    tokio::pin!(post);
                     let sent = tokio::select! {
-                        r = self.rpc.post(addr, "/raft/propose", &proposal, remaining) => r,
-                        () = self.leadership_gone(*id) => return Err(ClusterError::Unknown(format!(
-                            "leader {id} was replaced while the write was in flight; it may or may not have been applied"
-                        ))),
+                        r = &mut post => r,
+                        () = self.leadership_gone(*id) => {
+                            // A request to a leader that died never arrives and
+                            // fails at once (connection refused): give it a
+                            // moment to, before calling the outcome unknown.
+                            let grace = Duration::from_millis(self.opts.election_min_ms).min(remaining);
+                            match tokio::time::timeout(grace, &mut post).await {
+                                Ok(r) => r,
+                                Err(_) => return Err(ClusterError::Unknown(format!(
+                                    "leader {id} was replaced while the write was in flight; it may or may not have been applied"
+                                ))),
+                            }
+                        }
                     };
                     match sent {
                         Ok(outcome) => outcome,
