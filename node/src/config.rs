@@ -35,14 +35,16 @@ pub struct ServeArgs {
     /// Name of the cluster, reported as cluster_id.
     #[arg(long, env = "ENGINE_CLUSTER_ID", default_value = "engine-room")]
     pub cluster_id: String,
-    /// Leader heartbeat interval in ms.
-    #[arg(long, env = "ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 75)]
+    /// Leader heartbeat interval in ms (also openraft's AppendEntries deadline).
+    #[arg(long, env = "ENGINE_RAFT_HEARTBEAT_MS", default_value_t = 50)]
     pub raft_heartbeat_ms: u64,
-    /// Election timeout lower bound in ms.
-    #[arg(long, env = "ENGINE_ELECTION_MIN_MS", default_value_t = 250)]
+    /// Election timeout lower bound in ms. A follower that heard from no leader
+    /// for the upper bound plus a random share of (upper − lower) asks the
+    /// other voters (pre-vote) and stands if a majority heard none either.
+    #[arg(long, env = "ENGINE_ELECTION_MIN_MS", default_value_t = 150)]
     pub election_min_ms: u64,
-    /// Election timeout upper bound in ms.
-    #[arg(long, env = "ENGINE_ELECTION_MAX_MS", default_value_t = 500)]
+    /// Election timeout upper bound in ms; also openraft's leader lease.
+    #[arg(long, env = "ENGINE_ELECTION_MAX_MS", default_value_t = 250)]
     pub election_max_ms: u64,
     /// Snapshot after this many log entries.
     #[arg(long, env = "ENGINE_SNAPSHOT_LOGS", default_value_t = 5_000)]
