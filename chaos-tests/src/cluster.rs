@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 pub const TOKEN: &str = "chaos-token";
-const SECRET: &str = "chaos-secret";
+pub const SECRET: &str = "chaos-secret";
 
 /// Knobs for a test cluster; `env` adds or overrides node environment.
 #[derive(Debug, Clone, Default)]

@@ -139,8 +139,18 @@ fn membership_add_promote_and_remove_without_downtime() {
 fn raft_rpc_needs_the_cluster_secret_and_api_needs_the_token() {
     let c = TestCluster::start(3, Options::default());
     let http = reqwest::blocking::Client::new();
-    let res = http.post(format!("{}/raft/vote", c.url(1))).body(vec![0u8; 8]).send().unwrap();
-    assert_eq!(res.status().as_u16(), 401);
+    for path in ["/raft/vote", "/raft/prevote", "/raft/append"] {
+        let res = http.post(format!("{}{path}", c.url(1))).body(vec![0u8; 8]).send().unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{path} without the secret");
+    }
+    // With the secret, an undecodable pre-vote is a 400, not a crash.
+    let res = http
+        .post(format!("{}/raft/prevote", c.url(1)))
+        .header("x-engine-cluster-secret", chaos_tests::cluster::SECRET)
+        .body(vec![0xffu8; 3])
+        .send()
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
     let res = http
         .post(format!("{}/raft/vote", c.url(1)))
         .header("x-engine-cluster-secret", "wrong")
