@@ -126,9 +126,7 @@ impl Cluster {
             (configs, peers, m.last_log_index)
         };
         let mut granted = vec![self.id];
-        let won = |granted: &[NodeId]| {
-            configs.iter().all(|c| c.iter().filter(|id| granted.contains(id)).count() * 2 > c.len())
-        };
+        let won = |granted: &[NodeId]| majority_of_each(&configs, granted);
         if won(&granted) {
             return true;
         }
@@ -152,6 +150,12 @@ impl Cluster {
         }
         false
     }
+}
+
+/// Does `granted` hold a majority of every voter set (two during a joint
+/// membership change)?
+fn majority_of_each(configs: &[Vec<NodeId>], granted: &[NodeId]) -> bool {
+    configs.iter().all(|c| c.iter().filter(|id| granted.contains(id)).count() * 2 > c.len())
 }
 
 /// How long a voter waits without a leader before asking: the leader lease
@@ -199,5 +203,57 @@ pub(crate) async fn run(cluster: Weak<Cluster>) {
             tracing::warn!(error = %e, "could not start an election");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::Vote;
+
+    #[test]
+    fn majority_counts_every_voter_set() {
+        let one = vec![vec![1, 2, 3]];
+        assert!(!majority_of_each(&one, &[1]));
+        assert!(majority_of_each(&one, &[1, 3]));
+        // Joint config {1,2,3} + {3,4,5}: 1 and 2 are a majority of the old
+        // set only; 3 and 4 added make it a majority of both.
+        let joint = vec![vec![1, 2, 3], vec![3, 4, 5]];
+        assert!(!majority_of_each(&joint, &[1, 2]));
+        assert!(majority_of_each(&joint, &[1, 2, 3, 4]));
+        assert!(majority_of_each(&[vec![7]], &[7]));
+    }
+
+    #[test]
+    fn wait_is_the_lease_plus_a_share_of_the_timeout() {
+        for _ in 0..200 {
+            let w = next_wait(150, 250);
+            assert!(w >= Duration::from_millis(250) && w <= Duration::from_millis(350), "{w:?}");
+        }
+    }
+
+    #[test]
+    fn only_an_accepted_append_or_a_granted_vote_counts_as_contact() {
+        let c = LeaderContact::new();
+        std::thread::sleep(Duration::from_millis(30));
+        let vote = Vote::new_committed(3, 1);
+        let refused: Result<_, ()> = Ok(AppendEntriesResponse::<NodeId>::HigherVote(vote));
+        c.note_append(&refused);
+        let not_granted: Result<_, ()> = Ok(VoteResponse { vote, vote_granted: false, last_log_id: None });
+        c.note_vote(&not_granted);
+        let stale: Result<_, ()> = Ok(InstallSnapshotResponse { vote });
+        c.note_snapshot(&Vote::new_committed(2, 1), &stale);
+        let failed: Result<AppendEntriesResponse<NodeId>, ()> = Err(());
+        c.note_append(&failed);
+        assert!(c.elapsed() >= Duration::from_millis(30), "nothing above is word from a leader");
+
+        c.note_append(&Ok::<_, ()>(AppendEntriesResponse::Success));
+        assert!(c.elapsed() < Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(30));
+        c.note_vote(&Ok::<_, ()>(VoteResponse { vote, vote_granted: true, last_log_id: None }));
+        assert!(c.elapsed() < Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(30));
+        c.note_snapshot(&vote, &Ok::<_, ()>(InstallSnapshotResponse { vote }));
+        assert!(c.elapsed() < Duration::from_millis(30));
     }
 }
