@@ -361,6 +361,17 @@ mod tests {
         chunks.filter(|p| p.extension().is_some_and(|e| e == "wal")).max().expect("a chunk file")
     }
 
+    /// A closed log holding entries 1..=20 of term 1, and its newest chunk file.
+    async fn log_of_twenty() -> (tempfile::TempDir, sled::Db, PathBuf, PathBuf) {
+        let (dir, db, path) = data_dir();
+        {
+            let mut store = LogStore::open(&path, &db).unwrap();
+            append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
+        }
+        let chunk = last_chunk(&path);
+        (dir, db, path, chunk)
+    }
+
     async fn append(store: &mut LogStore, entries: Vec<Entry>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         // openraft's own callback cannot be built outside it; flush after.
@@ -429,12 +440,7 @@ mod tests {
     /// cuts it off and keeps everything before it.
     #[tokio::test]
     async fn a_torn_record_at_the_tail_is_cut_off() {
-        let (_dir, db, path) = data_dir();
-        {
-            let mut store = LogStore::open(&path, &db).unwrap();
-            append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
-        }
-        let chunk = last_chunk(&path);
+        let (_dir, db, path, chunk) = log_of_twenty().await;
         let len = std::fs::metadata(&chunk).unwrap().len();
         std::fs::OpenOptions::new().write(true).open(&chunk).unwrap().set_len(len - 3).unwrap();
 
@@ -451,12 +457,7 @@ mod tests {
     /// not start on a log with a hole in it, nor skip the record silently.
     #[tokio::test]
     async fn a_damaged_record_before_the_tail_refuses_to_open() {
-        let (_dir, db, path) = data_dir();
-        {
-            let mut store = LogStore::open(&path, &db).unwrap();
-            append(&mut store, (1..=20).map(|i| entry(1, i)).collect()).await;
-        }
-        let chunk = last_chunk(&path);
+        let (_dir, db, path, chunk) = log_of_twenty().await;
         let mut bytes = std::fs::read(&chunk).unwrap();
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
