@@ -26,6 +26,43 @@ fn forms_one_leader_and_a_follower_write_is_readable_everywhere() {
     }
 }
 
+/// The leader syncs its own log append while it replicates (the patched
+/// openraft, `vendor/openraft/ENGINE-ROOM-PATCH.md`) but counts itself toward
+/// the commit quorum only once that sync is reported. With the leader's sync
+/// reports held back 2 s, two followers still commit a write at once; with one
+/// follower frozen, a write must wait for the leader's own sync.
+#[test]
+fn the_leader_counts_its_own_append_only_once_synced() {
+    let c = TestCluster::start(3, Options::default().env("ENGINE_TEST_SYNC_DELAY_FILE", "test-sync-delay-ms"));
+    let leader = c.wait_for_leader(SECS(10));
+    c.must_scale(leader, "leader-sync", 1);
+    let delay_file = c.nodes[&leader].data_dir.join("test-sync-delay-ms");
+    std::fs::write(&delay_file, "2000").unwrap();
+    let timed_scale = |count: u32| {
+        let t0 = Instant::now();
+        let body = json!({"desired_count": count});
+        let (code, answer) = c.request_timeout(leader, "POST", "/api/pools/leader-sync/scale", Some(&body), SECS(10));
+        assert_eq!(code, 200, "scale to {count}: {answer}");
+        t0.elapsed()
+    };
+    let with_both_followers = timed_scale(2);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.pause(follower);
+    let with_one_follower = timed_scale(3);
+    c.resume(follower);
+    std::fs::remove_file(&delay_file).unwrap();
+    eprintln!("FIGURE leader sync held back 2 s: write with both followers {with_both_followers:?}, with one {with_one_follower:?}");
+    assert!(with_both_followers < SECS(1), "followers alone should commit: {with_both_followers:?}");
+    assert!(
+        with_one_follower >= Duration::from_millis(1_900),
+        "acknowledged before the leader's own sync was reported: {with_one_follower:?}"
+    );
+    assert_eq!(c.leader(), Some(leader), "no election was needed");
+    c.eventually(SECS(10), "the frozen follower catches up", || {
+        (c.pool_count(follower, "leader-sync") == Some(3)).then_some(())
+    });
+}
+
 #[test]
 fn leader_kill_elects_a_new_leader_and_writes_resume() {
     let mut c = TestCluster::start(3, Options::default());

@@ -146,7 +146,15 @@ pub(crate) fn io_error(
 #[derive(Clone)]
 pub struct LogStore {
     wal: Arc<Mutex<Wal>>,
+    /// Fault injection for tests (`ENGINE_TEST_SYNC_DELAY_FILE`): while this
+    /// file holds a number of milliseconds, every append is reported synced
+    /// that much later than its sync returned.
+    sync_delay_file: Option<Arc<PathBuf>>,
 }
+
+/// Names a file (relative to the data directory) whose content, a number of
+/// milliseconds, delays each append's sync report. For tests only.
+pub const SYNC_DELAY_ENV: &str = "ENGINE_TEST_SYNC_DELAY_FILE";
 
 const SLED_LOG: &str = "log";
 const SLED_META: &str = "raft_meta";
@@ -157,7 +165,16 @@ impl LogStore {
     pub fn open(dir: &Path, db: &sled::Db) -> Result<Self, String> {
         move_log_out_of_sled(dir, db)?;
         let wal = open_wal(dir).map_err(|e| format!("cannot open raft log in {}: {e}", dir.display()))?;
-        Ok(Self { wal: Arc::new(Mutex::new(wal)) })
+        let data_dir = dir.parent().unwrap_or(dir);
+        let sync_delay_file = std::env::var_os(SYNC_DELAY_ENV).map(|f| Arc::new(data_dir.join(f)));
+        Ok(Self { wal: Arc::new(Mutex::new(wal)), sync_delay_file })
+    }
+
+    /// The injected delay for this append's sync report, if a test set one.
+    fn injected_sync_delay(&self) -> Option<Duration> {
+        let file = self.sync_delay_file.as_ref()?;
+        let ms: u64 = std::fs::read_to_string(file.as_path()).ok()?.trim().parse().ok()?;
+        (ms > 0).then(|| Duration::from_millis(ms))
     }
 
     fn wal(&self) -> MutexGuard<'_, Wal> {
@@ -313,7 +330,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Durable before acknowledged: openraft counts this node towards the
         // commit quorum only once the callback fires, after the fdatasync.
-        wal.flush(true, Some(Flushed::Log(callback))).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
+        let Some(delay) = self.injected_sync_delay() else {
+            return wal
+                .flush(true, Some(Flushed::Log(callback)))
+                .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        wal.flush(true, Some(Flushed::Task(tx))).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        tokio::spawn(async move {
+            let synced = rx.await.unwrap_or_else(|_| Err(io::Error::other("raft log flush worker stopped")));
+            tokio::time::sleep(delay).await;
+            callback.log_io_completed(synced);
+        });
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
