@@ -154,7 +154,7 @@ pub struct LogStore {
 
 /// Names a file (relative to the data directory) whose content, a number of
 /// milliseconds, delays each append's sync report. For tests only.
-pub const SYNC_DELAY_ENV: &str = "ENGINE_TEST_SYNC_DELAY_FILE";
+const SYNC_DELAY_ENV: &str = "ENGINE_TEST_SYNC_DELAY_FILE";
 
 const SLED_LOG: &str = "log";
 const SLED_META: &str = "raft_meta";
@@ -330,19 +330,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
         // Durable before acknowledged: openraft counts this node towards the
         // commit quorum only once the callback fires, after the fdatasync.
-        let Some(delay) = self.injected_sync_delay() else {
-            return wal
-                .flush(true, Some(Flushed::Log(callback)))
-                .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e));
+        let flushed = match self.injected_sync_delay() {
+            None => Flushed::Log(callback),
+            Some(delay) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                tokio::spawn(async move {
+                    let synced = rx.await.unwrap_or_else(|_| Err(io::Error::other("raft log flush worker stopped")));
+                    tokio::time::sleep(delay).await;
+                    callback.log_io_completed(synced);
+                });
+                Flushed::Task(tx)
+            }
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        wal.flush(true, Some(Flushed::Task(tx))).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        tokio::spawn(async move {
-            let synced = rx.await.unwrap_or_else(|_| Err(io::Error::other("raft log flush worker stopped")));
-            tokio::time::sleep(delay).await;
-            callback.log_io_completed(synced);
-        });
-        Ok(())
+        wal.flush(true, Some(flushed)).map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {

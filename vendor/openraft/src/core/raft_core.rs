@@ -105,13 +105,13 @@ use crate::StorageError;
 use crate::StorageIOError;
 use crate::Vote;
 
+/// Engine Room patch: the receiver a log append's flush is reported on.
+pub(crate) type LogFlushRx<C> =
+    crate::type_config::alias::OneshotReceiverOf<C, Result<LogIOId<<C as RaftTypeConfig>::NodeId>, std::io::Error>>;
+
 /// Engine Room patch: a leader's append, identified by its vote and last log
 /// id, and the receiver its flush is reported on.
-pub(crate) type LeaderFlush<C> = (
-    Vote<<C as RaftTypeConfig>::NodeId>,
-    LogId<<C as RaftTypeConfig>::NodeId>,
-    crate::type_config::alias::OneshotReceiverOf<C, Result<LogIOId<<C as RaftTypeConfig>::NodeId>, std::io::Error>>,
-);
+pub(crate) type LeaderFlush<C> = (Vote<<C as RaftTypeConfig>::NodeId>, LogId<<C as RaftTypeConfig>::NodeId>, LogFlushRx<C>);
 
 /// A temp struct to hold the data for a node that is being applied.
 #[derive(Debug)]
@@ -729,16 +729,29 @@ where
     {
         tracing::debug!("append_to_log");
 
-        let (tx, rx) = C::AsyncRuntime::oneshot();
-        let log_io_id = LogIOId::new(vote, Some(last_log_id));
-
-        let callback = LogFlushed::new(log_io_id, tx);
-
-        self.log_store.append(entries, callback).await?;
+        let rx = self.submit_to_log(entries, vote, last_log_id).await?;
         rx.await
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?
             .map_err(|e| StorageIOError::write_logs(AnyError::error(e)))?;
         Ok(())
+    }
+
+    /// Engine Room patch (split out of `append_to_log`): submit an append to
+    /// the log store; the receiver reports its flush.
+    async fn submit_to_log<I>(
+        &mut self,
+        entries: I,
+        vote: Vote<C::NodeId>,
+        last_log_id: LogId<C::NodeId>,
+    ) -> Result<LogFlushRx<C>, StorageError<C::NodeId>>
+    where
+        I: IntoIterator<Item = C::Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (tx, rx) = C::AsyncRuntime::oneshot();
+        let callback = LogFlushed::new(LogIOId::new(vote, Some(last_log_id)), tx);
+        self.log_store.append(entries, callback).await?;
+        Ok(rx)
     }
 
     /// Engine Room patch: submit the acting leader's own append without
@@ -750,9 +763,7 @@ where
         vote: Vote<C::NodeId>,
         last_log_id: LogId<C::NodeId>,
     ) -> Result<(), StorageError<C::NodeId>> {
-        let (tx, rx) = C::AsyncRuntime::oneshot();
-        let callback = LogFlushed::new(LogIOId::new(vote.clone(), Some(last_log_id.clone())), tx);
-        self.log_store.append(entries, callback).await?;
+        let rx = self.submit_to_log(entries, vote.clone(), last_log_id.clone()).await?;
 
         let tx_notify = &self.tx_notify;
         let flushes = self.tx_leader_flush.get_or_insert_with(|| {
