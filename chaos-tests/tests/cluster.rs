@@ -131,6 +131,38 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
 }
 
 #[test]
+fn the_voters_take_their_snapshots_at_different_indexes() {
+    // Every 60 entries each, but staggered: voter ranks 0, 1, 2 at offsets
+    // 0, 20, 40. With openraft's own policy all three snapshot at the same
+    // index, encode at the same moment and stall commits together.
+    let opts = Options::default().env("ENGINE_SNAPSHOT_LOGS", "60").env("ENGINE_KEEP_LOGS", "10");
+    let c = TestCluster::start(3, opts);
+    let leader = c.wait_for_leader(SECS(10));
+    // Paced, so that a node's 100 ms check sees its own snapshot point pass
+    // before the next voter's point (20 entries on) is reached.
+    for i in 0..250u32 {
+        c.must_scale(leader, "stagger", i + 1);
+        std::thread::sleep(Duration::from_millis(15));
+    }
+    let own = |id: u64| -> Option<(u64, u64)> {
+        let s = c.status(id)?;
+        let me = s["nodes"].as_array()?.iter().find(|n| n["id"] == id)?.clone();
+        Some((me["applied_index"].as_u64()?, me["snapshot_index"].as_u64()?))
+    };
+    let snapshots: Vec<(u64, u64)> = c.eventually(SECS(10), "all nodes applied and snapshotted", || {
+        let all: Option<Vec<_>> = (1..=3).map(own).collect();
+        let all = all?;
+        let applied = all[0].0;
+        all.iter().all(|(a, s)| *a == applied && *s > 0 && applied - s < 60).then_some(all)
+    });
+    eprintln!("FIGURE (applied, snapshot index) per node: {snapshots:?}");
+    let mut indexes: Vec<u64> = snapshots.iter().map(|(_, s)| *s).collect();
+    indexes.sort();
+    indexes.dedup();
+    assert_eq!(indexes.len(), 3, "each voter snapshots at its own index: {snapshots:?}");
+}
+
+#[test]
 fn a_killed_follower_restarts_from_its_data_dir_and_catches_up() {
     let mut c = TestCluster::start(3, Options::default());
     let leader = c.wait_for_leader(SECS(10));

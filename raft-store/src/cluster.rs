@@ -31,7 +31,8 @@ pub struct ClusterOptions {
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
-    /// Take a snapshot after this many applied entries since the last one.
+    /// Snapshot every this many applied entries, each voter at its own offset
+    /// (see [`crate::snapshot_schedule`]).
     pub snapshot_logs: u64,
     /// Log entries kept behind a snapshot for slow followers.
     pub keep_logs: u64,
@@ -169,7 +170,9 @@ impl Cluster {
             // Entries are heartbeat batches of up to HEARTBEAT_BATCH_MAX beats;
             // the network layer splits further by bytes (MAX_APPEND_BYTES).
             max_payload_entries: 64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(opts.snapshot_logs),
+            // Snapshots are triggered by `snapshot_schedule::run`, staggered
+            // across the voters.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: opts.keep_logs,
             // Elections are started by `election::run` after a pre-vote.
             enable_elect: false,
@@ -185,6 +188,7 @@ impl Cluster {
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
         let cluster = Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new() });
         tokio::spawn(crate::election::run(Arc::downgrade(&cluster)));
+        tokio::spawn(crate::snapshot_schedule::run(Arc::downgrade(&cluster), cluster.opts.snapshot_logs));
         Ok(cluster)
     }
 

@@ -10,6 +10,7 @@ pub mod election;
 pub mod log_store;
 pub mod network;
 pub mod settings;
+pub mod snapshot_schedule;
 pub mod state;
 pub mod state_machine;
 pub mod types;
