@@ -25,11 +25,15 @@ pub fn phase(id: NodeId, voters: &[NodeId], every: u64) -> u64 {
 }
 
 /// Is a snapshot due: has the applied index crossed one of this node's
-/// snapshot points (`phase + k * every`) since the last snapshot?
+/// snapshot points (`phase + k * every`) since the last snapshot? A point
+/// less than half a period after the last snapshot is skipped: a node that
+/// has just installed the leader's snapshot does not build its own at once.
 pub fn due(applied: u64, last_snapshot: Option<u64>, every: u64, phase: u64) -> bool {
     // Snapshot points at or below `x`, counting one at index `phase`.
     let points = |x: u64| if x < phase { 0 } else { (x - phase) / every + 1 };
-    points(applied) > points(last_snapshot.unwrap_or(0))
+    // Points up to half a period past the last snapshot count as taken.
+    let taken = last_snapshot.map_or(0, |l| l.saturating_add(every / 2));
+    points(applied) > points(taken)
 }
 
 /// Trigger this node's snapshots, every `every` entries at its own phase,
@@ -90,9 +94,14 @@ mod tests {
         assert!(!due(6665, Some(1666), 5000, 1666));
         assert!(due(6666, Some(1666), 5000, 1666));
         // A snapshot installed from the leader (index 5000, not one of this
-        // node's points) moves the next one to this node's next point.
-        assert!(!due(6665, Some(5000), 5000, 1666));
-        assert!(due(6666, Some(5000), 5000, 1666));
+        // node's points) moves the next one to this node's next point, or the
+        // one after when the next is less than half a period away.
+        assert!(!due(6665, Some(4000), 5000, 1666));
+        assert!(due(6666, Some(4000), 5000, 1666));
+        assert!(!due(6666, Some(5000), 5000, 1666));
+        assert!(!due(7_500, Some(5000), 5000, 1666), "a skipped point is not made up off-phase");
+        assert!(!due(11_665, Some(5000), 5000, 1666));
+        assert!(due(11_666, Some(5000), 5000, 1666));
         // Far behind (a restart with a long log): due at once.
         assert!(due(40_000, Some(1666), 5000, 1666));
     }
