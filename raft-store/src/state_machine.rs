@@ -64,6 +64,12 @@ pub struct StateMachineStore {
     /// One save at a time: a save removes the files of the snapshots before it.
     saving: Arc<Mutex<()>>,
     snapshot_seq: Arc<AtomicU64>,
+    /// Held (shared) by a snapshot encode for as long as it reads the state;
+    /// apply and install take it exclusively, awaiting it, before they take
+    /// the state's write lock. Waiting on the std lock instead would block
+    /// the runtime thread for the whole encode (and, the std lock preferring
+    /// writers, every reader behind it): no Raft RPC, no request answered.
+    encoding: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// A cheap, cloneable read handle on the applied state for the API layer.
@@ -91,6 +97,7 @@ impl StateMachineStore {
             dir: Arc::new(dir),
             saving: Arc::default(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
+            encoding: Arc::default(),
         };
         if let Some((meta, data)) = store.load_snapshot()? {
             let state: ControlState = decode_state(&data)?;
@@ -183,10 +190,11 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // Encode straight from the shared state, under its read lock, into the
         // snapshot file, on the blocking pool: no copy of the state and no
         // encoded buffer in memory (RSS), no stalled runtime thread. Apply
-        // waits for the encode, readers do not; the fsync comes after the
-        // lock is released.
+        // awaits the encode (see `encoding`), readers do not wait; the fsync
+        // comes after the lock is released.
         let started = Instant::now();
         let (store, seq) = (self.clone(), self.snapshot_seq.fetch_add(1, Ordering::Relaxed));
+        let encoding = self.encoding.clone().read_owned().await;
         let built = tokio::task::spawn_blocking(move || {
             let applied = store.applied.read().expect("state lock poisoned");
             let snapshot_id = match applied.last_applied {
@@ -202,6 +210,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             let size = store.save_blocking(&meta, |file| {
                 let encoded = codec::encode_into_writer(&applied.state, file).map_err(io::Error::other);
                 drop(applied);
+                drop(encoding);
                 encode_ms = started.elapsed().as_secs_f64() * 1e3;
                 encoded
             });
@@ -232,6 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let _no_encode = self.encoding.write().await;
         let mut applied = self.write_applied();
         let mut replies = Vec::new();
         for entry in entries {
@@ -271,6 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let decode_ms = started.elapsed().as_secs_f64() * 1e3;
         let data = self.save_snapshot(meta, data).await?;
         let old = {
+            let _no_encode = self.encoding.write().await;
             let mut applied = self.write_applied();
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership.clone();
@@ -290,5 +301,49 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .await
             .map_err(|e| io_error(subject(), ErrorVerb::Read, std::io::Error::other(e.to_string())))??;
         Ok(loaded.map(|(meta, data)| Snapshot { meta, snapshot: Box::new(Cursor::new(data)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn apply_awaits_a_snapshot_encode_without_blocking_the_runtime_thread() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (_log, sm) = crate::open_storage(dir.path(), 16 << 20).expect("open storage");
+        // A snapshot encode in progress, as `build_snapshot` runs one on the
+        // blocking pool: the gate held shared, the state's read lock held.
+        let gate = sm.encoding.clone().read_owned().await;
+        let state = sm.applied.clone();
+        let (held, holding) = std::sync::mpsc::channel();
+        let encoder = std::thread::spawn(move || {
+            let read = state.read().expect("state lock");
+            held.send(()).expect("test alive");
+            std::thread::sleep(Duration::from_millis(300));
+            drop(read);
+            drop(gate);
+        });
+        holding.recv().expect("encoder started");
+
+        let mut applier = sm.clone();
+        let entry = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Blank };
+        let apply = tokio::spawn(async move { applier.apply(vec![entry]).await });
+        // The apply task runs first. Had it blocked on the state's lock, this
+        // one-thread runtime would run nothing else until the encode ended.
+        let started = Instant::now();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(200), "runtime thread blocked for {waited:?} by a waiting apply");
+        assert!(!apply.is_finished(), "apply must wait for the encode to finish");
+
+        let replies = apply.await.expect("apply task").expect("apply");
+        assert_eq!(replies.len(), 1);
+        assert_eq!(sm.reader().read().last_applied.map(|l| l.index), Some(1));
+        encoder.join().expect("encoder thread");
     }
 }
