@@ -188,7 +188,7 @@ impl Cluster {
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
         let cluster = Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new() });
         tokio::spawn(crate::election::run(Arc::downgrade(&cluster)));
-        tokio::spawn(crate::snapshot_schedule::run(Arc::downgrade(&cluster), cluster.opts.snapshot_logs));
+        tokio::spawn(crate::snapshot_schedule::run(Arc::downgrade(&cluster)));
         Ok(cluster)
     }
 

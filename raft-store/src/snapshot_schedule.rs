@@ -36,10 +36,10 @@ pub fn due(applied: u64, last_snapshot: Option<u64>, every: u64, phase: u64) -> 
     points(applied) > points(taken)
 }
 
-/// Trigger this node's snapshots, every `every` entries at its own phase,
-/// until the cluster handle is dropped.
-pub async fn run(cluster: Weak<Cluster>, every: u64) {
-    let every = every.max(1);
+/// Trigger this node's snapshots, every `snapshot_logs` entries at its own
+/// phase, until the cluster handle is dropped.
+pub async fn run(cluster: Weak<Cluster>) {
+    let Some(every) = cluster.upgrade().map(|c| c.opts.snapshot_logs.max(1)) else { return };
     // The applied index of our last trigger: until openraft reports that
     // snapshot built, it counts as taken, so a check that lands between the
     // build's end and the metrics' update does not start a second build.

@@ -117,6 +117,15 @@ impl StateMachineStore {
         self.applied.write().expect("state lock poisoned: an apply panicked")
     }
 
+    /// The state's write lock for apply and install, taken once no snapshot
+    /// encode is reading it (see `encoding`); the gate is held alongside.
+    async fn write_applied_after_encode(
+        &self,
+    ) -> (tokio::sync::RwLockWriteGuard<'_, ()>, std::sync::RwLockWriteGuard<'_, Applied>) {
+        let gate = self.encoding.write().await;
+        (gate, self.write_applied())
+    }
+
     fn load_snapshot(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
         let err = |e: &dyn std::error::Error| {
             io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, std::io::Error::other(e.to_string()))
@@ -241,8 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let _no_encode = self.encoding.write().await;
-        let mut applied = self.write_applied();
+        let (_gate, mut applied) = self.write_applied_after_encode().await;
         let mut replies = Vec::new();
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
@@ -281,8 +289,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let decode_ms = started.elapsed().as_secs_f64() * 1e3;
         let data = self.save_snapshot(meta, data).await?;
         let old = {
-            let _no_encode = self.encoding.write().await;
-            let mut applied = self.write_applied();
+            let (_gate, mut applied) = self.write_applied_after_encode().await;
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership.clone();
             std::mem::replace(&mut applied.state, state)
