@@ -97,7 +97,7 @@ mod tests {
         Heartbeat {
             worker_id: id.into(),
             host: "h".into(),
-            ip: String::new(),
+            ip: Default::default(),
             pool: Some(pool.into()),
             version: "1".into(),
             status: "running".into(),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::{heartbeat_state, MetricMap, NestedMetrics, PROCESS_STATES};
+use raft_store::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, PROCESS_STATES};
 use raft_store::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
 use raft_store::{Command, Reply};
 use serde::Deserialize;
@@ -28,18 +28,26 @@ pub const MAX_PAGE: usize = 1_000;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
-    worker_id: String,
+    // Short text inline (`Key`), not on the heap: parsed at every heartbeat.
+    #[schema(value_type = String)]
+    worker_id: Key,
     #[serde(default)]
-    host: String,
+    #[schema(value_type = String)]
+    host: Key,
     #[serde(default)]
-    ip: String,
-    pool: Option<String>,
+    #[schema(value_type = String)]
+    ip: Key,
+    #[schema(value_type = Option<String>)]
+    pool: Option<Key>,
     #[serde(default)]
-    version: String,
+    #[schema(value_type = String)]
+    version: Key,
     #[serde(default)]
-    status: String,
+    #[schema(value_type = String)]
+    status: Key,
     #[serde(default)]
-    process_state: Option<String>,
+    #[schema(value_type = Option<String>)]
+    process_state: Option<Key>,
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, f64>)]
     metrics: MetricMap,

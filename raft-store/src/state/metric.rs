@@ -61,8 +61,31 @@ pub type Key = compact_str::CompactString;
 
 /// A small map as a sorted vector: a few entries cost a few dozen bytes, where
 /// a `BTreeMap` node costs hundreds. Serialized as a plain map.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub struct SmallMap<V>(Vec<(Key, V)>);
+
+impl<V: Clone> Clone for SmallMap<V> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+
+    /// Reuses this map's allocations (and its values' own) where the shapes
+    /// match: a worker's maps take each heartbeat's values without a malloc.
+    fn clone_from(&mut self, src: &Self) {
+        if self.0.capacity() < src.0.len() {
+            // Exact capacity, as `clone` gives: 100k workers keep these maps.
+            *self = src.clone();
+            return;
+        }
+        self.0.truncate(src.0.len());
+        let kept = self.0.len();
+        for ((k, v), (src_k, src_v)) in self.0.iter_mut().zip(&src.0) {
+            k.clone_from(src_k);
+            v.clone_from(src_v);
+        }
+        self.0.extend_from_slice(&src.0[kept..]);
+    }
+}
 
 impl<V> Default for SmallMap<V> {
     fn default() -> Self {
@@ -107,14 +130,30 @@ impl<V> SmallMap<V> {
     }
 }
 
+impl<V> SmallMap<V> {
+    /// Sort by key, keeping the last value of a repeated key, unless the
+    /// entries already come sorted and unique (as our own encoding sends
+    /// them), which costs one pass and no move.
+    fn from_entries(mut entries: Vec<(Key, V)>) -> Self {
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            // dedup_by keeps the first of a run; move the later value into it.
+            entries.dedup_by(|later, kept| {
+                let same = later.0 == kept.0;
+                if same {
+                    std::mem::swap(&mut later.1, &mut kept.1);
+                }
+                same
+            });
+        }
+        entries.shrink_to_fit();
+        Self(entries)
+    }
+}
+
 impl<K: Into<Key>, V> FromIterator<(K, V)> for SmallMap<V> {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        let mut m = Self::new();
-        for (k, v) in iter {
-            m.insert(k, v);
-        }
-        m.0.shrink_to_fit();
-        m
+        Self::from_entries(iter.into_iter().map(|(k, v)| (k.into(), v)).collect())
     }
 }
 
@@ -148,7 +187,7 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for SmallMap<V> {
                 while let Some((k, val)) = a.next_entry::<Key, V>()? {
                     v.push((k, val));
                 }
-                Ok(v.into_iter().collect())
+                Ok(SmallMap::from_entries(v))
             }
         }
         d.deserialize_map(Visit(std::marker::PhantomData))
@@ -177,5 +216,24 @@ mod small_map_tests {
         let n: NestedMetrics = [("gmail", m.clone())].into();
         let bytes = crate::codec::encode(&n).unwrap();
         assert_eq!(crate::codec::decode::<NestedMetrics>(&bytes).unwrap(), n);
+    }
+
+    #[test]
+    fn clone_from_copies_any_shape_and_reuses_the_allocation() {
+        let three: NestedMetrics =
+            [("a", [("x", Metric(1.0))].into()), ("b", MetricMap::new()), ("c", [("y", Metric(2.0))].into())].into();
+        let one: NestedMetrics = [("z", [("q", Metric(9.0)), ("r", Metric(8.0))].into())].into();
+        let mut m = three.clone();
+        assert_eq!(m.0.capacity(), 3, "clone keeps the exact capacity");
+        let buffer = m.0.as_ptr();
+        m.clone_from(&one);
+        assert_eq!(m, one);
+        assert_eq!(m.0.as_ptr(), buffer, "a shorter source reuses the buffer");
+        m.clone_from(&three);
+        assert_eq!(m, three);
+        assert_eq!(m.0.as_ptr(), buffer);
+        let mut empty = NestedMetrics::new();
+        empty.clone_from(&three);
+        assert_eq!((empty.0.capacity(), &empty), (3, &three), "a new map is sized exactly");
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandError, ErrorKind, Reply, Request, Response};
 use crate::types::NodeId;
 pub use incident::{DeliveryState, Firing, FleetSample, Incident, IncidentState, Notification, Reconcile};
-pub use metric::Metric;
+pub use metric::{Key, Metric};
 pub use pool::{Pool, PoolPatch, Profile};
 pub use provider::ProviderState;
 pub use worker::{DesiredState, Heartbeat, HeartbeatAnswer, Worker, WorkerAction};
@@ -252,21 +252,24 @@ impl ControlState {
 
     fn heartbeat(&mut self, beat: &Heartbeat, at: u64) -> Result<HeartbeatAnswer, CommandError> {
         validate_name("worker_id", &beat.worker_id)?;
-        let pool = match &beat.pool {
+        let pool: Key = match &beat.pool {
             Some(p) => {
                 validate_name("pool", p)?;
                 p.clone()
             }
-            None => self.default_pool().to_string(),
+            None => self.default_pool().into(),
         };
-        let pool_desired_count = self.pools.entry(pool.clone()).or_insert_with(|| Pool::new(&pool, at)).desired_count;
-        let worker = match self.workers.get_mut(&beat.worker_id) {
+        let pool_desired_count = match self.pools.get(pool.as_str()) {
+            Some(p) => p.desired_count,
+            None => self.pools.entry(pool.to_string()).or_insert_with(|| Pool::new(&pool, at)).desired_count,
+        };
+        let worker = match self.workers.get_mut(beat.worker_id.as_str()) {
             Some(w) => {
                 w.record(beat, at);
-                w.pool = pool.into();
+                w.pool = pool;
                 w
             }
-            None => self.workers.entry(beat.worker_id.clone()).or_insert(Worker::new(beat, pool, at)),
+            None => self.workers.entry(beat.worker_id.to_string()).or_insert(Worker::new(beat, pool, at)),
         };
         Ok(HeartbeatAnswer {
             desired_state: worker.desired_state,

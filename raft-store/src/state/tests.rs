@@ -10,7 +10,7 @@ fn beat(id: &str, pool: Option<&str>) -> Heartbeat {
         worker_id: id.into(),
         host: "vps-1".into(),
         ip: "127.0.0.1".into(),
-        pool: pool.map(str::to_string),
+        pool: pool.map(Into::into),
         version: "1.0".into(),
         status: "running".into(),
         process_state: "running".into(),

@@ -98,13 +98,20 @@ pub use super::metric::{Key, MetricMap, NestedMetrics, SmallMap};
 /// One heartbeat as validated by the API and carried in a Raft entry.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Heartbeat {
-    pub worker_id: String,
-    pub host: String,
-    pub ip: String,
-    pub pool: Option<String>,
-    pub version: String,
-    pub status: String,
-    pub process_state: String,
+    #[schema(value_type = String)]
+    pub worker_id: Key,
+    #[schema(value_type = String)]
+    pub host: Key,
+    #[schema(value_type = String)]
+    pub ip: Key,
+    #[schema(value_type = Option<String>)]
+    pub pool: Option<Key>,
+    #[schema(value_type = String)]
+    pub version: Key,
+    #[schema(value_type = String)]
+    pub status: Key,
+    #[schema(value_type = String)]
+    pub process_state: Key,
     #[schema(value_type = BTreeMap<String, f64>)]
     pub metrics: MetricMap,
     #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
@@ -175,7 +182,7 @@ impl Worker {
     /// A worker first seen in `beat`, wanted running.
     pub fn new(beat: &Heartbeat, pool: impl Into<Key>, at_ms: u64) -> Self {
         let mut w = Worker {
-            id: beat.worker_id.clone(),
+            id: beat.worker_id.to_string(),
             host: Key::default(),
             ip: Key::default(),
             pool: pool.into(),
@@ -205,11 +212,11 @@ impl Worker {
 
     /// Keep the last heartbeat's fields and metrics as sent.
     pub fn record(&mut self, beat: &Heartbeat, at_ms: u64) {
-        self.host = beat.host.as_str().into();
-        self.ip = beat.ip.as_str().into();
-        self.version = beat.version.as_str().into();
-        self.status = beat.status.as_str().into();
-        self.process_state = beat.process_state.as_str().into();
+        self.host.clone_from(&beat.host);
+        self.ip.clone_from(&beat.ip);
+        self.version.clone_from(&beat.version);
+        self.status.clone_from(&beat.status);
+        self.process_state.clone_from(&beat.process_state);
         self.metrics.clone_from(&beat.metrics);
         self.stage_metrics.clone_from(&beat.stage_metrics);
         self.smtp_metrics.clone_from(&beat.smtp_metrics);
