@@ -37,9 +37,19 @@ pub struct Settings {
     pub env: Arc<std::collections::BTreeMap<String, String>>,
 }
 
-/// Shared handles every handler needs; cheap to clone.
+/// Shared handles every handler needs. One `Arc`, so the clones axum makes
+/// for each request and each middleware layer cost one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+pub struct Handles {
     pub cluster: Arc<Cluster>,
     pub token: Arc<str>,
     pub secret: Arc<str>,
@@ -52,7 +62,14 @@ impl AppState {
     pub fn new(cluster: Arc<Cluster>, token: &str, secret: &str, settings: Settings, batch: BatchOptions) -> Self {
         let metrics = Arc::new(Metrics::new(cluster.id));
         let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
-        Self { cluster, token: token.into(), secret: secret.into(), settings: Arc::new(settings), metrics, batcher }
+        Self(Arc::new(Handles {
+            cluster,
+            token: token.into(),
+            secret: secret.into(),
+            settings: Arc::new(settings),
+            metrics,
+            batcher,
+        }))
     }
 }
 

@@ -65,7 +65,7 @@ pub struct AuditEntry {
 pub fn validate_name(what: &str, name: &str) -> Result<(), CommandError> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '@'));
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':' | b'@'));
     if ok {
         Ok(())
     } else {
