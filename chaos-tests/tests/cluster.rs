@@ -26,6 +26,24 @@ fn forms_one_leader_and_a_follower_write_is_readable_everywhere() {
     }
 }
 
+/// Nodes talk to each other directly even where the host sets a proxy for
+/// outbound HTTP: a proxy that refuses everything (a closed loopback port)
+/// must not stop elections, replication or a follower's forwarding.
+#[test]
+fn raft_traffic_ignores_the_hosts_http_proxy() {
+    let refusing = "http://127.0.0.1:9";
+    let opts = Options::default().env("HTTP_PROXY", refusing).env("http_proxy", refusing).env("ALL_PROXY", refusing);
+    let c = TestCluster::start(3, opts);
+    let leader = c.wait_for_leader(SECS(10));
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    c.must_scale(follower, "behind-proxy", 4);
+    for id in 1..=3 {
+        c.eventually(SECS(10), "the write reaches every node", || {
+            (c.pool_count(id, "behind-proxy") == Some(4)).then_some(())
+        });
+    }
+}
+
 /// The leader syncs its own log append while it replicates (the patched
 /// openraft, `vendor/openraft/ENGINE-ROOM-PATCH.md`) but counts itself toward
 /// the commit quorum only once that sync is reported. With the leader's sync

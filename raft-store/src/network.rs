@@ -55,6 +55,11 @@ impl RpcClient {
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
+            // Peers are addressed directly: an HTTP_PROXY meant for the
+            // host's outbound traffic must not carry Raft, and a peer never
+            // redirects (each would also cost a lookup per request).
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("reqwest client with static options always builds");
         Self { http, secret }
