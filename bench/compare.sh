@@ -3,6 +3,9 @@
 # Engine Room and a no-op HTTP ceiling, one after the other on this machine,
 # loaded by the same er-bench with the same duration, connections and payload.
 # Prints one table and writes it into BENCHMARKS.md (section "Heartbeat ingest").
+# ROUNDS rounds run the three targets in turn (etcd, Engine Room, no-op, then
+# again), each from empty data dirs; the table shows each target's median
+# round, so a swing in the machine's load hits all three alike.
 #
 #   bench/compare.sh                      # defaults below
 #   DURATION=30 CONNS=128 bench/compare.sh
@@ -15,8 +18,9 @@ CONNS=${CONNS:-64}
 WORKERS=${WORKERS:-10000}
 THREADS=${THREADS:-1}
 RATE=${RATE:-}
+ROUNDS=${ROUNDS:-3}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
-COMMAND="DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS WORKERS=$WORKERS THREADS=$THREADS${RATE:+ RATE=$RATE} bench/compare.sh"
+COMMAND="DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS WORKERS=$WORKERS THREADS=$THREADS ROUNDS=$ROUNDS${RATE:+ RATE=$RATE} bench/compare.sh"
 
 need_binaries
 ensure_etcd
@@ -32,36 +36,47 @@ load() { # load TARGET JSON_OUT URL...
         --json "$out" --quiet
 }
 
-log "etcd: 3 members on 127.0.0.1:23791-23793"
-etcd_start_cluster 23790
-load etcd "$WORK/etcd.json" http://127.0.0.1:23791 http://127.0.0.1:23792 http://127.0.0.1:23793
-etcd_stop_cluster
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    log "etcd: 3 members on 127.0.0.1:23791-23793"
+    etcd_start_cluster 23790
+    load etcd "$WORK/etcd-$round.json" http://127.0.0.1:23791 http://127.0.0.1:23792 http://127.0.0.1:23793
+    etcd_stop_cluster
 
-log "engine-room: 3 nodes on 127.0.0.1:27001-27003"
-er_start_cluster 27000
-load engine-room "$WORK/engine-room.json" http://127.0.0.1:27001 http://127.0.0.1:27002 http://127.0.0.1:27003
-ER_RSS="$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)"
-er_stop_cluster
+    log "engine-room: 3 nodes on 127.0.0.1:27001-27003"
+    er_start_cluster 27000
+    load engine-room "$WORK/engine-room-$round.json" http://127.0.0.1:27001 http://127.0.0.1:27002 http://127.0.0.1:27003
+    ER_RSS="$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)"
+    er_stop_cluster
 
-log "noop ceiling on 127.0.0.1:28080"
-"$BENCH_BIN" noop-server --listen 127.0.0.1:28080 >"$WORK/noop.log" 2>&1 &
-NOOP_PID=$!
-PIDS+=("$NOOP_PID")
-wait_http http://127.0.0.1:28080/ 10 || true
-load noop "$WORK/noop.json" http://127.0.0.1:28080
-stop_pid "$NOOP_PID"
+    log "noop ceiling on 127.0.0.1:28080"
+    "$BENCH_BIN" noop-server --listen 127.0.0.1:28080 >"$WORK/noop.log" 2>&1 &
+    NOOP_PID=$!
+    PIDS+=("$NOOP_PID")
+    wait_http http://127.0.0.1:28080/ 10 || true
+    load noop "$WORK/noop-$round.json" http://127.0.0.1:28080
+    stop_pid "$NOOP_PID"
+    rm -rf "$WORK"/etcd-[0-9] "$WORK"/er-[0-9]
+done
 
-SECTION=$(python3 - "$WORK" "$COMMAND" "$ER_RSS" <<'PY'
+SECTION=$(python3 - "$WORK" "$COMMAND" "$ER_RSS" "$ROUNDS" <<'PY'
 import json, sys
-work, command, rss = sys.argv[1], sys.argv[2], sys.argv[3].split()
-runs = {t: json.load(open(f"{work}/{t}.json")) for t in ("etcd", "engine-room", "noop")}
+work, command, rss, rounds = sys.argv[1], sys.argv[2], sys.argv[3].split(), int(sys.argv[4])
+targets = ("etcd", "engine-room", "noop")
+every = {t: [json.load(open(f"{work}/{t}-{r}.json")) for r in range(1, rounds + 1)] for t in targets}
+# Each target's median round by throughput (the lower middle for an even count).
+runs = {t: sorted(rs, key=lambda r: r["throughput_rps"])[(len(rs) - 1) // 2] for t, rs in every.items()}
 etcd, ceil = runs["etcd"]["throughput_rps"], runs["noop"]["throughput_rps"]
 rows = ["| target | heartbeats/s | p50 ms | p99 ms | p99.9 ms | errors | × etcd | share of no-op ceiling |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for t in ("etcd", "engine-room", "noop"):
     r = runs[t]; l = r["latency_ms"]
-    errs = r["errors_total"]
-    kinds = ", ".join(f"{k} {n}" for k, n in r["errors"].items())
+    errs = sum(x["errors_total"] for x in every[t])
+    kinds = {}
+    for x in every[t]:
+        for k, n in x["errors"].items():
+            kinds[k] = kinds.get(k, 0) + n
+    kinds = ", ".join(f"{k} {n}" for k, n in kinds.items())
     rows.append(f"| {t} | {r['throughput_rps']:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | "
                 f"{errs}{' (' + kinds + ')' if kinds else ''} | {r['throughput_rps'] / etcd:.2f} | "
                 f"{100 * r['throughput_rps'] / ceil:.0f}% |")
@@ -75,6 +90,14 @@ print(f"Mode {e['mode']}, {e['connections']} connections, {e['workers']} workers
       f"{e['measured_s']:.1f} s measured after {e['warmup_s']:.0f} s warm-up; "
       f"request body {e['body_bytes']:.0f} B (etcd: {runs['etcd']['body_bytes']:.0f} B, the same JSON base64-encoded in the gateway envelope). "
       f"Engine Room RSS after the run: {' / '.join(rss)} MB.")
+if rounds > 1:
+    print()
+    print(f"Rows are each target's median of {rounds} rounds (errors: all rounds); "
+          "each round ran etcd, Engine Room and no-op in turn. Per round, heartbeats/s "
+          "etcd / engine-room / no-op (× etcd, share of ceiling):")
+    for i in range(rounds):
+        e_, r_, n_ = (every[t][i]["throughput_rps"] for t in targets)
+        print(f"- round {i + 1}: {e_:.0f} / {r_:.0f} / {n_:.0f} ({r_ / e_:.2f}×, {100 * r_ / n_:.0f}%)")
 PY
 )
 echo
