@@ -130,13 +130,14 @@ impl Metrics {
 
 /// Count and time every request by its route template (not the raw path).
 pub async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    // Both are reference-counted or inline: no copy per request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = req.method().clone();
     let started = Instant::now();
     let res = next.run(req).await;
     let m = &state.metrics;
-    m.http_seconds.with_label_values(&[route.as_str(), method.as_str()]).observe(started.elapsed().as_secs_f64());
-    m.http_requests.with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()]).inc();
+    m.http_seconds.with_label_values(&[route, method.as_str()]).observe(started.elapsed().as_secs_f64());
+    m.http_requests.with_label_values(&[route, method.as_str(), res.status().as_str()]).inc();
     res
 }
