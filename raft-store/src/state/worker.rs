@@ -307,6 +307,50 @@ mod tests {
         }
     }
 
+    /// The heartbeat as earlier versions encoded it (text fields as
+    /// `String`), as Raft logs on disk and older peers still hold it.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct HeartbeatWithStrings {
+        worker_id: String,
+        host: String,
+        ip: String,
+        pool: Option<String>,
+        version: String,
+        status: String,
+        process_state: String,
+        metrics: MetricMap,
+        stage_metrics: NestedMetrics,
+        smtp_metrics: MetricMap,
+        provider_metrics: NestedMetrics,
+        meta: SmallMap<String>,
+    }
+
+    #[test]
+    fn inline_text_fields_encode_exactly_as_strings_did() {
+        let mut new = beat("a-worker-id-longer-than-twenty-four-bytes");
+        new.pool = Some("default".into());
+        new.stage_metrics = [("dns", MetricMap::from([("ok", Metric(3.0))]))].into();
+        new.meta = [("region", "\"eu\"".to_string())].into();
+        let old = HeartbeatWithStrings {
+            worker_id: new.worker_id.to_string(),
+            host: new.host.to_string(),
+            ip: new.ip.to_string(),
+            pool: new.pool.as_ref().map(|p| p.to_string()),
+            version: new.version.to_string(),
+            status: new.status.to_string(),
+            process_state: new.process_state.to_string(),
+            metrics: new.metrics.clone(),
+            stage_metrics: new.stage_metrics.clone(),
+            smtp_metrics: new.smtp_metrics.clone(),
+            provider_metrics: new.provider_metrics.clone(),
+            meta: new.meta.clone(),
+        };
+        let bytes = crate::codec::encode(&old).unwrap();
+        assert_eq!(crate::codec::encode(&new).unwrap(), bytes, "same bytes on disk and on the wire");
+        assert_eq!(crate::codec::decode::<Heartbeat>(&bytes).unwrap(), new);
+        assert_eq!(crate::codec::decode::<HeartbeatWithStrings>(&bytes).unwrap(), old);
+    }
+
     #[test]
     fn transitions_follow_the_control_model() {
         let mut w = Worker::new(&beat("w"), "default", 1);
