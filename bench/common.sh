@@ -16,8 +16,12 @@ NODE_THREADS=${NODE_THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# Stop a process this script started, and forget it, so that cleanup never
+# signals an id the system has since given to someone else.
 stop_pid() {
-    local pid=$1
+    local pid=$1 p keep=()
+    for p in "${PIDS[@]}"; do [[ $p == "$pid" ]] || keep+=("$p"); done
+    PIDS=("${keep[@]}")
     kill "$pid" 2>/dev/null || return 0
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true

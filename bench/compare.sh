@@ -19,6 +19,7 @@ WORKERS=${WORKERS:-10000}
 THREADS=${THREADS:-1}
 RATE=${RATE:-}
 ROUNDS=${ROUNDS:-3}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "ROUNDS must be a whole number of at least 1, got '$ROUNDS'" >&2; exit 2; }
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 COMMAND="DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS WORKERS=$WORKERS THREADS=$THREADS ROUNDS=$ROUNDS${RATE:+ RATE=$RATE} bench/compare.sh"
 
@@ -46,7 +47,7 @@ for round in $(seq "$ROUNDS"); do
     log "engine-room: 3 nodes on 127.0.0.1:27001-27003"
     er_start_cluster 27000
     load engine-room "$WORK/engine-room-$round.json" http://127.0.0.1:27001 http://127.0.0.1:27002 http://127.0.0.1:27003
-    ER_RSS="$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)"
+    for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done >"$WORK/engine-room-rss-$round"
     er_stop_cluster
 
     log "noop ceiling on 127.0.0.1:28080"
@@ -56,16 +57,21 @@ for round in $(seq "$ROUNDS"); do
     wait_http http://127.0.0.1:28080/ 10 || true
     load noop "$WORK/noop-$round.json" http://127.0.0.1:28080
     stop_pid "$NOOP_PID"
-    rm -rf "$WORK"/etcd-[0-9] "$WORK"/er-[0-9]
+    # The next round starts from empty data; KEEP_WORK=1 keeps each round's.
+    for d in "$WORK"/etcd-[0-9] "$WORK"/er-[0-9]; do
+        if [[ ${KEEP_WORK:-0} == 1 ]]; then mv "$d" "$d.round-$round"; else rm -rf "$d"; fi
+    done
 done
 
-SECTION=$(python3 - "$WORK" "$COMMAND" "$ER_RSS" "$ROUNDS" <<'PY'
+SECTION=$(python3 - "$WORK" "$COMMAND" "$ROUNDS" <<'PY'
 import json, sys
-work, command, rss, rounds = sys.argv[1], sys.argv[2], sys.argv[3].split(), int(sys.argv[4])
+work, command, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 targets = ("etcd", "engine-room", "noop")
 every = {t: [json.load(open(f"{work}/{t}-{r}.json")) for r in range(1, rounds + 1)] for t in targets}
 # Each target's median round by throughput (the lower middle for an even count).
-runs = {t: sorted(rs, key=lambda r: r["throughput_rps"])[(len(rs) - 1) // 2] for t, rs in every.items()}
+median = {t: sorted(range(rounds), key=lambda i: rs[i]["throughput_rps"])[(rounds - 1) // 2] for t, rs in every.items()}
+runs = {t: every[t][median[t]] for t in targets}
+rss = open(f"{work}/engine-room-rss-{median['engine-room'] + 1}").read().split()
 etcd, ceil = runs["etcd"]["throughput_rps"], runs["noop"]["throughput_rps"]
 rows = ["| target | heartbeats/s | p50 ms | p99 ms | p99.9 ms | errors | × etcd | share of no-op ceiling |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -89,7 +95,7 @@ print(f"Engine Room vs etcd: {e['throughput_rps'] / etcd:.2f}× throughput (targ
 print(f"Mode {e['mode']}, {e['connections']} connections, {e['workers']} workers, "
       f"{e['measured_s']:.1f} s measured after {e['warmup_s']:.0f} s warm-up; "
       f"request body {e['body_bytes']:.0f} B (etcd: {runs['etcd']['body_bytes']:.0f} B, the same JSON base64-encoded in the gateway envelope). "
-      f"Engine Room RSS after the run: {' / '.join(rss)} MB.")
+      f"Engine Room RSS after {'its median round' if rounds > 1 else 'the run'}: {' / '.join(rss)} MB.")
 if rounds > 1:
     print()
     print(f"Rows are each target's median of {rounds} rounds (errors: all rounds); "

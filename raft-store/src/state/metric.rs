@@ -69,11 +69,12 @@ impl<V: Clone> Clone for SmallMap<V> {
         Self(self.0.clone())
     }
 
-    /// Reuses this map's allocations (and its values' own) where the shapes
-    /// match: a worker's maps take each heartbeat's values without a malloc.
+    /// Reuses this map's buffer (and its values' own) when the source has
+    /// exactly as many entries, as a worker's every heartbeat usually does:
+    /// no malloc then. Otherwise an exact-size copy, as `clone` gives, so a
+    /// map never keeps room for a larger heartbeat (100k workers keep these).
     fn clone_from(&mut self, src: &Self) {
-        if self.0.capacity() < src.0.len() {
-            // Exact capacity, as `clone` gives: 100k workers keep these maps.
+        if self.0.capacity() != src.0.len() {
             *self = src.clone();
             return;
         }
@@ -226,12 +227,15 @@ mod small_map_tests {
         let mut m = three.clone();
         assert_eq!(m.0.capacity(), 3, "clone keeps the exact capacity");
         let buffer = m.0.as_ptr();
+        let mut next = three.clone();
+        next.0[1].1.insert("w", Metric(4.0));
+        m.clone_from(&next);
+        assert_eq!(m, next);
+        assert_eq!(m.0.as_ptr(), buffer, "the same number of entries reuses the buffer");
         m.clone_from(&one);
-        assert_eq!(m, one);
-        assert_eq!(m.0.as_ptr(), buffer, "a shorter source reuses the buffer");
+        assert_eq!((m.0.capacity(), &m), (1, &one), "a shorter source leaves no spare room");
         m.clone_from(&three);
-        assert_eq!(m, three);
-        assert_eq!(m.0.as_ptr(), buffer);
+        assert_eq!((m.0.capacity(), &m), (3, &three));
         let mut empty = NestedMetrics::new();
         empty.clone_from(&three);
         assert_eq!((empty.0.capacity(), &empty), (3, &three), "a new map is sized exactly");
