@@ -65,6 +65,7 @@ done
 
 SECTION=$(python3 - "$WORK" "$COMMAND" "$ROUNDS" <<'PY'
 import json, sys
+from collections import Counter
 work, command, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 targets = ("etcd", "engine-room", "noop")
 every = {t: [json.load(open(f"{work}/{t}-{r}.json")) for r in range(1, rounds + 1)] for t in targets}
@@ -75,14 +76,10 @@ rss = open(f"{work}/engine-room-rss-{median['engine-room'] + 1}").read().split()
 etcd, ceil = runs["etcd"]["throughput_rps"], runs["noop"]["throughput_rps"]
 rows = ["| target | heartbeats/s | p50 ms | p99 ms | p99.9 ms | errors | × etcd | share of no-op ceiling |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-for t in ("etcd", "engine-room", "noop"):
+for t in targets:
     r = runs[t]; l = r["latency_ms"]
     errs = sum(x["errors_total"] for x in every[t])
-    kinds = {}
-    for x in every[t]:
-        for k, n in x["errors"].items():
-            kinds[k] = kinds.get(k, 0) + n
-    kinds = ", ".join(f"{k} {n}" for k, n in kinds.items())
+    kinds = ", ".join(f"{k} {n}" for k, n in sum((Counter(x["errors"]) for x in every[t]), Counter()).items())
     rows.append(f"| {t} | {r['throughput_rps']:.0f} | {l['p50']:.2f} | {l['p99']:.2f} | {l['p999']:.2f} | "
                 f"{errs}{' (' + kinds + ')' if kinds else ''} | {r['throughput_rps'] / etcd:.2f} | "
                 f"{100 * r['throughput_rps'] / ceil:.0f}% |")
