@@ -142,6 +142,8 @@ impl ControlState {
     }
 
     /// Apply one round of alert evaluation. Returns (opened, resolved) ids.
+    /// Finished incidents are pruned by the caller, after auditing the round
+    /// ([`ControlState::apply`] does).
     pub fn reconcile(&mut self, r: &Reconcile, at: u64) -> (Vec<u64>, Vec<u64>) {
         let (mut opened, mut resolved) = (Vec::new(), Vec::new());
         for f in &r.firing {
@@ -206,11 +208,13 @@ impl ControlState {
                 self.fleet_samples.pop_front();
             }
         }
-        self.prune_finished();
         (opened, resolved)
     }
 
-    fn prune_finished(&mut self) {
+    /// Drops the oldest finished incidents and notifications beyond what is
+    /// kept. Run after a round's incidents are audited: a round that resolves
+    /// more than are kept prunes some of its own.
+    pub(super) fn prune_finished(&mut self) {
         let resolved: Vec<u64> =
             self.incidents.values().filter(|i| i.state == IncidentState::Resolved).map(|i| i.id).collect();
         for id in resolved.iter().take(resolved.len().saturating_sub(KEEP_FINISHED)) {

@@ -169,6 +169,7 @@ impl ControlState {
                         (format!("{}:{}", i.kind, i.subject), Some(format!("{what}: {}", i.detail)));
                     self.audit(req, &subject, reason);
                 }
+                self.prune_finished();
                 Ok(Reply::Reconciled { opened, resolved })
             }
             Command::AckIncident { id, note } => {

@@ -156,6 +156,32 @@ fn incidents_dedupe_notify_once_and_resolve() {
     assert_eq!(s.fleet_samples.len(), 5);
 }
 
+/// A fleet-wide outage resolves more incidents at once than are kept: the
+/// round's own resolved incidents may be pruned in the same apply, and its
+/// audit entries must not need them (this panicked every node's apply).
+#[test]
+fn resolving_more_incidents_than_are_kept_audits_them_all() {
+    let mut s = ControlState::default();
+    let reconcile = |firing: Vec<Firing>| {
+        Command::ReconcileIncidents(Reconcile {
+            firing,
+            kinds_evaluated: vec!["heartbeat_missing".into()],
+            channels: vec![],
+            cooldown_ms: 10_000,
+            sample: None,
+        })
+    };
+    let all: Vec<Firing> = (0..700).map(|i| firing("heartbeat_missing", &format!("w-{i}"))).collect();
+    s.apply(&req(reconcile(all))).unwrap();
+    let audited = s.audit.len();
+    let reply = s.apply(&req(reconcile(vec![firing("heartbeat_missing", "w-0")]))).unwrap();
+    let Reply::Reconciled { resolved, .. } = reply else { panic!("unexpected reply {reply:?}") };
+    assert_eq!(resolved.len(), 699);
+    assert_eq!(s.audit.len() - audited, 699, "one audit entry per resolved incident");
+    let finished = s.incidents.values().filter(|i| i.state == IncidentState::Resolved).count();
+    assert_eq!(finished, 500, "only the newest finished incidents are kept");
+}
+
 #[test]
 fn acknowledged_incidents_stop_reminding() {
     let mut s = ControlState::default();
