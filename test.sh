@@ -28,6 +28,12 @@ echo "== tests"
 status=0
 cargo nextest run --workspace --no-fail-fast || status=$?
 
+# The patched WAL crate under the Raft log (vendor/chunked-wal/ENGINE-ROOM-PATCH.md):
+# its own tests, including crash images with preallocated chunks.
+echo "== vendor/chunked-wal tests"
+CARGO_TARGET_DIR=target/vendor-chunked-wal cargo test --locked -q \
+  --manifest-path vendor/chunked-wal/Cargo.toml || status=$?
+
 # Operator UI in a real browser (Debian's Chromium via playwright-core)
 # against a 3-node dev cluster started by the script itself.
 echo "== browser tests (ui/browser-tests/run.sh)"

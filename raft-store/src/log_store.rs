@@ -3,6 +3,10 @@
 //! to chunk files, and one flush thread that writes and `fdatasync`s them. An
 //! append or a vote is reported durable only after that sync.
 //!
+//! Chunk files are zero-filled ahead of need and written over rather than
+//! appended to (our patch to `chunked-wal`, `vendor/chunked-wal`), so a sync
+//! writes the data without the file's size.
+//!
 //! Why not sled, where the log used to be: every sled flush goes through its
 //! IO thread pool, which wakes all of its idle threads for each task. On a
 //! small machine those wake-ups cost more than the flush (BENCHMARKS.md). The
@@ -120,6 +124,9 @@ fn wal_config(dir: &Path) -> raft_log::Config {
     // Sync as soon as there is something to sync: openraft already groups a
     // round's entries into one append, and waiting only adds latency.
     wal.flush_batch_wait = Some(Duration::ZERO);
+    // Write records over a zero-filled chunk file instead of appending, so a
+    // sync writes data only, not the file's size (patched chunked-wal).
+    wal.preallocate_chunks = Some(true);
     raft_log::Config { wal, log_cache_max_items: Some(CACHE_MAX_ENTRIES), log_cache_capacity: Some(CACHE_MAX_BYTES) }
 }
 
