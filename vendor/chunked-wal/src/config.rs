@@ -174,6 +174,15 @@ impl Config {
         Self::reject_zero("flush_batch_max_items", self.flush_batch_max_items)?;
         Self::reject_zero("flush_queue_max_bytes", self.flush_queue_max_bytes)?;
 
+        // Engine Room patch: a preallocated chunk ends in zeros after every
+        // crash, which only truncation recovers from.
+        if self.preallocate_chunks() && !self.truncate_incomplete_record() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Config::preallocate_chunks needs truncate_incomplete_record",
+            ));
+        }
+
         let read_buffer_size = self.read_buffer_size();
         if read_buffer_size > MAX_READ_BUFFER_SIZE {
             return Err(io::Error::new(

@@ -207,6 +207,75 @@ fn test_torn_last_record_is_dropped() -> Result<(), io::Error> {
 }
 
 #[test]
+fn test_torn_record_with_a_hole_and_later_sectors_is_dropped()
+-> Result<(), io::Error> {
+    let td = tempfile::tempdir()?;
+    let written = values(10);
+    let (last, end) = zero_tailed_image(td.path(), &written)?;
+
+    // Unsynced writes land in any order: a whole record and one after it
+    // were written, but one sector inside the first never reached the disk.
+    let record = encoded_checkpoint(3000);
+    let mut after = Vec::new();
+    WALRecord::<TestWal>::Checkpoint("after".to_string()).encode(&mut after)?;
+    let f = OpenOptions::new().write(true).open(&last)?;
+    f.write_all_at(&record, end)?;
+    f.write_all_at(&after, end + record.len() as u64)?;
+    let hole = (end + 1024).div_ceil(512) * 512;
+    assert!(
+        hole + 512 <= end + record.len() as u64,
+        "the hole is inside the record"
+    );
+    f.write_all_at(&[0u8; 512], hole)?;
+
+    assert_eq!(written, replay(td.path())?);
+    assert_eq!(
+        end,
+        std::fs::metadata(&last)?.len(),
+        "cut back to its last whole record"
+    );
+    Ok(())
+}
+
+#[test]
+fn test_last_chunk_with_torn_first_record_is_removed() -> Result<(), io::Error>
+{
+    let td = tempfile::tempdir()?;
+    let written = values(120);
+    write_and_close(td.path(), &written)?;
+    let last = chunk_paths(td.path())?.pop().unwrap();
+
+    // A chunk just rotated to: its first sector (most of its checkpoint
+    // record) never landed, the rest of it did.
+    let f = OpenOptions::new().write(true).open(&last)?;
+    assert!(f.metadata()?.len() > 1024, "the first record spans sectors");
+    f.write_all_at(&[0u8; 512], 0)?;
+    f.set_len(CHUNK_SIZE as u64)?;
+
+    let replayed = replay(td.path())?;
+    assert!(!replayed.is_empty() && replayed.len() < written.len());
+    assert_eq!(
+        written[..replayed.len()],
+        replayed[..],
+        "the earlier chunks replay"
+    );
+    // The removed chunk's offset starts a new chunk, and writing goes on.
+    write_and_close(td.path(), &["next".to_string()])?;
+    assert_eq!(Some(&"next".to_string()), replay(td.path())?.last());
+    Ok(())
+}
+
+#[test]
+fn test_preallocation_without_truncation_is_refused() {
+    let td = tempfile::tempdir().unwrap();
+    let mut config = config(td.path());
+    config.truncate_incomplete_record = Some(false);
+    let err =
+        open_wal(&config).expect_err("a crash could never be recovered from");
+    assert_eq!(io::ErrorKind::InvalidInput, err.kind());
+}
+
+#[test]
 fn test_damaged_last_record_still_fails_the_open() -> Result<(), io::Error> {
     let td = tempfile::tempdir()?;
     let (last, end) = zero_tailed_image(td.path(), &values(10))?;

@@ -295,16 +295,26 @@ where Rec: Decode + 'static
         Err(io_err)
     }
 
-    /// Engine Room patch: whether the file from `start` (a record's offset in
-    /// the chunk) to its end is nothing but the zeros a preallocated chunk
-    /// starts with, or one record cut short by a crash followed by them.
+    /// Engine Room patch: whether the file from `start` (the offset in the
+    /// chunk of a record that failed to decode) is nothing but zeros, as a
+    /// preallocated chunk starts, or a record that was never wholly written.
     ///
-    /// A write reaches the disk in whole sectors, so a torn record is: the
-    /// sectors that made it, then zeroed sectors to the end of the file. It is
-    /// recognised as such when the record cannot be decoded from the bytes
-    /// before the zeroed sectors alone (it runs out of bytes). A record whose
-    /// bytes are all there but wrong is damage, not a tear, and is left to
-    /// the caller's error.
+    /// Writes that no sync completed may reach the disk in any order, a
+    /// sector (512 bytes, written whole or not at all) at a time. A record is
+    /// taken as torn, as etcd's WAL takes it, when it covers a sector that is
+    /// still all zeros:
+    /// - its first bytes, at least 16 of them, up to the next sector
+    ///   boundary are zeros (the sector holding its start was not written);
+    ///   or
+    /// - it cannot be decoded from the bytes before the first all-zero
+    ///   sector from `start` on: it runs out of bytes, so it reaches into
+    ///   that sector.
+    ///
+    /// A torn record was never synced, so neither was anything after it
+    /// (a sync covers every earlier write): cutting the chunk there drops
+    /// nothing that was acknowledged, even if later sectors did land. A
+    /// record whose bytes are all there but wrong is damage, not a tear, and
+    /// is left to the caller's error.
     pub(crate) fn unwritten_tail(
         file: &File,
         start: u64,
@@ -317,18 +327,32 @@ where Rec: Decode + 'static
         }
         let mut rest = vec![0u8; (file_size - start) as usize];
         file.read_exact_at(&mut rest, start)?;
+        let zero = |bytes: &[u8]| bytes.iter().all(|b| *b == 0);
 
-        let Some(last) = rest.iter().rposition(|b| *b != 0) else {
+        if zero(&rest) {
             return Ok(Some(Tail::Zeros));
-        };
-        // The first sector boundary after the last byte that is not zero.
-        let zeros_from = (start + last as u64 + 1).div_ceil(SECTOR) * SECTOR;
-        if zeros_from >= file_size {
+        }
+
+        // A valid record may itself start with a run of zeros (a type id,
+        // then a length, both big-endian: 11 zero bytes for a vote), so a
+        // short head proves nothing; the second rule covers it.
+        let head = (start.next_multiple_of(SECTOR) - start) as usize;
+        if head >= 16 && zero(&rest[..head.min(rest.len())]) {
+            return Ok(Some(Tail::TornRecord));
+        }
+
+        // The first whole sector of zeros at or after `start`.
+        let mut sector = head;
+        while sector + SECTOR as usize <= rest.len()
+            && !zero(&rest[sector..sector + SECTOR as usize])
+        {
+            sector += SECTOR as usize;
+        }
+        if sector + SECTOR as usize > rest.len() {
             return Ok(None);
         }
 
-        let written = &rest[..(zeros_from - start) as usize];
-        match Rec::decode(written) {
+        match Rec::decode(&rest[..sector]) {
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 Ok(Some(Tail::TornRecord))
             }

@@ -83,7 +83,7 @@ where Rec: Encode
         // Engine Room patch: a preallocated chunk is prepared here, before the
         // WAL's background preparer starts.
         let mut open = if config.preallocate_chunks() {
-            let f = preallocator::prepare(&config)?;
+            let f = preallocator::prepare(&config, &|| false)?;
             Self::from_file(chunk_id, preallocator::install(&config, f, chunk_id)?)?
         } else {
             Self::create_empty(config, chunk_id)?

@@ -367,10 +367,12 @@ where W: WalTypes
         // before its data blocks, so the file arrives at full length holding
         // only zeros. Decoding zeros fails with something other than
         // `UnexpectedEof`, yet the chunk is as unwritten as a short one.
-        let all_zero =
-            Chunk::<WALRecord<W>>::verify_trailing_zeros(file, 0, chunk_id)?;
-
-        if all_zero {
+        //
+        // Engine Room patch: a preallocated successor is always at full
+        // length, and its first record may be torn (a sector of it still
+        // zeros) while later sectors landed. Nothing in the chunk was synced
+        // then (a sync covers every earlier write), so it is unwritten too.
+        if Chunk::<WALRecord<W>>::unwritten_tail(&file, 0)?.is_some() {
             return Ok(false);
         }
 

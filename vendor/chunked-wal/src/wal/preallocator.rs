@@ -26,8 +26,12 @@ use crate::Config;
 const PIECE: usize = 256 * 1024;
 
 /// Zero-fills a new file at `Config::prealloc_path` to the chunk size and
-/// syncs it; the returned handle is positioned at the start.
-pub(crate) fn prepare(config: &Config) -> Result<File, io::Error> {
+/// syncs it; the returned handle is positioned at the start. Gives up with
+/// `Interrupted` between pieces once `stop()` says so.
+pub(crate) fn prepare(
+    config: &Config,
+    stop: &dyn Fn() -> bool,
+) -> Result<File, io::Error> {
     let path = config.prealloc_path();
     remove_if_present(&path)?;
     let mut f = OpenOptions::new()
@@ -40,6 +44,12 @@ pub(crate) fn prepare(config: &Config) -> Result<File, io::Error> {
     let zeros = vec![0u8; PIECE];
     let mut left = config.chunk_max_size();
     while left > 0 {
+        if stop() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "WAL closing",
+            ));
+        }
         let n = left.min(zeros.len());
         f.write_all(&zeros[..n])?;
         f.sync_data()?;
@@ -133,7 +143,7 @@ impl Preallocator {
         installed
     }
 
-    /// Stops the thread, waiting for a preparation in progress.
+    /// Stops the thread; a preparation in progress stops at its next piece.
     pub(crate) fn stop(&mut self) {
         self.shared.state.lock().unwrap().stop = true;
         self.shared.changed.notify_all();
@@ -161,8 +171,10 @@ fn run(shared: &Shared, config: &Config) {
             }
             state.wanted = false;
         }
-        match prepare(config) {
+        let stopping = || shared.state.lock().unwrap().stop;
+        match prepare(config, &stopping) {
             Ok(f) => shared.state.lock().unwrap().ready = Some(f),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
             // The next chunk is then created empty and appended to.
             Err(e) => log::warn!("preparing the next WAL chunk failed: {}", e),
         }
