@@ -1,11 +1,11 @@
 //! Pure rule evaluation: from the replicated state, the time and the settings,
 //! what is firing, what autoscale and auto-protect would do. No I/O here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use raft_store::settings::Effective;
 use raft_store::state::worker::{heartbeat_state, metric};
-use raft_store::state::{ControlState, DesiredState, Firing, FleetSample, Worker, WorkerAction};
+use raft_store::state::{ControlState, DesiredState, Firing, FleetSample, IncidentState, Worker, WorkerAction};
 use raft_store::Command;
 
 pub const KINDS: [&str; 7] = [
@@ -156,12 +156,20 @@ pub fn protect(
     let threshold = s.num("QUARANTINE_ERROR_RATE_THRESHOLD");
     let interval = s.ms("ALERT_CHECK_INTERVAL_SECONDS");
     if s.bool("AUTO_ACTIONS_ENABLED") {
+        // When each worker's active error-rate incident opened (the lowest
+        // id, as `active_incident` finds it), gathered once rather than
+        // searched for per worker.
+        let mut error_since: HashMap<&str, u64> = HashMap::new();
+        for i in state.incidents.values() {
+            if i.state == IncidentState::Active && i.kind == "worker_error_rate" {
+                error_since.entry(i.subject.as_str()).or_insert(i.opened_ms);
+            }
+        }
         for w in state.workers.values() {
             let rate = w.error_rate.unwrap_or(0.0);
             // "Stays over": an error-rate incident already open for a full interval.
-            let sustained = state
-                .active_incident("worker_error_rate", &w.id)
-                .is_some_and(|i| now.saturating_sub(i.opened_ms) >= interval);
+            let sustained =
+                error_since.get(w.id.as_str()).is_some_and(|opened| now.saturating_sub(*opened) >= interval);
             if !w.quarantined && rate > threshold && sustained {
                 out.push(Command::WorkerControl {
                     worker: w.id.clone(),

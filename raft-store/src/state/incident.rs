@@ -3,7 +3,7 @@
 //! queues notifications, which are claimed through Raft before they are sent
 //! and recorded through Raft once delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -146,9 +146,16 @@ impl ControlState {
     /// ([`ControlState::apply`] does).
     pub fn reconcile(&mut self, r: &Reconcile, at: u64) -> (Vec<u64>, Vec<u64>) {
         let (mut opened, mut resolved) = (Vec::new(), Vec::new());
+        // The active incident of each kind and subject (the lowest id, as
+        // `active_incident` finds it), looked up once per firing condition:
+        // a fleet-wide outage has thousands of both.
+        let mut active: HashMap<String, u64> = HashMap::new();
+        for i in self.incidents.values().filter(|i| i.state == IncidentState::Active) {
+            active.entry(key(&i.kind, &i.subject)).or_insert(i.id);
+        }
         for f in &r.firing {
             let k = key(&f.kind, &f.subject);
-            if let Some(id) = self.active_incident(&f.kind, &f.subject).map(|i| i.id) {
+            if let Some(&id) = active.get(&k) {
                 let i = self.incidents.get_mut(&id).expect("found just above");
                 i.severity.clone_from(&f.severity);
                 i.detail.clone_from(&f.detail);
@@ -178,6 +185,7 @@ impl ControlState {
                 },
             );
             opened.push(id);
+            active.insert(k.clone(), id);
             // A flapping condition re-opened within the cooldown stays quiet.
             let recently = self.last_notified.get(&k).is_some_and(|t| at.saturating_sub(*t) < r.cooldown_ms);
             if !recently {
