@@ -5,9 +5,17 @@
 //! cost of a commit round (a log flush on each node) is paid per round, not
 //! per node's batch. Each caller is answered once its batch is committed and
 //! applied.
+//!
+//! Work nobody waits for is not done: every group carries its callers'
+//! deadline (a local request's write timeout, or the wait a follower's forward
+//! announced). A round is not proposed for groups whose callers all gave up
+//! or whose deadline passed, and a round's retries (leader elections, forwards)
+//! stop once every caller of it has gone. A heartbeat that still arrives late
+//! (an entry of a deposed leader committed by its successor) is ordered by
+//! its `seq` in apply.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use raft_store::cluster::ProposalOutcome;
 use raft_store::state::{Heartbeat, HeartbeatAnswer};
@@ -46,6 +54,15 @@ impl From<RoundFailure> for ApiError {
 struct Pending {
     beats: Vec<Heartbeat>,
     reply: oneshot::Sender<GroupResult>,
+    /// When its caller stops waiting.
+    deadline: Instant,
+}
+
+impl Pending {
+    /// Has its caller given up (request dropped, or its time is up)?
+    fn abandoned(&self, now: Instant) -> bool {
+        self.reply.is_closed() || self.deadline <= now
+    }
 }
 
 /// Tuning for [`HeartbeatBatcher`].
@@ -62,18 +79,21 @@ pub struct BatchOptions {
 #[derive(Clone)]
 pub struct HeartbeatBatcher {
     tx: mpsc::Sender<Pending>,
+    /// The longest any caller waits (the node's write timeout).
+    write_timeout: Duration,
 }
 
 impl HeartbeatBatcher {
     pub fn start(cluster: Arc<Cluster>, metrics: Arc<Metrics>, opts: BatchOptions) -> Self {
         let (tx, rx) = mpsc::channel(opts.max_batch * opts.max_inflight * 4);
+        let write_timeout = cluster.opts.write_timeout;
         tokio::spawn(run(rx, cluster, metrics, opts));
-        Self { tx }
+        Self { tx, write_timeout }
     }
 
     /// Queue one heartbeat and wait for its committed answer.
     pub async fn submit(&self, beat: Heartbeat) -> Result<HeartbeatAnswer, ApiError> {
-        let mut answers = self.group(vec![beat]).await.map_err(ApiError::from)?;
+        let mut answers = self.group(vec![beat], self.write_timeout).await.map_err(ApiError::from)?;
         match answers.pop() {
             Some(answer) if answers.is_empty() => answer.map_err(ApiError::from),
             _ => Err(ApiError::internal("heartbeat batch answered the wrong number of heartbeats")),
@@ -82,8 +102,11 @@ impl HeartbeatBatcher {
 
     /// On the leader: commit a follower's batch within the leader's next
     /// round, answered as the follower's own proposal would have been.
-    pub async fn forwarded(&self, beats: Vec<Heartbeat>) -> Result<ProposalOutcome, ApiError> {
-        match self.group(beats).await {
+    /// `wait` is how long the follower's callers still wait (`None` from a
+    /// node that does not say: this node's write timeout).
+    pub async fn forwarded(&self, beats: Vec<Heartbeat>, wait: Option<Duration>) -> Result<ProposalOutcome, ApiError> {
+        let wait = wait.map_or(self.write_timeout, |w| w.min(self.write_timeout));
+        match self.group(beats, wait).await {
             Ok(answers) => Ok(ProposalOutcome::Applied(Ok(Reply::Heartbeats(answers)))),
             Err(RoundFailure::Command(e)) => Ok(ProposalOutcome::Applied(Err(e))),
             // Nothing was applied: the follower may look for the leader again.
@@ -92,11 +115,12 @@ impl HeartbeatBatcher {
         }
     }
 
-    async fn group(&self, beats: Vec<Heartbeat>) -> GroupResult {
+    async fn group(&self, beats: Vec<Heartbeat>, wait: Duration) -> GroupResult {
         let (reply, rx) = oneshot::channel();
         let stopped =
             || RoundFailure::Cluster { unavailable: true, error: ApiError::unavailable("heartbeat batcher stopped") };
-        self.tx.send(Pending { beats, reply }).await.map_err(|_| stopped())?;
+        let deadline = Instant::now() + wait;
+        self.tx.send(Pending { beats, reply, deadline }).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| RoundFailure::Cluster {
             unavailable: false,
             error: ApiError::unavailable("heartbeat batch dropped"),
@@ -133,16 +157,45 @@ async fn run(mut rx: mpsc::Receiver<Pending>, cluster: Arc<Cluster>, metrics: Ar
     }
 }
 
+/// Resolves once every caller of a round has dropped its request.
+async fn all_gone(groups: &mut [(usize, oneshot::Sender<GroupResult>)]) {
+    futures::future::join_all(groups.iter_mut().map(|(_, reply)| reply.closed())).await;
+}
+
 async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &Metrics) {
     let started = Instant::now();
-    metrics.heartbeat_batch_size.observe(size as f64);
     let mut beats = Vec::with_capacity(size);
     let mut groups = Vec::with_capacity(batch.len());
+    let mut deadline = started;
     for p in batch {
+        if p.abandoned(started) {
+            // Nobody waits for it: never proposed. A caller still listening
+            // (its deadline passed) learns that nothing was applied.
+            metrics.heartbeats_abandoned.inc_by(p.beats.len() as u64);
+            let expired = ApiError::unavailable("the heartbeat's wait ended before it could be proposed");
+            let _ = p.reply.send(Err(RoundFailure::Cluster { unavailable: true, error: expired }));
+            continue;
+        }
+        deadline = deadline.max(p.deadline);
         groups.push((p.beats.len(), p.reply));
         beats.extend(p.beats);
     }
-    let result = cluster.write("worker", Command::HeartbeatBatch { beats: beats.into() }).await;
+    if groups.is_empty() {
+        return;
+    }
+    let size = beats.len();
+    metrics.heartbeat_batch_size.observe(size as f64);
+    let write = cluster.write_within("worker", Command::HeartbeatBatch { beats: beats.into() }, deadline - started);
+    let result = tokio::select! {
+        r = write => r,
+        () = all_gone(&mut groups) => {
+            // Stop retrying: an election or forward still pending is dropped.
+            // (An entry already in a leader's log may still commit; apply
+            // orders it by `seq`.)
+            metrics.heartbeats_abandoned.inc_by(size as u64);
+            return;
+        }
+    };
     metrics.heartbeat_commit_seconds.observe(started.elapsed().as_secs_f64());
     let failure = match result {
         Ok(Ok(Reply::Heartbeats(answers))) if answers.len() == size => {

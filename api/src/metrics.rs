@@ -19,6 +19,8 @@ pub struct Metrics {
     pub heartbeats_received: IntCounter,
     pub heartbeat_batch_size: Histogram,
     pub heartbeat_commit_seconds: Histogram,
+    pub heartbeats_abandoned: IntCounter,
+    pub heartbeats_stale: IntCounter,
     http_requests: IntCounterVec,
     http_seconds: HistogramVec,
     raft_term: IntGauge,
@@ -59,6 +61,22 @@ impl Metrics {
                 Histogram::with_opts(
                     HistogramOpts::new("heartbeat_commit_seconds", "Time to commit and apply a heartbeat batch")
                         .buckets(latency.clone()),
+                )
+                .unwrap(),
+            ),
+            heartbeats_abandoned: register(
+                &r,
+                IntCounter::new(
+                    "heartbeats_abandoned_total",
+                    "Heartbeats not proposed, or no longer retried, because every caller had given up",
+                )
+                .unwrap(),
+            ),
+            heartbeats_stale: register(
+                &r,
+                IntCounter::new(
+                    "heartbeats_stale_total",
+                    "Heartbeats answered stale: their seq was not above the worker's recorded one",
                 )
                 .unwrap(),
             ),

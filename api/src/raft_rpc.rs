@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{middleware, Router};
-use raft_store::cluster::Proposal;
+use raft_store::cluster::{Proposal, ProposalOutcome, WAIT_HEADER};
 use raft_store::codec;
 use raft_store::TypeConfig;
 use raft_store::{Command, Request};
@@ -63,19 +63,29 @@ async fn snapshot(State(s): State<AppState>, body: Bytes) -> Result<Response, Ap
 }
 
 /// A follower's forwarded proposal; answered only once applied (or refused).
-async fn propose(State(s): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+async fn propose(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response, ApiError> {
     let proposal: Proposal = decode(&body)?;
+    // How long the follower's callers still wait (absent from older nodes).
+    let wait = headers
+        .get(WAIT_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
     let proposal = match proposal {
         // A follower's heartbeats join this leader's own next batch: one Raft
         // entry per round. A node that no longer leads refuses them below with
         // the leader's whereabouts, as it refuses any proposal.
         Proposal::Write(Request { command: Command::HeartbeatBatch { beats }, .. }) if s.cluster.is_leader() => {
             let beats = Arc::try_unwrap(beats).unwrap_or_else(|shared| shared.as_ref().clone());
-            return Ok(encoded(&s.batcher.forwarded(beats).await?));
+            return Ok(encoded(&s.batcher.forwarded(beats, wait).await?));
         }
         other => other,
     };
-    let outcome = s.cluster.propose_local(proposal, s.cluster.opts.write_timeout).await?;
+    let limit = wait.map_or(s.cluster.opts.write_timeout, |w| w.min(s.cluster.opts.write_timeout));
+    if limit.is_zero() {
+        // The follower's caller has stopped waiting: not proposed.
+        return Ok(encoded(&ProposalOutcome::NotLeader { leader: None }));
+    }
+    let outcome = s.cluster.propose_local(proposal, limit).await?;
     Ok(encoded(&outcome))
 }
 

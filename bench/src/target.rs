@@ -54,16 +54,30 @@ pub fn worker_id(worker: u64) -> String {
     format!("w-{worker:07}")
 }
 
-/// The SPEC §3 example heartbeat, with counters that grow with `round`.
+/// Base of every heartbeat's `seq` in this process: the start time in
+/// milliseconds times 1,000, so that a run against the same cluster a second
+/// later sends higher numbers than an earlier run did (unless that one sent
+/// a million rounds per worker).
+fn seq_base() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        ms as u64 * 1_000
+    })
+}
+
+/// The SPEC §3 example heartbeat, with counters that grow with `round` and
+/// the ordering field `seq` (increasing per worker, as the contract asks).
 pub fn heartbeat_json(worker: u64, round: u64) -> String {
     let id = worker_id(worker);
+    let seq = seq_base() + round;
     let (host, ip) = (worker % 90 + 10, worker % 100 + 100);
     let p = 1_000 + round * 10;
     let e = round / 4;
     format!(
         concat!(
             r#"{{"worker_id":"{id}","host":"vps-{host}","ip":"203.0.113.{ip}","pool":"default","#,
-            r#""version":"1.4.2","status":"running","process_state":"running","#,
+            r#""version":"1.4.2","status":"running","process_state":"running","seq":{seq},"#,
             r#""metrics":{{"processed":{p},"errors":{e},"in_flight":3}},"#,
             r#""stage_metrics":{{"dns":{{"ok":{p},"fail":{e}}}}},"#,
             r#""smtp_metrics":{{"2xx":{p},"4xx":200,"5xx":80,"timeout":{e}}},"#,
@@ -72,6 +86,7 @@ pub fn heartbeat_json(worker: u64, round: u64) -> String {
         id = id,
         host = host,
         ip = ip,
+        seq = seq,
         p = p,
         e = e
     )
@@ -130,6 +145,8 @@ mod tests {
         assert_eq!(a.len(), b.len());
         let v: serde_json::Value = serde_json::from_slice(&a).unwrap();
         assert_eq!(v["worker_id"], "w-0000001");
+        let next: serde_json::Value = serde_json::from_slice(&Target::EngineRoom.body(1, 2)).unwrap();
+        assert_eq!(next["seq"].as_u64(), v["seq"].as_u64().map(|s| s + 1), "seq rises per round");
         let e: serde_json::Value = serde_json::from_slice(&Target::Etcd.body(1, 1)).unwrap();
         let value = B64.decode(e["value"].as_str().unwrap()).unwrap();
         assert_eq!(value, a.to_vec());

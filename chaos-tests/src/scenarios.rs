@@ -22,6 +22,8 @@ pub struct Params {
     pub settle: Duration,
     /// How long a partition or pause lasts.
     pub fault: Duration,
+    /// Partitions shorter than the write timeout, in the scenario for them.
+    pub short_partitions: usize,
     pub spec: Spec,
 }
 
@@ -31,6 +33,7 @@ impl Params {
             leader_kills: 3,
             settle: Duration::from_millis(1500),
             fault: Duration::from_secs(3),
+            short_partitions: 2,
             spec: Spec { max: Duration::from_secs(90), ..Spec::default() },
         }
     }
@@ -40,6 +43,7 @@ impl Params {
             leader_kills: 20,
             settle: Duration::from_secs(4),
             fault: Duration::from_secs(8),
+            short_partitions: 8,
             spec: Spec { heartbeat_threads: 8, max: Duration::from_secs(600), ..Spec::default() },
         }
     }
@@ -60,6 +64,9 @@ pub struct Report {
     /// Fault → first acknowledged write sent after it, per leader loss.
     pub failovers: Vec<Duration>,
     pub terms_seen: usize,
+    /// Times a node's own view of a worker moved back to an older heartbeat
+    /// (watched scenarios only).
+    pub regressions: u64,
     pub notes: Vec<String>,
 }
 
@@ -115,6 +122,74 @@ impl LeaderSampler {
 }
 
 impl Drop for LeaderSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads every node's own (local, not linearizable) view of the workload's
+/// workers until stopped, and counts each time a worker's `seq` there is
+/// lower than that node showed before. A node applies in log order, so a
+/// lower seq means an older heartbeat was applied over a newer one. Only for
+/// scenarios that restart no node (a restarted node replays from a snapshot).
+struct RegressionWatch {
+    stop: Arc<AtomicBool>,
+    found: Arc<Mutex<Vec<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl RegressionWatch {
+    fn start(targets: &Targets) -> RegressionWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let found = Arc::new(Mutex::new(Vec::new()));
+        let threads = (0..5)
+            .map(|slot| {
+                let (stop, found, targets) = (stop.clone(), found.clone(), targets.clone());
+                std::thread::spawn(move || {
+                    let http = reqwest::blocking::Client::builder()
+                        .timeout(Duration::from_millis(800))
+                        .connect_timeout(Duration::from_millis(200))
+                        .build()
+                        .expect("http client");
+                    let mut seen: BTreeMap<(u64, String), u64> = BTreeMap::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let target = targets.lock().expect("targets").get(slot).cloned();
+                        if let Some((node, url)) = target {
+                            let path = format!("{url}/api/workers?pool={}&limit=1000", workload::POOL);
+                            let res = http.get(path).bearer_auth(crate::cluster::TOKEN).send();
+                            let workers = res.and_then(|r| r.json::<Value>()).unwrap_or(Value::Null);
+                            for w in workers["workers"].as_array().into_iter().flatten() {
+                                let (Some(id), Some(seq)) = (w["id"].as_str(), w["metrics"]["seq"].as_u64()) else {
+                                    continue;
+                                };
+                                let before = seen.entry((node, id.to_string())).or_insert(seq);
+                                if seq < *before {
+                                    found.lock().expect("found").push(format!(
+                                        "node {node}: worker {id} went from seq {before} back to {seq}"
+                                    ));
+                                }
+                                *before = seq.max(*before);
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                })
+            })
+            .collect();
+        RegressionWatch { stop, found, threads }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let found = self.found.lock().expect("found").clone();
+        found
+    }
+}
+
+impl Drop for RegressionWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
@@ -262,19 +337,49 @@ fn scenario(
     p: &Params,
     body: impl FnOnce(&mut TestCluster, &Targets, &Workload, &mut Report),
 ) -> Report {
+    run_scenario(name, nodes, env, p, false, body)
+}
+
+/// [`scenario`] with a [`RegressionWatch`], for scenarios that restart no node.
+fn watched_scenario(
+    name: &str,
+    nodes: u64,
+    p: &Params,
+    body: impl FnOnce(&mut TestCluster, &Targets, &Workload, &mut Report),
+) -> Report {
+    run_scenario(name, nodes, &[], p, true, body)
+}
+
+fn run_scenario(
+    name: &str,
+    nodes: u64,
+    env: &[(&str, &str)],
+    p: &Params,
+    watch: bool,
+    body: impl FnOnce(&mut TestCluster, &Targets, &Workload, &mut Report),
+) -> Report {
     let t0 = Instant::now();
     let mut rep = Report { name: name.to_string(), nodes: nodes as usize, ..Report::default() };
     let mut c = TestCluster::start(nodes, opts(env));
     let targets = targets_of(&c);
     let sampler = LeaderSampler::start(&targets);
+    let watcher = watch.then(|| RegressionWatch::start(&targets));
     let wl = Workload::start(targets.clone(), p.spec.clone());
     std::thread::sleep(p.settle);
     body(&mut c, &targets, &wl, &mut rep);
     std::thread::sleep(p.settle);
     let rec = wl.finish();
     let terms = sampler.finish();
+    let regressions = watcher.map(RegressionWatch::finish).unwrap_or_default();
+    rep.regressions = regressions.len() as u64;
     verify(&c, &rec, &terms, &mut rep);
-    rep.passed = true;
+    rep.passed = regressions.is_empty();
+    if watch {
+        rep.notes.push(format!("regressions seen in each node's own view: {}", regressions.len()));
+    }
+    if !regressions.is_empty() {
+        rep.failure = Some(format!("{} regressions: {:?}", regressions.len(), &regressions[..regressions.len().min(10)]));
+    }
     rep.elapsed = t0.elapsed();
     rep
 }
@@ -342,7 +447,7 @@ pub fn rolling_restart(p: &Params) -> Report {
 }
 
 pub fn minority_partition(p: &Params, nodes: u64) -> Report {
-    scenario(&format!("minority partition ({nodes} nodes)"), nodes, &[], p, |c, _, _, rep| {
+    watched_scenario(&format!("minority partition ({nodes} nodes)"), nodes, p, |c, _, _, rep| {
         let leader = c.wait_for_leader(Duration::from_secs(15));
         let followers = other_than(c, &[leader]);
         let minority: Vec<u64> = followers[..(nodes as usize - 1) / 2].to_vec();
@@ -359,8 +464,43 @@ pub fn minority_partition(p: &Params, nodes: u64) -> Report {
     })
 }
 
+/// Issue 17: partitions shorter than the write timeout (5 s), with clients
+/// that give up sooner (1.5 s) and move on to other nodes. A node cut off
+/// with their heartbeats must not apply them after the newer ones once the
+/// partition heals; every node's own view is watched for a worker going back.
+/// Rounds alternate between cutting followers and cutting the leader.
+pub fn short_partitions(p: &Params, nodes: u64) -> Report {
+    const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+    let fault = p.fault.min(Duration::from_millis(3_500));
+    assert!(fault < WRITE_TIMEOUT);
+    let spec = Spec { client_timeout: Duration::from_millis(1_500), ..p.spec.clone() };
+    let p = Params { spec, ..p.clone() };
+    let name = format!("partitions shorter than the write timeout x{} ({nodes} nodes)", p.short_partitions);
+    watched_scenario(&name, nodes, &p, |c, _, _, rep| {
+        for round in 0..p.short_partitions {
+            let leader = c.wait_for_leader(Duration::from_secs(15));
+            let followers = other_than(c, &[leader]);
+            let size = (nodes as usize - 1) / 2;
+            let minority: Vec<u64> = if round % 2 == 0 {
+                followers[..size].to_vec()
+            } else {
+                std::iter::once(leader).chain(followers[..size - 1].iter().copied()).collect()
+            };
+            let majority = other_than(c, &minority);
+            let cut = c.cut(&minority, &majority);
+            std::thread::sleep(fault);
+            drop(cut);
+            for m in &minority {
+                caught_up(c, *m, Duration::from_secs(30));
+            }
+            std::thread::sleep(p.settle / 2);
+            rep.notes.push(format!("round {round}: cut {minority:?} from {majority:?} for {fault:?}"));
+        }
+    })
+}
+
 pub fn leader_isolated(p: &Params) -> Report {
-    scenario("leader isolated from the majority", 3, &[], p, |c, _, wl, rep| {
+    watched_scenario("leader isolated from the majority", 3, p, |c, _, wl, rep| {
         let old = c.wait_for_leader(Duration::from_secs(15));
         let rest = other_than(c, &[old]);
         let cut = c.cut(&[old], &rest);
@@ -501,6 +641,8 @@ pub fn all(p: &Params) -> Vec<Report> {
         ("rolling restart", Box::new(|| rolling_restart(p))),
         ("minority partition (3)", Box::new(|| minority_partition(p, 3))),
         ("minority partition (5)", Box::new(|| minority_partition(p, 5))),
+        ("short partitions (3)", Box::new(|| short_partitions(p, 3))),
+        ("short partitions (5)", Box::new(|| short_partitions(p, 5))),
         ("leader isolated", Box::new(|| leader_isolated(p))),
         ("leader paused", Box::new(|| leader_paused(p))),
         ("follower paused", Box::new(|| follower_paused(p))),
@@ -547,6 +689,10 @@ pub fn markdown(reports: &[Report], started: &str, machine: &str) -> String {
         reports.len()
     ));
     s.push_str(&format!("- Acknowledged operations: {}; lost: {lost}\n", reports.iter().map(|r| r.acked).sum::<u64>()));
+    s.push_str(&format!(
+        "- Regressions (a worker's record moving back to an older heartbeat, watched scenarios): {}\n",
+        reports.iter().map(|r| r.regressions).sum::<u64>()
+    ));
     if let Some((m, w)) = median_worst(&all_f) {
         s.push_str(&format!(
             "- Leader losses: {}; fault → first acknowledged write: median {}, worst {}\n",
@@ -556,9 +702,9 @@ pub fn markdown(reports: &[Report], started: &str, machine: &str) -> String {
         ));
     }
     s.push_str(
-        "\n| Scenario | Nodes | Result | Duration | Acked ops | Lost | Errors by kind | Failover median / worst |\n",
+        "\n| Scenario | Nodes | Result | Duration | Acked ops | Lost | Regressions | Errors by kind | Failover median / worst |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for r in reports {
         let errors = if r.errors.is_empty() {
             "none".to_string()
@@ -567,13 +713,14 @@ pub fn markdown(reports: &[Report], started: &str, machine: &str) -> String {
         };
         let fo = median_worst(&r.failovers).map(|(m, w)| format!("{} / {}", fmt_d(m), fmt_d(w))).unwrap_or("-".into());
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             r.nodes,
             if r.passed { "pass" } else { "**FAIL**" },
             fmt_d(r.elapsed),
             r.acked,
             r.lost,
+            r.regressions,
             errors,
             fo
         ));

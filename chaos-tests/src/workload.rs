@@ -1,6 +1,6 @@
 //! A bounded workload that records everything the cluster acknowledged:
-//! simulated workers heartbeating a strictly increasing `metrics.seq` to
-//! random nodes, and operators scaling pools with increasing counts and
+//! simulated workers heartbeating a strictly increasing `seq` (the ordering
+//! field, mirrored in `metrics.seq` where the checks read it) to random nodes, and operators scaling pools with increasing counts and
 //! quarantining/unquarantining workers with a unique reason per action.
 
 use std::collections::BTreeMap;
@@ -30,6 +30,8 @@ pub struct Spec {
     pub think: Duration,
     /// Hard bound on the run, whatever the test does.
     pub max: Duration,
+    /// How long a client waits for an answer before it gives up.
+    pub client_timeout: Duration,
 }
 
 impl Default for Spec {
@@ -40,6 +42,7 @@ impl Default for Spec {
             operator_threads: 2,
             think: Duration::from_millis(5),
             max: Duration::from_secs(300),
+            client_timeout: Duration::from_secs(4),
         }
     }
 }
@@ -90,9 +93,9 @@ pub struct Workload {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-fn client() -> reqwest::blocking::Client {
+fn client(timeout: Duration) -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(4))
+        .timeout(timeout)
         .connect_timeout(Duration::from_millis(300))
         .build()
         .expect("http client")
@@ -132,7 +135,7 @@ impl Workload {
         for k in 0..spec.heartbeat_threads {
             let (stop, record, targets, spec) = (stop.clone(), record.clone(), targets.clone(), spec.clone());
             threads.push(std::thread::spawn(move || {
-                let http = client();
+                let http = client(spec.client_timeout);
                 let mut seq = 0u64;
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     seq += 1;
@@ -141,7 +144,7 @@ impl Workload {
                         let id = worker_id(k, i);
                         let body = json!({"worker_id": id, "host": "chaos-host", "ip": "127.0.0.1", "pool": POOL,
                             "version": "1", "status": "running", "process_state": "running",
-                            "metrics": {"seq": seq, "processed": seq, "errors": 0, "in_flight": 0}});
+                            "seq": seq, "metrics": {"seq": seq, "processed": seq, "errors": 0, "in_flight": 0}});
                         record.lock().expect("record").hb_sent.insert(id.clone(), seq);
                         let start = Instant::now();
                         let res = send(&http, &format!("{url}/api/workers/heartbeat"), &body);
@@ -162,7 +165,7 @@ impl Workload {
         for k in 0..spec.operator_threads {
             let (stop, record, targets, spec) = (stop.clone(), record.clone(), targets.clone(), spec.clone());
             threads.push(std::thread::spawn(move || {
-                let http = client();
+                let http = client(spec.client_timeout);
                 let pool = format!("chaos-op-{k}");
                 let mut n = 0u64;
                 // Believed quarantine state of each worker this thread toggles.

@@ -11,6 +11,7 @@ fn check(r: Report) {
         r.name, r.acked, r.acked_by_kind, r.lost, r.errors, fo, r.notes
     );
     assert!(r.passed, "{}: {:?}", r.name, r.failure);
+    assert_eq!(r.regressions, 0, "{}: a worker went back to an older heartbeat", r.name);
     assert_eq!(r.lost, 0, "{}: acknowledged writes lost", r.name);
     assert!(r.acked > 0, "{}: no load got through", r.name);
 }
@@ -54,6 +55,20 @@ fn minority_partition_3_nodes() {
 fn minority_partition_5_nodes() {
     need_iptables();
     check(scenarios::minority_partition(&Params::ci(), 5));
+}
+
+/// Issue 17: partitions shorter than the write timeout, clients that give up
+/// sooner; no node's view of a worker may go back to an older heartbeat.
+#[test]
+fn short_partitions_3_nodes() {
+    need_iptables();
+    check(scenarios::short_partitions(&Params::ci(), 3));
+}
+
+#[test]
+fn short_partitions_5_nodes() {
+    need_iptables();
+    check(scenarios::short_partitions(&Params::ci(), 5));
 }
 
 #[test]

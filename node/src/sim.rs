@@ -80,6 +80,8 @@ fn heartbeat(id: &str, n: usize, pool: &str, status: &str, processed: u64, error
             "gmail": {"accepted": ok / 2, "rejected": errors / 2, "tempfail": ok / 20, "unknown": ok / 50},
             "outlook": {"accepted": ok / 3, "rejected": errors / 3, "tempfail": ok / 15, "unknown": ok / 40}
         },
-        "agent": "engine-room-dev-sim"
+        "agent": "engine-room-dev-sim",
+        // Ordering field: wall-clock milliseconds keep rising across restarts.
+        "seq": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     })
 }

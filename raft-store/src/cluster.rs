@@ -133,7 +133,18 @@ pub struct Cluster {
     pub opts: ClusterOptions,
     /// Last word from a leader, for the pre-vote (see [`crate::election`]).
     pub contact: LeaderContact,
+    /// Fault injection for tests (`ENGINE_TEST_HOLD_FORWARD_FILE`): while
+    /// this file exists, heartbeat batches wait before being forwarded.
+    hold_forward_file: Option<std::path::PathBuf>,
 }
+
+/// Names a file (relative to the data directory) whose existence holds back
+/// this node's forwarding of heartbeat batches to the leader. For tests only.
+const HOLD_FORWARD_ENV: &str = "ENGINE_TEST_HOLD_FORWARD_FILE";
+
+/// Header of a forwarded proposal: how many milliseconds its callers still
+/// wait. A duration, not an instant, so that no two nodes' clocks are compared.
+pub const WAIT_HEADER: &str = "x-engine-wait-ms";
 
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -186,7 +197,9 @@ impl Cluster {
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
             .await
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
-        let cluster = Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new() });
+        let hold_forward_file = std::env::var_os(HOLD_FORWARD_ENV).map(|f| dir.join(f));
+        let cluster =
+            Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new(), hold_forward_file });
         tokio::spawn(crate::election::run(Arc::downgrade(&cluster)));
         tokio::spawn(crate::snapshot_schedule::run(Arc::downgrade(&cluster)));
         Ok(cluster)
@@ -221,8 +234,14 @@ impl Cluster {
 
     /// Apply `command` through Raft from this node, wherever the leader is.
     pub async fn write(&self, actor: &str, command: Command) -> Result<Response, ClusterError> {
+        self.write_within(actor, command, self.opts.write_timeout).await
+    }
+
+    /// [`Self::write`] for callers that wait only `limit`: no leader is
+    /// tried, and no forward sent, once it has passed.
+    pub async fn write_within(&self, actor: &str, command: Command, limit: Duration) -> Result<Response, ClusterError> {
         let req = Request { at_ms: now_ms(), node: self.id, actor: actor.to_string(), command };
-        match self.propose(Proposal::Write(req)).await? {
+        match self.propose_within(Proposal::Write(req), limit).await? {
             ProposalOutcome::Applied(r) => Ok(r),
             other => Err(ClusterError::Unknown(format!("unexpected outcome {other:?}"))),
         }
@@ -231,7 +250,13 @@ impl Cluster {
     /// Run a proposal on the leader: locally if we lead, else forwarded.
     /// Retries only when the proposal certainly was not applied.
     pub async fn propose(&self, proposal: Proposal) -> Result<ProposalOutcome, ClusterError> {
-        let deadline = Instant::now() + self.opts.write_timeout;
+        self.propose_within(proposal, self.opts.write_timeout).await
+    }
+
+    /// [`Self::propose`] within `limit`: retries stop when it has passed, and
+    /// a forward tells the leader how long its caller still waits.
+    pub async fn propose_within(&self, proposal: Proposal, limit: Duration) -> Result<ProposalOutcome, ClusterError> {
+        let deadline = Instant::now() + limit;
         let mut target: Option<(NodeId, String)> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -240,7 +265,10 @@ impl Cluster {
             }
             let outcome = match &target {
                 Some((id, addr)) if *id != self.id => {
-                    let post = self.rpc.post(addr, "/raft/propose", &proposal, remaining);
+                    self.injected_forward_hold(&proposal, deadline).await;
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    let wait = (WAIT_HEADER, remaining.as_millis().to_string());
+                    let post = self.rpc.post_with(addr, "/raft/propose", &proposal, remaining, Some(wait));
                     tokio::pin!(post);
                     let sent = tokio::select! {
                         r = &mut post => r,
@@ -285,6 +313,18 @@ impl Cluster {
                 }
                 done => return Ok(done),
             }
+        }
+    }
+
+    /// While a test's hold file exists, keep a heartbeat batch from being
+    /// forwarded (until `deadline` at most).
+    async fn injected_forward_hold(&self, proposal: &Proposal, deadline: Instant) {
+        let Some(file) = &self.hold_forward_file else { return };
+        if !matches!(proposal, Proposal::Write(Request { command: Command::HeartbeatBatch { .. }, .. })) {
+            return;
+        }
+        while file.exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -73,8 +73,20 @@ impl RpcClient {
         body: &Req,
         timeout: Duration,
     ) -> Result<Resp, RpcFailure> {
+        self.post_with(addr, path, body, timeout, None).await
+    }
+
+    /// [`Self::post`] with one extra header.
+    pub async fn post_with<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &Req,
+        timeout: Duration,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Resp, RpcFailure> {
         let bytes = codec::encode(body).map_err(|e| RpcFailure::NotDelivered(e.to_string()))?;
-        self.post_encoded(addr, path, bytes, timeout).await
+        self.send(addr, path, bytes, timeout, header).await
     }
 
     /// POST an already encoded body to `{addr}{path}` and decode the answer.
@@ -85,11 +97,26 @@ impl RpcClient {
         bytes: Vec<u8>,
         timeout: Duration,
     ) -> Result<Resp, RpcFailure> {
-        let res = self
+        self.send(addr, path, bytes, timeout, None).await
+    }
+
+    async fn send<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Duration,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Resp, RpcFailure> {
+        let mut req = self
             .http
             .post(format!("{}{}", addr.trim_end_matches('/'), path))
             .header(SECRET_HEADER, &self.secret)
-            .header("content-type", "application/octet-stream")
+            .header("content-type", "application/octet-stream");
+        if let Some((name, value)) = header {
+            req = req.header(name, value);
+        }
+        let res = req
             .timeout(timeout)
             .body(bytes)
             .send()

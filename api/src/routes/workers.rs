@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, PROCESS_STATES};
+use raft_store::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, SmallMap, PROCESS_STATES, SEQ_KEY};
 use raft_store::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
 use raft_store::{Command, Reply};
 use serde::Deserialize;
@@ -60,6 +60,13 @@ pub struct HeartbeatBody {
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
     provider_metrics: NestedMetrics,
+    /// The worker's own ordering of its heartbeats: increasing per worker,
+    /// also across restarts (wall-clock milliseconds do). A heartbeat whose
+    /// `seq` is not above the recorded one is answered with `"stale": true`
+    /// and not recorded, so a delayed heartbeat never rolls the worker back.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 18446744073709551615u64)]
+    seq: Option<u64>,
     /// Unknown fields, kept in the worker's `meta`.
     #[serde(flatten)]
     #[schema(value_type = Object)]
@@ -98,7 +105,10 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     {
         return Err(ApiError::bad_request(format!("a metrics map or the body has more than {MAX_ENTRIES} entries")));
     }
-    let meta = b.extra.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    let mut meta: SmallMap<String> = b.extra.into_iter().map(|(k, v)| (k, v.to_string())).collect();
+    if let Some(seq) = b.seq {
+        meta.insert(SEQ_KEY, seq.to_string());
+    }
     Ok(Heartbeat {
         worker_id: b.worker_id,
         host: b.host,
@@ -133,8 +143,12 @@ pub async fn heartbeat(
         }
     })?;
     let beat = parse_heartbeat(&body)?;
+    let answer = s.batcher.submit(beat).await?;
+    if answer.stale {
+        s.metrics.heartbeats_stale.inc();
+    }
     // Serialized straight from the struct: no JSON tree built per heartbeat.
-    Ok(Json(s.batcher.submit(beat).await?))
+    Ok(Json(answer))
 }
 
 /// A worker as the API shows it: stored fields plus derived status.

@@ -260,6 +260,18 @@ impl ControlState {
             }
             None => self.default_pool().into(),
         };
+        if let Some(w) = self.workers.get(beat.worker_id.as_str()).filter(|w| w.is_older(beat)) {
+            // Heartbeats are last-state writes: an older one applied after a
+            // newer one would roll the worker back. Nothing of it is kept.
+            return Ok(HeartbeatAnswer {
+                desired_state: w.desired_state,
+                quarantined: w.quarantined,
+                pool_desired_count: self.pools.get(w.pool.as_str()).map_or(0, |p| p.desired_count),
+                policy_version: self.policy_version.clone(),
+                provider_modes: self.provider_modes(),
+                stale: true,
+            });
+        }
         let pool_desired_count = match self.pools.get(pool.as_str()) {
             Some(p) => p.desired_count,
             None => self.pools.entry(pool.to_string()).or_insert_with(|| Pool::new(&pool, at)).desired_count,
@@ -278,6 +290,7 @@ impl ControlState {
             pool_desired_count,
             policy_version: self.policy_version.clone(),
             provider_modes: self.provider_modes(),
+            stale: false,
         })
     }
 

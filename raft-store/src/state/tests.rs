@@ -1,5 +1,5 @@
 use super::*;
-use crate::state::worker::MetricMap;
+use crate::state::worker::{metric, MetricMap};
 
 fn req(command: Command) -> Request {
     Request { at_ms: 1_000, node: 1, actor: "test".into(), command }
@@ -245,4 +245,98 @@ fn settings_updates_validate_everything_first() {
     changes.insert("ALERT_CHECK_INTERVAL_SECONDS".to_string(), None);
     s.apply(&req(Command::UpdateSettings { changes })).unwrap();
     assert_eq!(s.settings.get("ALERT_COOLDOWN_SECONDS").map(String::as_str), Some("60"));
+}
+
+fn beat_seq(id: &str, seq: Option<u64>, processed: f64) -> Heartbeat {
+    let mut b = beat(id, Some("p"));
+    b.metrics = MetricMap::from([("processed", Metric(processed))]);
+    if let Some(seq) = seq {
+        b.meta.insert(worker::SEQ_KEY, seq.to_string());
+    }
+    b
+}
+
+fn batch(beats: Vec<Heartbeat>) -> Request {
+    req(Command::HeartbeatBatch { beats: beats.into() })
+}
+
+fn answers(r: Response) -> Vec<HeartbeatAnswer> {
+    match r {
+        Ok(Reply::Heartbeats(a)) => a.into_iter().map(|a| a.expect("heartbeat accepted")).collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn an_older_heartbeat_applied_after_a_newer_one_changes_nothing() {
+    let mut s = ControlState::default();
+    let a = answers(s.apply(&batch(vec![beat_seq("w", Some(29), 29.0)])));
+    assert!(!a[0].stale);
+    let before = s.workers["w"].clone();
+    // The delayed batch: older, then equal (a retry of the same heartbeat).
+    for seq in [26, 29] {
+        let mut late = beat_seq("w", Some(seq), seq as f64);
+        late.pool = Some("elsewhere".into());
+        late.status = "stopping".into();
+        let a = answers(s.apply(&batch(vec![late])));
+        assert!(a[0].stale, "seq {seq} after 29 is stale");
+        assert_eq!(s.workers["w"], before, "seq {seq} after 29 left the record as it was");
+        assert!(!s.pools.contains_key("elsewhere"), "a stale heartbeat creates no pool");
+    }
+    // The answer is the worker's current one, not a default.
+    s.apply(&req(Command::WorkerControl { worker: "w".into(), action: WorkerAction::Pause, reason: None })).unwrap();
+    s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: 7 })).unwrap();
+    let a = answers(s.apply(&batch(vec![beat_seq("w", Some(3), 3.0)])));
+    assert_eq!((a[0].desired_state, a[0].pool_desired_count, a[0].stale), (DesiredState::Paused, 7, true));
+    // A newer one is recorded, within the same batch too.
+    let a = answers(s.apply(&batch(vec![beat_seq("w", Some(31), 31.0), beat_seq("w", Some(30), 30.0)])));
+    assert_eq!((a[0].stale, a[1].stale), (false, true));
+    assert_eq!((s.workers["w"].seq(), metric(&s.workers["w"].metrics, "processed")), (Some(31), 31.0));
+    assert_eq!(s.workers["w"].heartbeat_count, 2);
+}
+
+#[test]
+fn heartbeats_without_seq_keep_last_applied_wins() {
+    let mut s = ControlState::default();
+    answers(s.apply(&batch(vec![beat_seq("w", None, 5.0)])));
+    let a = answers(s.apply(&batch(vec![beat_seq("w", None, 3.0)])));
+    assert!(!a[0].stale);
+    assert_eq!(metric(&s.workers["w"].metrics, "processed"), 3.0);
+    // A worker that starts sending seq is ordered from then on; one that
+    // stops sending it is recorded as before.
+    answers(s.apply(&batch(vec![beat_seq("w", Some(10), 10.0)])));
+    assert!(answers(s.apply(&batch(vec![beat_seq("w", Some(9), 9.0)])))[0].stale);
+    assert!(!answers(s.apply(&batch(vec![beat_seq("w", None, 1.0)])))[0].stale);
+    assert_eq!((s.workers["w"].seq(), metric(&s.workers["w"].metrics, "processed")), (None, 1.0));
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let hex = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let hex = hex.trim();
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+}
+
+/// Log entries and snapshots written by 3252ddf (before `seq` was read)
+/// decode unchanged, re-encode to the same bytes, and are ordered by it.
+#[test]
+fn entries_and_snapshots_written_before_seq_decode_and_are_ordered() {
+    let newer = fixture("3252ddf-heartbeat-batch-seq29.hex");
+    let older = fixture("3252ddf-heartbeat-batch-seq26.hex");
+    let state = fixture("3252ddf-state-after-seq29.hex");
+    let newer_req: Request = crate::codec::decode(&newer).expect("3252ddf entry decodes");
+    let older_req: Request = crate::codec::decode(&older).expect("3252ddf entry decodes");
+    assert_eq!(crate::codec::encode(&newer_req).unwrap(), newer, "same bytes");
+    let mut from_snapshot: ControlState = crate::codec::decode(&state).expect("3252ddf snapshot decodes");
+    assert_eq!(crate::codec::encode(&from_snapshot).unwrap(), state, "same bytes");
+    assert_eq!(from_snapshot.workers["w-seq"].seq(), Some(29));
+
+    let mut replayed = ControlState::default();
+    answers(replayed.apply(&newer_req));
+    assert_eq!(replayed, from_snapshot, "replaying the entry gives the snapshot");
+    for s in [&mut replayed, &mut from_snapshot] {
+        let a = answers(s.apply(&older_req));
+        assert!(a[0].stale);
+        assert_eq!(metric(&s.workers["w-seq"].metrics, "processed"), 29.0, "seq 26 did not roll 29 back");
+    }
 }

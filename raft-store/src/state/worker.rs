@@ -120,9 +120,29 @@ pub struct Heartbeat {
     pub smtp_metrics: MetricMap,
     #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
     pub provider_metrics: NestedMetrics,
-    /// Unknown top-level fields, each kept as compact JSON text.
+    /// Unknown top-level fields, each kept as compact JSON text; the worker's
+    /// ordering field `seq` travels here too (see [`Heartbeat::seq`]).
     #[schema(value_type = BTreeMap<String, String>)]
     pub meta: SmallMap<String>,
+}
+
+/// Key in `meta` of a heartbeat's ordering number. It lives in `meta`, not
+/// in a field of its own, so that log entries and snapshots written before
+/// it existed decode unchanged (the replicated format has no version yet).
+pub const SEQ_KEY: &str = "seq";
+
+/// The ordering number in a `meta` map, if one was sent.
+fn seq_in(meta: &SmallMap<String>) -> Option<u64> {
+    meta.get(SEQ_KEY).and_then(|s| s.parse().ok())
+}
+
+impl Heartbeat {
+    /// The worker's own ordering number: increasing per worker, so a
+    /// heartbeat applied after a newer one (a batch delayed by a partition,
+    /// an entry of a deposed leader committed late) is recognised as older.
+    pub fn seq(&self) -> Option<u64> {
+        seq_in(&self.meta)
+    }
 }
 
 /// What a worker is told after its heartbeat is committed (SPEC §3).
@@ -133,6 +153,9 @@ pub struct HeartbeatAnswer {
     pub pool_desired_count: u32,
     pub policy_version: Option<String>,
     pub provider_modes: BTreeMap<String, String>,
+    /// True when this heartbeat's `seq` was not above the one already
+    /// recorded: nothing of it was kept, the answer is the current state.
+    pub stale: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -208,6 +231,17 @@ impl Worker {
         };
         w.record(beat, at_ms);
         w
+    }
+
+    /// The `seq` of the last heartbeat recorded, if it carried one.
+    pub fn seq(&self) -> Option<u64> {
+        seq_in(&self.meta)
+    }
+
+    /// Would recording `beat` move this worker back to an older heartbeat?
+    /// Only when both carry a `seq` and the new one is not above the old.
+    pub fn is_older(&self, beat: &Heartbeat) -> bool {
+        matches!((beat.seq(), self.seq()), (Some(new), Some(old)) if new <= old)
     }
 
     /// Keep the last heartbeat's fields and metrics as sent.
