@@ -61,7 +61,7 @@ fn heartbeat_control_and_answer_cross_three_nodes() {
     assert_eq!(
         answer,
         json!({"desired_state": "running", "quarantined": false, "pool_desired_count": 0,
-                              "policy_version": null, "provider_modes": {}})
+                              "policy_version": null, "provider_modes": {}, "stale": false})
     );
     c.must_scale(b, "edge", 4);
     assert_eq!(beat(&c, l, &spec_beat("w-17", "edge"))["pool_desired_count"], 4);
@@ -302,6 +302,10 @@ fn bad_input_gets_a_json_4xx_stores_nothing_and_the_node_keeps_serving() {
         (br#"{"worker_id": "../../etc/passwd"}"#.to_vec(), 400),
         (r#"{"worker_id": "wörker"}"#.as_bytes().to_vec(), 400),
         (format!(r#"{{"worker_id": "{absurd}"}}"#).into_bytes(), 400),
+        (br#"{"worker_id": "w", "seq": -1}"#.to_vec(), 400),
+        (br#"{"worker_id": "w", "seq": 1.5}"#.to_vec(), 400),
+        (br#"{"worker_id": "w", "seq": "7"}"#.to_vec(), 400),
+        (br#"{"worker_id": "w", "seq": 18446744073709551616}"#.to_vec(), 400),
         (big.into_bytes(), 413),
         (vec![0xff, 0xfe, 0x00], 400),
     ];

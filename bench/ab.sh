@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A/B of two Engine Room builds under compare.sh's heartbeat load: the two
+# 3-node clusters take turns (A, B, A, B, ...), each round from empty data,
+# loaded by the same er-bench with the same duration and connections. Prints
+# each round's heartbeats/s and p99, the medians, and B / A. The builds are
+# directories holding `engine-room` (for example target/release of two
+# checkouts); er-bench is taken from BIN_DIR (default target/release).
+#
+#   A=/tmp/old/target/release B=target/release bench/ab.sh
+#   PAIRS=4 DURATION=12 CONNS=64 A=... B=... bench/ab.sh
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+DURATION=${DURATION:-12}
+WARMUP=${WARMUP:-3}
+CONNS=${CONNS:-64}
+WORKERS=${WORKERS:-10000}
+PAIRS=${PAIRS:-3}
+[[ $PAIRS =~ ^[1-9][0-9]*$ ]] || { echo "PAIRS must be a whole number of at least 1, got '$PAIRS'" >&2; exit 2; }
+: "${A:?set A to the directory of build A's engine-room}" "${B:?set B to the directory of build B's engine-room}"
+for d in "$A" "$B"; do [[ -x $d/engine-room ]] || { echo "no executable $d/engine-room" >&2; exit 2; }; done
+[[ -x $BENCH_BIN ]] || { echo "missing $BENCH_BIN; run: cargo build --release -p bench" >&2; exit 2; }
+
+for pair in $(seq "$PAIRS"); do
+    for side in A B; do
+        ER_BIN=${!side}/engine-room
+        log "pair $pair of $PAIRS, build $side ($ER_BIN)"
+        er_start_cluster 27100
+        "$BENCH_BIN" run --target engine-room --url http://127.0.0.1:27101,http://127.0.0.1:27102,http://127.0.0.1:27103 \
+            --token "$TOKEN" -c "$CONNS" --workers "$WORKERS" --duration "$DURATION" --warmup "$WARMUP" \
+            --json "$WORK/$side-$pair.json" --quiet
+        er_stop_cluster
+        rm -rf "$WORK"/er-[0-9]
+    done
+done
+
+python3 - "$WORK" "$PAIRS" <<'PY'
+import json, statistics, sys
+work, pairs = sys.argv[1], int(sys.argv[2])
+runs = {s: [json.load(open(f"{work}/{s}-{p}.json")) for p in range(1, pairs + 1)] for s in "AB"}
+print("| pair | A heartbeats/s | B heartbeats/s | B / A | A p99 ms | B p99 ms |")
+print("| --- | ---: | ---: | ---: | ---: | ---: |")
+for i in range(pairs):
+    a, b = runs["A"][i], runs["B"][i]
+    print(f"| {i + 1} | {a['throughput_rps']:.0f} | {b['throughput_rps']:.0f} | "
+          f"{b['throughput_rps'] / a['throughput_rps']:.3f} | {a['latency_ms']['p99']:.2f} | {b['latency_ms']['p99']:.2f} |")
+med = {s: statistics.median(r["throughput_rps"] for r in runs[s]) for s in "AB"}
+p99 = {s: statistics.median(r["latency_ms"]["p99"] for r in runs[s]) for s in "AB"}
+errs = {s: sum(r["errors_total"] for r in runs[s]) for s in "AB"}
+print(f"\nMedians: A {med['A']:.0f}/s, B {med['B']:.0f}/s, B / A = {med['B'] / med['A']:.3f}; "
+      f"p99 A {p99['A']:.2f} ms, B {p99['B']:.2f} ms; errors A {errs['A']}, B {errs['B']}.")
+PY
