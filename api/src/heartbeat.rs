@@ -157,9 +157,20 @@ async fn run(mut rx: mpsc::Receiver<Pending>, cluster: Arc<Cluster>, metrics: Ar
     }
 }
 
-/// Resolves once every caller of a round has dropped its request.
-async fn all_gone(groups: &mut [(usize, oneshot::Sender<GroupResult>)]) {
-    futures::future::join_all(groups.iter_mut().map(|(_, reply)| reply.closed())).await;
+/// How often a round still waiting looks whether anyone waits for it.
+const GONE_CHECK: Duration = Duration::from_millis(50);
+
+/// Resolves once every caller of a round has dropped its request. Looked at
+/// every [`GONE_CHECK`] rather than watched per caller: a round that commits
+/// at once then costs one timer, not a waker per caller (a leader's round
+/// holds hundreds of groups).
+async fn all_gone(groups: &[(usize, oneshot::Sender<GroupResult>)]) {
+    loop {
+        tokio::time::sleep(GONE_CHECK).await;
+        if groups.iter().all(|(_, reply)| reply.is_closed()) {
+            return;
+        }
+    }
 }
 
 async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &Metrics) {
@@ -188,7 +199,7 @@ async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &M
     let write = cluster.write_within("worker", Command::HeartbeatBatch { beats: beats.into() }, deadline - started);
     let result = tokio::select! {
         r = write => r,
-        () = all_gone(&mut groups) => {
+        () = all_gone(&groups) => {
             // Stop retrying: an election or forward still pending is dropped.
             // (An entry already in a leader's log may still commit; apply
             // orders it by `seq`.)

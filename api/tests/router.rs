@@ -133,6 +133,12 @@ async fn openapi_lists_every_api_route_with_schemas() {
     for s in ["Worker", "WorkerView", "HeartbeatBody", "HeartbeatAnswer", "Pool", "PoolView", "Incident", "ErrorBody"] {
         assert!(schemas.get(s).is_some(), "schema {s} missing");
     }
+    // The worker contract's ordering field and the answer's stale mark.
+    let text = |v: &Value| v.to_string();
+    let seq = text(&schemas["HeartbeatBody"]);
+    assert!(seq.contains("\"seq\"") && seq.contains("increasing per worker"), "seq undocumented: {seq}");
+    let stale = text(&schemas["HeartbeatAnswer"]);
+    assert!(stale.contains("\"stale\""), "stale undocumented: {stale}");
 }
 
 /// The `json!`-built worker and pool views carry exactly the documented fields.
