@@ -107,7 +107,7 @@ pub async fn require_secret(State(state): State<AppState>, req: Request, next: N
 /// client names itself with a valid `x-engine-actor` header.
 pub fn actor(headers: &HeaderMap) -> String {
     match header_str(headers, "x-engine-actor") {
-        Some(name) if raft_store::state::validate_name("actor", name).is_ok() => {
+        Some(name) if model::state::validate_name("actor", name).is_ok() => {
             format!("operator:{name}")
         }
         _ => "operator".to_string(),

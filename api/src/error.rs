@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raft_store::{ClusterError, CommandError, ErrorKind};
+use raft_store::ClusterError;
+use model::{CommandError, ErrorKind};
 use serde_json::json;
 
 #[derive(Debug, Clone)]

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft_store::cluster::ProposalOutcome;
-use raft_store::state::{Heartbeat, HeartbeatAnswer};
-use raft_store::{Cluster, ClusterError, Command, CommandError, Reply};
+use model::state::{Heartbeat, HeartbeatAnswer};
+use raft_store::{Cluster, ClusterError};
+use model::{Command, CommandError, Reply};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::error::ApiError;

@@ -76,9 +76,9 @@ impl AppState {
 impl AppState {
     /// Run `f` with the settings in force (takes the state lock briefly; do not
     /// call while holding it).
-    pub fn with_settings<T>(&self, f: impl FnOnce(&raft_store::settings::Effective) -> T) -> T {
+    pub fn with_settings<T>(&self, f: impl FnOnce(&model::settings::Effective) -> T) -> T {
         let overrides = self.cluster.state.read().state.settings.clone();
-        f(&raft_store::settings::Effective { env: &self.settings.env, overrides: &overrides })
+        f(&model::settings::Effective { env: &self.settings.env, overrides: &overrides })
     }
 
     /// Heartbeat age (ms) beyond which a worker is `stale`.

@@ -10,7 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use raft_store::state::worker::heartbeat_state;
+use model::state::worker::heartbeat_state;
 
 use crate::AppState;
 
@@ -136,7 +136,7 @@ impl Metrics {
         for s in ["healthy", "stale", "none"] {
             self.workers_heartbeat.with_label_values(&[s]).set(by_hb.get(s).copied().unwrap_or(0));
         }
-        for d in raft_store::state::DesiredState::ALL {
+        for d in model::state::DesiredState::ALL {
             self.workers_desired.with_label_values(&[d.as_str()]).set(by_desired.get(d.as_str()).copied().unwrap_or(0));
         }
         self.workers_quarantined.set(quarantined);

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use raft_store::state::{AuditEntry, Incident, Notification, Pool, ProviderState, Worker};
+use model::state::{AuditEntry, Incident, Notification, Pool, ProviderState, Worker};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{middleware, Router};
 use raft_store::cluster::{Proposal, ProposalOutcome, WAIT_HEADER};
-use raft_store::codec;
+use model::codec;
 use raft_store::TypeConfig;
-use raft_store::{Command, Request};
+use model::{Command, Request};
 use serde::{de::DeserializeOwned, Serialize};
 
 use crate::error::ApiError;

@@ -144,7 +144,7 @@ async fn openapi_lists_every_api_route_with_schemas() {
 /// The `json!`-built worker and pool views carry exactly the documented fields.
 #[test]
 fn views_match_their_schemas() {
-    use raft_store::state::{Heartbeat, Worker};
+    use model::state::{Heartbeat, Worker};
     use utoipa::PartialSchema;
     let beat: Heartbeat = Heartbeat {
         worker_id: "w".into(),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_store::cluster::now_ms;
-use raft_store::state::Reconcile;
-use raft_store::Command;
+use model::state::Reconcile;
+use model::Command;
 
 use crate::rules::{self, ProviderCounts};
 use crate::LoopContext;

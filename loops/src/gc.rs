@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft_store::cluster::now_ms;
-use raft_store::Command;
+use model::Command;
 
 use crate::LoopContext;
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::settings::Effective;
+use model::settings::Effective;
 use raft_store::Cluster;
 
 pub use notify::{NotifyConfig, SmtpConfig};
@@ -43,7 +43,7 @@ impl LoopContext {
     }
 
     /// Like [`Self::with_settings`] for a caller already holding the state.
-    pub fn with_settings_of<T>(&self, state: &raft_store::ControlState, f: impl FnOnce(&Effective) -> T) -> T {
+    pub fn with_settings_of<T>(&self, state: &model::ControlState, f: impl FnOnce(&Effective) -> T) -> T {
         f(&Effective { env: &self.env, overrides: &state.settings })
     }
 

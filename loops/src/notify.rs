@@ -14,8 +14,8 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use raft_store::cluster::now_ms;
-use raft_store::state::{Incident, Notification};
-use raft_store::{Command, Reply};
+use model::state::{Incident, Notification};
+use model::{Command, Reply};
 use serde_json::json;
 
 use crate::LoopContext;

@@ -3,10 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use raft_store::settings::Effective;
-use raft_store::state::worker::{heartbeat_state, metric};
-use raft_store::state::{ControlState, DesiredState, Firing, FleetSample, IncidentState, Worker, WorkerAction};
-use raft_store::Command;
+use model::settings::Effective;
+use model::state::worker::{heartbeat_state, metric};
+use model::state::{ControlState, DesiredState, Firing, FleetSample, IncidentState, Worker, WorkerAction};
+use model::Command;
 
 pub const KINDS: [&str; 7] = [
     "heartbeat_missing",

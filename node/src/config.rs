@@ -204,7 +204,7 @@ impl ServeArgs {
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
             return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());
         }
-        let env = raft_store::settings::env_defaults(|k| std::env::var(k).ok())?;
+        let env = model::settings::env_defaults(|k| std::env::var(k).ok())?;
         let settings = api::Settings { env: std::sync::Arc::new(env) };
         let batch =
             api::BatchOptions { max_batch: self.heartbeat_batch_max, max_inflight: self.heartbeat_batch_inflight };

@@ -14,8 +14,9 @@ use openraft::raft::{
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, Request, Response};
+use model::command::{Command, Request, Response};
 use crate::election::LeaderContact;
+pub use model::views::{ClusterStatus, NodeStatus};
 use crate::network::{NetworkFactory, RpcClient, RpcFailure};
 use crate::state_machine::StateReader;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
@@ -95,34 +96,6 @@ pub struct NodeReport {
     pub snapshot_index: Option<u64>,
     pub purged_index: Option<u64>,
     pub initialized: bool,
-}
-
-/// One member as `GET /api/cluster/status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct NodeStatus {
-    pub id: NodeId,
-    pub addr: String,
-    pub role: String,
-    pub voter: bool,
-    pub healthy: bool,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    pub lag: Option<u64>,
-    pub snapshot_index: Option<u64>,
-    pub purged_index: Option<u64>,
-    pub term: Option<u64>,
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ClusterStatus {
-    pub cluster_id: String,
-    pub node_id: NodeId,
-    pub leader_id: Option<NodeId>,
-    pub term: u64,
-    pub nodes: Vec<NodeStatus>,
-    pub total_nodes: usize,
-    pub healthy_nodes: usize,
 }
 
 pub struct Cluster {

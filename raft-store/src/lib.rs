@@ -1,23 +1,18 @@
-//! Consensus storage for Engine Room: the replicated `Command` vocabulary, the
-//! state it applies to, the Raft log (a WAL of its own) and the state machine
-//! (in memory, snapshots in files, their meta in sled), and the
-//! cluster handle that turns a command into a committed, applied write.
+//! Consensus for Engine Room: the Raft log (a WAL of its own), the state
+//! machine adapter over the model's state (in memory, snapshots in files,
+//! their meta in sled), the Raft RPC client, forwarding, reads, pre-vote, the
+//! snapshot schedule, and the cluster handle that turns a `model::Command`
+//! into a committed, applied write.
 
 pub mod cluster;
-pub mod codec;
-pub mod command;
 pub mod election;
 pub mod log_store;
 pub mod network;
-pub mod settings;
 pub mod snapshot_schedule;
-pub mod state;
 pub mod state_machine;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};
-pub use command::{Command, CommandError, ErrorKind, Reply, Request, Response};
-pub use state::ControlState;
 pub use types::{NodeId, Raft, TypeConfig};
 
 /// Open the process's one sled database, the Raft log in `dir/raft-log`, and

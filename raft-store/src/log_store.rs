@@ -28,8 +28,8 @@ use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::{Decode, Encode};
 use raft_log::RaftLog;
 
-use crate::codec;
-use crate::command::Command;
+use model::codec;
+use model::command::Command;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Size at which a chunk file is closed and a new one started. The entries of

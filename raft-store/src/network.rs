@@ -1,5 +1,5 @@
 //! Raft RPC and leader forwarding over HTTP: one shared reqwest client, bodies
-//! encoded by [`crate::codec`], every request carrying the cluster secret.
+//! encoded by [`model::codec`], every request carrying the cluster secret.
 //! openraft gives an AppendEntries only one heartbeat interval, so requests
 //! over [`MAX_APPEND_BYTES`] are refused before sending and openraft retries
 //! at once with fewer entries; snapshot chunks are encoded as one byte run.
@@ -16,7 +16,7 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::codec;
+use model::codec;
 use crate::types::{Node, NodeId, SnapshotMeta, TypeConfig};
 
 /// Largest AppendEntries body sent in one RPC (unless it holds a single

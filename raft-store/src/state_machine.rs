@@ -18,10 +18,10 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::codec;
-use crate::command::{Reply, Response};
+use model::codec;
+use model::command::{Reply, Response};
 use crate::log_store::io_error;
-use crate::state::ControlState;
+use model::state::ControlState;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Meta (bincode) of the current snapshot; its bytes are in [`data_file`].

@@ -2,9 +2,9 @@
 
 use std::io::Cursor;
 
-use crate::command::{Request, Response};
+use model::{Request, Response};
 
-pub type NodeId = u64;
+pub use model::NodeId;
 
 openraft::declare_raft_types!(
     /// Engine Room's Raft types: our `Request` in, our `Response` out, the rest default.

@@ -1,8 +1,8 @@
 //! The fleet at a glance: worker counts by heartbeat and desired state, per
 //! pool, and open incidents. Shared by the overview page and its live stream.
 
-use raft_store::state::worker::heartbeat_state;
-use raft_store::state::{ControlState, IncidentState};
+use model::state::worker::heartbeat_state;
+use model::state::{ControlState, IncidentState};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -88,8 +88,8 @@ impl FleetSummary {
 
 #[cfg(test)]
 mod tests {
-    use raft_store::state::{Heartbeat, WorkerAction};
-    use raft_store::{Command, ControlState, Request};
+    use model::state::{Heartbeat, WorkerAction};
+    use model::{Command, ControlState, Request};
 
     use super::summarize;
 

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use raft_store::cluster::ClusterStatus;
-use raft_store::settings::{Kind, DEFS};
-use raft_store::state::worker::heartbeat_state;
-use raft_store::state::{AuditEntry, Incident, Pool, Worker};
+use model::views::ClusterStatus;
+use model::settings::{Kind, DEFS};
+use model::state::worker::heartbeat_state;
+use model::state::{AuditEntry, Incident, Pool, Worker};
 
 use crate::fleet::FleetSummary;
 use crate::format::{ago, metric, thousands, utc};
@@ -252,7 +252,7 @@ struct WorkerPage<'a> {
     audit: Vec<AuditRow>,
 }
 
-fn nested_text(m: &raft_store::state::worker::NestedMetrics) -> Vec<(String, String)> {
+fn nested_text(m: &model::state::worker::NestedMetrics) -> Vec<(String, String)> {
     m.iter()
         .map(|(k, inner)| {
             let parts: Vec<String> = inner.iter().map(|(ik, v)| format!("{ik} {}", metric(v.value()))).collect();
@@ -361,7 +361,7 @@ pub type PoolCounts = BTreeMap<String, (u64, u64)>;
 impl PoolRow {
     pub fn new(p: &Pool, counts: &PoolCounts, now_ms: u64) -> Self {
         let (total, healthy) = counts.get(&p.name).copied().unwrap_or_default();
-        let profile_name = |v: &raft_store::state::Profile| {
+        let profile_name = |v: &model::state::Profile| {
             serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
         };
         PoolRow {

@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use raft_store::state::IncidentState;
-use raft_store::{Command, Reply};
+use model::state::IncidentState;
+use model::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -64,7 +64,7 @@ pub struct AckBody {
     pub note: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/incidents/{id}/ack", tag = "alerts", params(("id" = u64, Path)), request_body = Option<AckBody>, responses((status = 200, body = raft_store::state::Incident), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/incidents/{id}/ack", tag = "alerts", params(("id" = u64, Path)), request_body = Option<AckBody>, responses((status = 200, body = model::state::Incident), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn ack(
     State(s): State<AppState>,
     headers: HeaderMap,

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::heartbeat_state;
-use raft_store::state::{ControlState, Pool, PoolPatch, Profile};
-use raft_store::{Command, Reply};
+use model::state::worker::heartbeat_state;
+use model::state::{ControlState, Pool, PoolPatch, Profile};
+use model::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

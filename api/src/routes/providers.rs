@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use raft_store::{Command, Reply};
+use model::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use raft_store::settings::{normalize, DEFS};
-use raft_store::{Command, Reply};
+use model::settings::{normalize, DEFS};
+use model::{Command, Reply};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
@@ -59,7 +59,7 @@ pub async fn put(
         };
         match &raw {
             Some(r) => normalize(&k, r).map_err(ApiError::bad_request)?,
-            None => raft_store::settings::find(&k)
+            None => model::settings::find(&k)
                 .map(|_| String::new())
                 .ok_or_else(|| ApiError::bad_request(format!("unknown setting {k}")))?,
         };

@@ -13,8 +13,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::Stream;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::heartbeat_state;
-use raft_store::state::IncidentState;
+use model::state::worker::heartbeat_state;
+use model::state::IncidentState;
 use serde_json::{json, Value};
 use ui::{Chrome, WorkerFilter, WorkerResults, WorkerRow};
 
@@ -74,7 +74,7 @@ fn not_found(s: &AppState, what: &str) -> Response {
 }
 
 /// The ten newest active incidents, as the overview and its live stream show them.
-fn recent_active(state: &raft_store::ControlState) -> impl Iterator<Item = &raft_store::state::Incident> {
+fn recent_active(state: &model::ControlState) -> impl Iterator<Item = &model::state::Incident> {
     state.incidents.values().rev().filter(|i| i.state == IncidentState::Active).take(10)
 }
 

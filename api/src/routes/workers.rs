@@ -9,9 +9,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use raft_store::cluster::now_ms;
-use raft_store::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, SmallMap, PROCESS_STATES, SEQ_KEY};
-use raft_store::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
-use raft_store::{Command, Reply};
+use model::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, SmallMap, PROCESS_STATES, SEQ_KEY};
+use model::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
+use model::{Command, Reply};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -125,11 +125,11 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "workers", request_body = HeartbeatBody, responses((status = 200, body = raft_store::state::HeartbeatAnswer), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 413, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "workers", request_body = HeartbeatBody, responses((status = 200, body = model::state::HeartbeatAnswer), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 413, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn heartbeat(
     State(s): State<AppState>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<raft_store::state::HeartbeatAnswer>, ApiError> {
+) -> Result<Json<model::state::HeartbeatAnswer>, ApiError> {
     s.metrics.heartbeats_received.inc();
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -47,6 +47,6 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         }
         assert_eq!(cluster.report().role, "leader", "single node elects itself");
     }
-    let env = raft_store::settings::env_defaults(|_| None).unwrap();
+    let env = model::settings::env_defaults(|_| None).unwrap();
     AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2 })
 }

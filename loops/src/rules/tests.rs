@@ -1,8 +1,8 @@
 use std::collections::BTreeMap;
 
-use raft_store::settings::{env_defaults, Effective};
-use raft_store::state::worker::MetricMap;
-use raft_store::state::{ControlState, Heartbeat, Metric, Pool, PoolPatch, Worker};
+use model::settings::{env_defaults, Effective};
+use model::state::worker::MetricMap;
+use model::state::{ControlState, Heartbeat, Metric, Pool, PoolPatch, Worker};
 
 use super::*;
 
@@ -69,7 +69,7 @@ fn provider_rates_use_the_window_and_thresholds() {
         &window,
     );
     assert!(
-        matches!(&protect_cmds[..], [raft_store::Command::SetProviderMode { mode, auto: true, .. }] if mode == "cautious")
+        matches!(&protect_cmds[..], [model::Command::SetProviderMode { mode, auto: true, .. }] if mode == "cautious")
     );
 }
 
@@ -80,14 +80,14 @@ fn a_protected_provider_without_new_probes_stays_protected() {
     let s = Effective { env: &env, overrides: &none };
     let mut state = ControlState::default();
     state.set_provider_mode("gmail", "cautious", true, Some("auto: bad".into()), 0).unwrap();
-    let bad = raft_store::state::Firing {
+    let bad = model::state::Firing {
         kind: "provider_reject_rate".into(),
         subject: "gmail".into(),
         severity: "critical".into(),
         detail: "reject rate 75%".into(),
     };
     let kinds = KINDS.iter().map(|k| k.to_string()).collect();
-    let r = raft_store::state::Reconcile {
+    let r = model::state::Reconcile {
         firing: vec![bad],
         kinds_evaluated: kinds,
         channels: vec![],
@@ -105,7 +105,7 @@ fn a_protected_provider_without_new_probes_stays_protected() {
     let (firing, _) = evaluate(&state, 2_000, &s, &healthy, &[]);
     assert!(firing.is_empty());
     let cmds = protect(&state, 2_000, &s, &firing, &healthy);
-    assert!(matches!(&cmds[..], [raft_store::Command::SetProviderMode { mode, .. }] if mode == "normal"), "{cmds:?}");
+    assert!(matches!(&cmds[..], [model::Command::SetProviderMode { mode, .. }] if mode == "normal"), "{cmds:?}");
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn autoscale_steps_within_bounds_and_canary() {
         state.workers.insert(format!("w{i}"), worker(&format!("w{i}"), "busy", now, &[("in_flight", 9.0)]));
     }
     let cmds = autoscale(&state, now, &s);
-    assert!(matches!(&cmds[..], [raft_store::Command::AutoscalePool { from: 2, to: 3, .. }]), "{cmds:?}");
+    assert!(matches!(&cmds[..], [model::Command::AutoscalePool { from: 2, to: 3, .. }]), "{cmds:?}");
     state.pools.get_mut("busy").unwrap().desired_count = 3;
     assert!(autoscale(&state, now, &s).is_empty(), "at max");
     let env0 = settings(&[("AUTOSCALE_CANARY_PERCENT", "0")]);
@@ -140,13 +140,13 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
     w.error_rate = Some(50.0);
     state.workers.insert("w".into(), w);
     assert!(protect(&state, 0, &s, &[], &BTreeMap::new()).is_empty(), "not sustained without an open incident");
-    let f = raft_store::state::Firing {
+    let f = model::state::Firing {
         kind: "worker_error_rate".into(),
         subject: "w".into(),
         severity: "critical".into(),
         detail: "".into(),
     };
-    let r = raft_store::state::Reconcile {
+    let r = model::state::Reconcile {
         firing: vec![f],
         kinds_evaluated: vec![],
         channels: vec![],
@@ -157,7 +157,7 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
     let cmds = protect(&state, 30_000, &s, &[], &BTreeMap::new());
     assert!(matches!(
         &cmds[..],
-        [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Quarantine, .. }]
+        [model::Command::WorkerControl { action: model::state::WorkerAction::Quarantine, .. }]
     ));
     let w = state.workers.get_mut("w").unwrap();
     w.quarantined = true;
@@ -166,6 +166,6 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
     let cmds = protect(&state, 90_000, &s, &[], &BTreeMap::new());
     assert!(matches!(
         &cmds[..],
-        [raft_store::Command::WorkerControl { action: raft_store::state::WorkerAction::Unquarantine, .. }]
+        [model::Command::WorkerControl { action: model::state::WorkerAction::Unquarantine, .. }]
     ));
 }

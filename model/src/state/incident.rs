@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ControlState;
 use crate::command::{CommandError, ErrorKind};
-use crate::types::NodeId;
+use crate::NodeId;
 
 /// Resolved incidents and finished notifications kept for the API.
 const KEEP_FINISHED: usize = 500;

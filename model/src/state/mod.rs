@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandError, ErrorKind, Reply, Request, Response};
-use crate::types::NodeId;
+use crate::NodeId;
 pub use incident::{DeliveryState, Firing, FleetSample, Incident, IncidentState, Notification, Reconcile};
 pub use metric::{Key, Metric};
 pub use pool::{Pool, PoolPatch, Profile};

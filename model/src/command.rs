@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::state::{
     Heartbeat, HeartbeatAnswer, Incident, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker, WorkerAction,
 };
-use crate::types::NodeId;
+use crate::NodeId;
 
 /// One Raft log payload: a command plus the facts apply may not look up itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
