@@ -1,0 +1,167 @@
+//! Golden bytes of the replicated format: one sample of every `Command`
+//! variant (as a log entry's `Request`) and a snapshot of a populated state.
+//! The bytes live in `tests/golden/*.hex`, committed: bytes written by one
+//! release must decode in every later one, so a change that breaks this test
+//! breaks nodes replaying old logs and snapshots. Never regenerate a file that
+//! exists; a new variant gets a new file (`UPDATE_GOLDEN=1` writes missing
+//! ones, and the test still fails until they are committed).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
+use model::state::{Firing, FleetSample, Heartbeat, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::{codec, Command, ControlState, Request};
+
+fn beat(id: &str, seq: u64) -> Heartbeat {
+    Heartbeat {
+        worker_id: id.into(),
+        host: "vps-3".into(),
+        ip: "203.0.113.7".into(),
+        pool: Some("edge".into()),
+        version: "1.4.2".into(),
+        status: "running".into(),
+        process_state: "running".into(),
+        metrics: MetricMap::from([("processed", Metric(1200.0)), ("errors", Metric(14.0))]),
+        stage_metrics: NestedMetrics::from([("dns", MetricMap::from([("ok", Metric(1180.0))]))]),
+        smtp_metrics: MetricMap::from([("2xx", Metric(900.0)), ("4xx", Metric(200.5))]),
+        provider_metrics: NestedMetrics::from([("gmail", MetricMap::from([("accepted", Metric(500.0))]))]),
+        meta: SmallMap::from([("region", "\"eu\"".to_string()), ("seq", seq.to_string())]),
+    }
+}
+
+/// The file name for each variant; a new variant does not compile here
+/// until it has a sample and a golden file.
+fn variant(c: &Command) -> &'static str {
+    match c {
+        Command::HeartbeatBatch { .. } => "heartbeat_batch",
+        Command::WorkerControl { .. } => "worker_control",
+        Command::RemoveStaleWorkers { .. } => "remove_stale_workers",
+        Command::ScalePool { .. } => "scale_pool",
+        Command::CreatePool { .. } => "create_pool",
+        Command::UpdatePool { .. } => "update_pool",
+        Command::ArchivePool { .. } => "archive_pool",
+        Command::SetDefaultPool { .. } => "set_default_pool",
+        Command::ReconcileIncidents(_) => "reconcile_incidents",
+        Command::AckIncident { .. } => "ack_incident",
+        Command::ClaimNotification { .. } => "claim_notification",
+        Command::RecordDelivery { .. } => "record_delivery",
+        Command::SetProviderMode { .. } => "set_provider_mode",
+        Command::AutoscalePool { .. } => "autoscale_pool",
+        Command::UpdateSettings { .. } => "update_settings",
+    }
+}
+
+fn samples() -> Vec<Command> {
+    let patch = PoolPatch {
+        desired_count: Some(4),
+        min_count: Some(1),
+        max_count: Some(9),
+        profiles: Some(BTreeMap::from([("gmail".to_string(), Profile::LowHit)])),
+    };
+    vec![
+        Command::HeartbeatBatch { beats: vec![beat("w-17", 29), beat("w-18", 3)].into() },
+        Command::WorkerControl { worker: "w-17".into(), action: WorkerAction::Quarantine, reason: Some("flaky".into()) },
+        Command::RemoveStaleWorkers { cutoff_ms: 1_700_000_000_000, ids: vec!["w-old".into()] },
+        Command::ScalePool { pool: "edge".into(), desired_count: 6 },
+        Command::CreatePool { name: "eu-west".into(), patch: patch.clone() },
+        Command::UpdatePool { name: "eu-west".into(), patch: PoolPatch { desired_count: Some(2), ..PoolPatch::default() } },
+        Command::ArchivePool { name: "eu-west".into(), archived: true },
+        Command::SetDefaultPool { name: "edge".into() },
+        Command::ReconcileIncidents(Reconcile {
+            firing: vec![Firing {
+                kind: "heartbeat_missing".into(),
+                subject: "w-17".into(),
+                severity: "critical".into(),
+                detail: "no heartbeat for 180 s".into(),
+            }],
+            kinds_evaluated: vec!["heartbeat_missing".into(), "error_rate".into()],
+            channels: vec!["slack".into(), "email".into()],
+            cooldown_ms: 300_000,
+            sample: Some(FleetSample { at_ms: 1_700_000_000_500, total: 40, healthy: 39 }),
+        }),
+        Command::AckIncident { id: 1, note: Some("on it".into()) },
+        Command::ClaimNotification { id: 1, until_ms: 1_700_000_030_000 },
+        Command::RecordDelivery { id: 1, error: Some("smtp 451".into()), retry_at_ms: Some(1_700_000_060_000) },
+        Command::SetProviderMode { provider: "gmail".into(), mode: "cautious".into(), auto: true, reason: Some("tempfail 30%".into()) },
+        Command::AutoscalePool { pool: "edge".into(), from: 6, to: 7, reason: "in flight 90%".into(), cooldown_ms: 120_000 },
+        Command::UpdateSettings {
+            changes: BTreeMap::from([
+                ("ALERT_COOLDOWN_SECONDS".to_string(), Some("600".to_string())),
+                ("AUTOSCALE_ENABLED".to_string(), None),
+            ]),
+        },
+    ]
+}
+
+fn request(i: usize, command: Command) -> Request {
+    Request { at_ms: 1_700_000_000_000 + i as u64 * 1_000, node: 1 + i as u64 % 3, actor: "golden".into(), command }
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Vec<u8> {
+    let t = text.trim();
+    (0..t.len()).step_by(2).map(|i| u8::from_str_radix(&t[i..i + 2], 16).expect("hex")).collect()
+}
+
+/// Compare `bytes` with the committed file `name`; a missing file is
+/// written when `UPDATE_GOLDEN=1` and reported as a failure either way.
+fn check(name: &str, bytes: &[u8], missing: &mut Vec<String>) -> Option<Vec<u8>> {
+    let path = golden_dir().join(format!("{name}.hex"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let want = from_hex(&text);
+            assert_eq!(to_hex(bytes), to_hex(&want), "{name}: the encoding changed; old logs and snapshots would not decode");
+            Some(want)
+        }
+        Err(_) => {
+            if std::env::var_os("UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(golden_dir()).unwrap();
+                std::fs::write(&path, to_hex(bytes) + "\n").unwrap();
+            }
+            missing.push(name.to_string());
+            None
+        }
+    }
+}
+
+#[test]
+fn every_command_variant_keeps_its_bytes() {
+    let mut missing = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, command) in samples().into_iter().enumerate() {
+        let name = variant(&command);
+        assert!(seen.insert(name), "two samples of {name}");
+        let req = request(i, command);
+        let bytes = codec::encode(&req).unwrap();
+        if let Some(old) = check(&format!("command-{name}"), &bytes, &mut missing) {
+            assert_eq!(codec::decode::<Request>(&old).unwrap(), req, "{name}: committed bytes decode to the sample");
+        }
+    }
+    assert!(missing.is_empty(), "golden files missing (commit them): {missing:?}");
+}
+
+#[test]
+fn a_populated_snapshot_keeps_its_bytes() {
+    let mut state = ControlState::default();
+    for (i, command) in samples().into_iter().enumerate() {
+        // Some samples are refused in this order (a refusal changes nothing);
+        // what matters is a state with every kind of entity in it.
+        let _ = state.apply(&request(i, command));
+    }
+    assert!(!state.workers.is_empty() && !state.pools.is_empty() && !state.incidents.is_empty());
+    assert!(!state.providers.is_empty() && !state.settings.is_empty() && !state.audit.is_empty());
+    let bytes = codec::encode(&state).unwrap();
+    let mut missing = Vec::new();
+    if let Some(old) = check("snapshot-populated", &bytes, &mut missing) {
+        assert_eq!(codec::decode::<ControlState>(&old).unwrap(), state, "committed snapshot decodes to the same state");
+    }
+    assert!(missing.is_empty(), "golden files missing (commit them): {missing:?}");
+}
