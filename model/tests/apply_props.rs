@@ -1,0 +1,109 @@
+//! Apply cannot take the cluster down: random sequences of commands, valid
+//! and not, never panic, and a refused command leaves the state exactly as
+//! it was (byte for byte, as a snapshot would hold it).
+
+use std::collections::BTreeMap;
+
+use model::state::worker::{MetricMap, SmallMap};
+use model::state::{Firing, Heartbeat, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::{codec, Command, ControlState, Request};
+use proptest::prelude::*;
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec!["w1", "w2", "p1", "p2", "gmail", "default"]).prop_map(String::from),
+        1 => prop::sample::select(vec!["", "bad/name", "x y", "ü"]).prop_map(String::from),
+    ]
+}
+
+fn beat() -> impl Strategy<Value = Heartbeat> {
+    (name(), prop::option::of(name()), prop::option::of(0u64..6), 0u32..100, prop::sample::select(vec!["running", "stopped"]))
+        .prop_map(|(id, pool, seq, processed, state)| {
+            let mut meta = SmallMap::new();
+            if let Some(seq) = seq {
+                meta.insert("seq", seq.to_string());
+            }
+            Heartbeat {
+                worker_id: id.as_str().into(),
+                host: "h".into(),
+                ip: "127.0.0.1".into(),
+                pool: pool.map(|p| p.as_str().into()),
+                version: "1".into(),
+                status: state.into(),
+                process_state: state.into(),
+                metrics: MetricMap::from([("processed", Metric(processed as f64)), ("errors", Metric(1.0))]),
+                stage_metrics: Default::default(),
+                smtp_metrics: Default::default(),
+                provider_metrics: Default::default(),
+                meta,
+            }
+        })
+}
+
+fn action() -> impl Strategy<Value = WorkerAction> {
+    prop::sample::select(vec![
+        WorkerAction::Pause,
+        WorkerAction::Resume,
+        WorkerAction::Drain,
+        WorkerAction::Stop,
+        WorkerAction::Quarantine,
+        WorkerAction::Unquarantine,
+    ])
+}
+
+fn patch() -> impl Strategy<Value = PoolPatch> {
+    (prop::option::of(0u32..200_000), prop::option::of(0u32..20), prop::option::of(0u32..20), any::<bool>()).prop_map(
+        |(desired_count, min_count, max_count, profiles)| PoolPatch {
+            desired_count,
+            min_count,
+            max_count,
+            profiles: profiles.then(|| BTreeMap::from([("gmail".to_string(), Profile::Warmup)])),
+        },
+    )
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => prop::collection::vec(beat(), 1..4).prop_map(|b| Command::HeartbeatBatch { beats: b.into() }),
+        2 => (name(), action(), prop::option::of(name())).prop_map(|(worker, action, reason)| Command::WorkerControl { worker, action, reason }),
+        1 => (0u64..3_000, prop::collection::vec(name(), 0..3)).prop_map(|(cutoff_ms, ids)| Command::RemoveStaleWorkers { cutoff_ms, ids }),
+        2 => (name(), 0u32..200_000).prop_map(|(pool, desired_count)| Command::ScalePool { pool, desired_count }),
+        1 => (name(), patch()).prop_map(|(name, patch)| Command::CreatePool { name, patch }),
+        1 => (name(), patch()).prop_map(|(name, patch)| Command::UpdatePool { name, patch }),
+        1 => (name(), any::<bool>()).prop_map(|(name, archived)| Command::ArchivePool { name, archived }),
+        1 => name().prop_map(|name| Command::SetDefaultPool { name }),
+        2 => (prop::collection::vec((prop::sample::select(vec!["heartbeat_missing", "error_rate"]), name()), 0..4), any::<bool>())
+            .prop_map(|(firing, email)| Command::ReconcileIncidents(Reconcile {
+                firing: firing.into_iter().map(|(kind, subject)| Firing { kind: kind.into(), subject, severity: "warning".into(), detail: "d".into() }).collect(),
+                kinds_evaluated: vec!["heartbeat_missing".into(), "error_rate".into()],
+                channels: if email { vec!["email".into()] } else { vec![] },
+                cooldown_ms: 1_000,
+                sample: None,
+            })),
+        1 => (0u64..5, prop::option::of(name())).prop_map(|(id, note)| Command::AckIncident { id, note }),
+        1 => (0u64..5, 0u64..5_000).prop_map(|(id, until_ms)| Command::ClaimNotification { id, until_ms }),
+        1 => (0u64..5, prop::option::of(name()), prop::option::of(0u64..5_000)).prop_map(|(id, error, retry_at_ms)| Command::RecordDelivery { id, error, retry_at_ms }),
+        1 => (name(), prop::sample::select(vec!["normal", "cautious", "drain", "auto", "turbo"]), any::<bool>(), prop::option::of(name()))
+            .prop_map(|(provider, mode, auto, reason)| Command::SetProviderMode { provider, mode: mode.into(), auto, reason }),
+        1 => (name(), 0u32..10, 0u32..10, 0u64..2_000).prop_map(|(pool, from, to, cooldown_ms)| Command::AutoscalePool { pool, from, to, reason: "r".into(), cooldown_ms }),
+        1 => (prop::sample::select(vec!["ALERT_COOLDOWN_SECONDS", "AUTOSCALE_ENABLED", "NOT_A_SETTING"]), prop::option::of(prop::sample::select(vec!["5", "true", "-1", "soon"])))
+            .prop_map(|(k, v)| Command::UpdateSettings { changes: BTreeMap::from([(k.to_string(), v.map(String::from))]) }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn apply_never_panics_and_a_refusal_changes_nothing(commands in prop::collection::vec(command(), 1..40)) {
+        let mut state = ControlState::default();
+        for (i, command) in commands.into_iter().enumerate() {
+            let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
+            let before = codec::encode(&state).unwrap();
+            let result = state.apply(&req);
+            if let Err(e) = &result {
+                prop_assert_eq!(codec::encode(&state).unwrap(), before, "refused {} ({}) changed the state", req.command.name(), e);
+            }
+        }
+    }
+}
