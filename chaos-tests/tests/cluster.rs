@@ -312,3 +312,4 @@ fn bad_config_stops_the_node_with_one_line() {
         assert!(!err.contains("panicked"));
     }
 }
+

@@ -433,7 +433,15 @@ impl Cluster {
                 .applied_index_at_least(Some(read_index), "consistent read")
                 .await
                 .map(|_| ())
-                .map_err(|e| ClusterError::Unavailable(e.to_string()));
+                // openraft's timeout message carries its whole metrics dump:
+                // say what happened in a line instead.
+                .map_err(|e| match e {
+                    openraft::metrics::WaitError::Timeout(..) => ClusterError::Unavailable(format!(
+                        "this node did not apply up to the read index {read_index} within {} ms",
+                        remaining.as_millis()
+                    )),
+                    openraft::metrics::WaitError::ShuttingDown => ClusterError::Fatal("raft is shutting down".into()),
+                });
         }
     }
 
@@ -462,8 +470,8 @@ impl Cluster {
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                 Err(ClusterError::Unavailable("not the leader".into()))
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
-                Err(ClusterError::Unavailable(e.to_string()))
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ClusterError::Unavailable("the leader could not reach a quorum to confirm the read".into()))
             }
             Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
         }
