@@ -312,4 +312,3 @@ fn bad_config_stops_the_node_with_one_line() {
         assert!(!err.contains("panicked"));
     }
 }
-
