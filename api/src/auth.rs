@@ -1,5 +1,6 @@
-//! Bearer-token auth for `/api`, basic auth for the UI, the cluster secret for
-//! `/raft`. Every comparison is constant-time.
+//! Bearer-token auth for `/api` and basic auth for the UI (the cluster secret
+//! on `/raft` is checked by `raft_store::rpc_server`). Every comparison is
+//! constant-time.
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -91,16 +92,6 @@ pub async fn require_basic(State(state): State<AppState>, req: Request, next: Ne
     let mut res = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
     res
-}
-
-/// The cluster secret header on `/raft/*`, or 401.
-pub async fn require_secret(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = header_str(req.headers(), raft_store::network::SECRET_HEADER).is_some_and(|s| same(s, &state.secret));
-    if ok {
-        next.run(req).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong cluster secret").into_response()
-    }
 }
 
 /// Who is acting, for the audit log: `operator`, or `operator:<name>` when the

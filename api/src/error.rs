@@ -3,8 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use raft_store::ClusterError;
 use model::{CommandError, ErrorKind};
+use raft_store::ClusterError;
 use serde_json::json;
 
 #[derive(Debug, Clone)]
@@ -71,5 +71,16 @@ impl From<ClusterError> for ApiError {
             ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
         };
         Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<raft_store::group_commit::BatchError> for ApiError {
+    fn from(e: raft_store::group_commit::BatchError) -> Self {
+        use raft_store::group_commit::BatchError;
+        match e {
+            BatchError::Cluster(e) => e.into(),
+            BatchError::Command(e) => e.into(),
+            BatchError::Internal(m) => ApiError::internal(m),
+        }
     }
 }

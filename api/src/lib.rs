@@ -1,13 +1,12 @@
-//! HTTP for Engine Room: the `/api` surface, the internal `/raft` RPC, the UI
-//! mount, all on one axum router built by [`app`] so tests can drive it.
+//! HTTP for Engine Room: the `/api` surface and the UI mount, with the
+//! consensus layer's `/raft` RPC nested in, all on one axum router built by
+//! [`app`] so tests can drive it.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
-pub mod heartbeat;
 pub mod metrics;
 pub mod openapi;
-pub mod raft_rpc;
 pub mod routes;
 
 use std::sync::Arc;
@@ -22,13 +21,12 @@ use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 pub use error::ApiError;
-pub use heartbeat::{BatchOptions, HeartbeatBatcher};
 pub use metrics::Metrics;
+pub use raft_store::group_commit::{BatchOptions, HeartbeatBatcher};
+use raft_store::rpc_server::RaftService;
 
 /// Largest `/api` request body accepted (heartbeats are far smaller).
 pub const API_BODY_LIMIT: usize = 64 * 1024;
-/// Largest `/raft` body: a snapshot chunk plus framing.
-pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Runtime settings as read from the environment at startup; operator
 /// overrides in the replicated state take precedence.
@@ -56,19 +54,24 @@ pub struct Handles {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub batcher: HeartbeatBatcher,
+    /// The `/raft` handlers' handles (the same cluster, batcher and secret).
+    pub raft: Arc<RaftService>,
 }
 
 impl AppState {
     pub fn new(cluster: Arc<Cluster>, token: &str, secret: &str, settings: Settings, batch: BatchOptions) -> Self {
         let metrics = Arc::new(Metrics::new(cluster.id));
         let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
+        let secret: Arc<str> = secret.into();
+        let raft = Arc::new(RaftService { cluster: cluster.clone(), batcher: batcher.clone(), secret: secret.clone() });
         Self(Arc::new(Handles {
             cluster,
             token: token.into(),
-            secret: secret.into(),
+            secret,
             settings: Arc::new(settings),
             metrics,
             batcher,
+            raft,
         }))
     }
 }
@@ -112,7 +115,7 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .merge(ui)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
-        .nest("/raft", raft_rpc::router(state.clone()))
+        .nest_service("/raft", raft_store::rpc_server::router(state.raft.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)

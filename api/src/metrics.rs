@@ -6,11 +6,11 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use model::state::worker::heartbeat_state;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
-use model::state::worker::heartbeat_state;
 
 use crate::AppState;
 
@@ -158,4 +158,19 @@ pub async fn track_http(State(state): State<AppState>, req: Request, next: Next)
     m.http_seconds.with_label_values(&[route, method.as_str()]).observe(started.elapsed().as_secs_f64());
     m.http_requests.with_label_values(&[route, method.as_str(), res.status().as_str()]).inc();
     res
+}
+
+/// The heartbeat group commit reports into these metrics.
+impl raft_store::group_commit::BatchObserver for Metrics {
+    fn proposed(&self, heartbeats: usize) {
+        self.heartbeat_batch_size.observe(heartbeats as f64);
+    }
+
+    fn committed(&self, elapsed: std::time::Duration) {
+        self.heartbeat_commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn abandoned(&self, heartbeats: usize) {
+        self.heartbeats_abandoned.inc_by(heartbeats as u64);
+    }
 }

@@ -164,9 +164,10 @@ impl RegressionWatch {
                                 };
                                 let before = seen.entry((node, id.to_string())).or_insert(seq);
                                 if seq < *before {
-                                    found.lock().expect("found").push(format!(
-                                        "node {node}: worker {id} went from seq {before} back to {seq}"
-                                    ));
+                                    found
+                                        .lock()
+                                        .expect("found")
+                                        .push(format!("node {node}: worker {id} went from seq {before} back to {seq}"));
                                 }
                                 *before = seq.max(*before);
                             }
@@ -378,7 +379,8 @@ fn run_scenario(
         rep.notes.push(format!("regressions seen in each node's own view: {}", regressions.len()));
     }
     if !regressions.is_empty() {
-        rep.failure = Some(format!("{} regressions: {:?}", regressions.len(), &regressions[..regressions.len().min(10)]));
+        rep.failure =
+            Some(format!("{} regressions: {:?}", regressions.len(), &regressions[..regressions.len().min(10)]));
     }
     rep.elapsed = t0.elapsed();
     rep

@@ -32,10 +32,7 @@ fn counter(c: &TestCluster, id: u64, name: &str) -> f64 {
         .send()
         .and_then(|r| r.text())
         .unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    text.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
 /// The worker's record as node `id` holds it, read linearizably.

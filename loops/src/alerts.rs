@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use raft_store::cluster::now_ms;
 use model::state::Reconcile;
 use model::Command;
+use raft_store::cluster::now_ms;
 
 use crate::rules::{self, ProviderCounts};
 use crate::LoopContext;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::cluster::now_ms;
 use model::Command;
+use raft_store::cluster::now_ms;
 
 use crate::LoopContext;
 

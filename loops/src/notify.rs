@@ -13,9 +13,9 @@ use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use raft_store::cluster::now_ms;
 use model::state::{Incident, Notification};
 use model::{Command, Reply};
+use raft_store::cluster::now_ms;
 use serde_json::json;
 
 use crate::LoopContext;

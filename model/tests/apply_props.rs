@@ -17,7 +17,13 @@ fn name() -> impl Strategy<Value = String> {
 }
 
 fn beat() -> impl Strategy<Value = Heartbeat> {
-    (name(), prop::option::of(name()), prop::option::of(0u64..6), 0u32..100, prop::sample::select(vec!["running", "stopped"]))
+    (
+        name(),
+        prop::option::of(name()),
+        prop::option::of(0u64..6),
+        0u32..100,
+        prop::sample::select(vec!["running", "stopped"]),
+    )
         .prop_map(|(id, pool, seq, processed, state)| {
             let mut meta = SmallMap::new();
             if let Some(seq) = seq {

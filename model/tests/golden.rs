@@ -61,11 +61,18 @@ fn samples() -> Vec<Command> {
     };
     vec![
         Command::HeartbeatBatch { beats: vec![beat("w-17", 29), beat("w-18", 3)].into() },
-        Command::WorkerControl { worker: "w-17".into(), action: WorkerAction::Quarantine, reason: Some("flaky".into()) },
+        Command::WorkerControl {
+            worker: "w-17".into(),
+            action: WorkerAction::Quarantine,
+            reason: Some("flaky".into()),
+        },
         Command::RemoveStaleWorkers { cutoff_ms: 1_700_000_000_000, ids: vec!["w-old".into()] },
         Command::ScalePool { pool: "edge".into(), desired_count: 6 },
         Command::CreatePool { name: "eu-west".into(), patch: patch.clone() },
-        Command::UpdatePool { name: "eu-west".into(), patch: PoolPatch { desired_count: Some(2), ..PoolPatch::default() } },
+        Command::UpdatePool {
+            name: "eu-west".into(),
+            patch: PoolPatch { desired_count: Some(2), ..PoolPatch::default() },
+        },
         Command::ArchivePool { name: "eu-west".into(), archived: true },
         Command::SetDefaultPool { name: "edge".into() },
         Command::ReconcileIncidents(Reconcile {
@@ -83,8 +90,19 @@ fn samples() -> Vec<Command> {
         Command::AckIncident { id: 1, note: Some("on it".into()) },
         Command::ClaimNotification { id: 1, until_ms: 1_700_000_030_000 },
         Command::RecordDelivery { id: 1, error: Some("smtp 451".into()), retry_at_ms: Some(1_700_000_060_000) },
-        Command::SetProviderMode { provider: "gmail".into(), mode: "cautious".into(), auto: true, reason: Some("tempfail 30%".into()) },
-        Command::AutoscalePool { pool: "edge".into(), from: 6, to: 7, reason: "in flight 90%".into(), cooldown_ms: 120_000 },
+        Command::SetProviderMode {
+            provider: "gmail".into(),
+            mode: "cautious".into(),
+            auto: true,
+            reason: Some("tempfail 30%".into()),
+        },
+        Command::AutoscalePool {
+            pool: "edge".into(),
+            from: 6,
+            to: 7,
+            reason: "in flight 90%".into(),
+            cooldown_ms: 120_000,
+        },
         Command::UpdateSettings {
             changes: BTreeMap::from([
                 ("ALERT_COOLDOWN_SECONDS".to_string(), Some("600".to_string())),
@@ -118,7 +136,11 @@ fn check(name: &str, bytes: &[u8], missing: &mut Vec<String>) -> Option<Vec<u8>>
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let want = from_hex(&text);
-            assert_eq!(to_hex(bytes), to_hex(&want), "{name}: the encoding changed; old logs and snapshots would not decode");
+            assert_eq!(
+                to_hex(bytes),
+                to_hex(&want),
+                "{name}: the encoding changed; old logs and snapshots would not decode"
+            );
             Some(want)
         }
         Err(_) => {

@@ -14,12 +14,12 @@ use openraft::raft::{
 use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-use model::command::{Command, Request, Response};
 use crate::election::LeaderContact;
-pub use model::views::{ClusterStatus, NodeStatus};
 use crate::network::{NetworkFactory, RpcClient, RpcFailure};
 use crate::state_machine::StateReader;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
+use model::command::{Command, Request, Response};
+pub use model::views::{ClusterStatus, NodeStatus};
 
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
 
@@ -45,7 +45,7 @@ pub struct ClusterOptions {
     pub sled_cache_bytes: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClusterError {
     /// No leader could be reached before the deadline; nothing was applied.
     #[error("no leader available: {0}")]

@@ -1,13 +1,16 @@
 //! Consensus for Engine Room: the Raft log (a WAL of its own), the state
 //! machine adapter over the model's state (in memory, snapshots in files,
-//! their meta in sled), the Raft RPC client, forwarding, reads, pre-vote, the
-//! snapshot schedule, and the cluster handle that turns a `model::Command`
+//! their meta in sled), both sides of the Raft RPC (client and axum server),
+//! forwarding, reads, pre-vote, the snapshot schedule, heartbeat group commit,
+//! and the cluster handle that turns a `model::Command`
 //! into a committed, applied write.
 
 pub mod cluster;
 pub mod election;
+pub mod group_commit;
 pub mod log_store;
 pub mod network;
+pub mod rpc_server;
 pub mod snapshot_schedule;
 pub mod state_machine;
 pub mod types;

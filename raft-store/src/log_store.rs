@@ -28,9 +28,9 @@ use raft_log::api::raft_log_writer::RaftLogWriter;
 use raft_log::codeq::{Decode, Encode};
 use raft_log::RaftLog;
 
+use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use model::codec;
 use model::command::Command;
-use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 
 /// Size at which a chunk file is closed and a new one started. The entries of
 /// the open chunk stay decoded in memory (the crate's rule), so this bounds

@@ -16,8 +16,8 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
-use model::codec;
 use crate::types::{Node, NodeId, SnapshotMeta, TypeConfig};
+use model::codec;
 
 /// Largest AppendEntries body sent in one RPC (unless it holds a single
 /// entry): it must be sent, decoded, written and fsynced within one Raft
@@ -116,18 +116,13 @@ impl RpcClient {
         if let Some((name, value)) = header {
             req = req.header(name, value);
         }
-        let res = req
-            .timeout(timeout)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| {
-                if e.is_connect() {
-                    RpcFailure::NotDelivered(e.to_string())
-                } else {
-                    RpcFailure::Unknown(e.to_string())
-                }
-            })?;
+        let res = req.timeout(timeout).body(bytes).send().await.map_err(|e| {
+            if e.is_connect() {
+                RpcFailure::NotDelivered(e.to_string())
+            } else {
+                RpcFailure::Unknown(e.to_string())
+            }
+        })?;
         let status = res.status();
         let body = res.bytes().await.map_err(|e| RpcFailure::Unknown(e.to_string()))?;
         if !status.is_success() {

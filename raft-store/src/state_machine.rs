@@ -18,11 +18,11 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use crate::log_store::io_error;
+use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use model::codec;
 use model::command::{Reply, Response};
-use crate::log_store::io_error;
 use model::state::ControlState;
-use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// Meta (bincode) of the current snapshot; its bytes are in [`data_file`].
 const KEY_META: &[u8] = b"meta";

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use askama::Template;
-use model::views::ClusterStatus;
 use model::settings::{Kind, DEFS};
 use model::state::worker::heartbeat_state;
 use model::state::{AuditEntry, Incident, Pool, Worker};
+use model::views::ClusterStatus;
 
 use crate::fleet::FleetSummary;
 use crate::format::{ago, metric, thousands, utc};

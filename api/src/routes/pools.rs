@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use raft_store::cluster::now_ms;
 use model::state::worker::heartbeat_state;
 use model::state::{ControlState, Pool, PoolPatch, Profile};
 use model::{Command, Reply};
+use raft_store::cluster::now_ms;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -12,9 +12,9 @@ use axum::http::{header, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::Stream;
-use raft_store::cluster::now_ms;
 use model::state::worker::heartbeat_state;
 use model::state::IncidentState;
+use raft_store::cluster::now_ms;
 use serde_json::{json, Value};
 use ui::{Chrome, WorkerFilter, WorkerResults, WorkerRow};
 

@@ -8,10 +8,10 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use raft_store::cluster::now_ms;
 use model::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, SmallMap, PROCESS_STATES, SEQ_KEY};
 use model::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
 use model::{Command, Reply};
+use raft_store::cluster::now_ms;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 

@@ -17,37 +17,42 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use raft_store::cluster::ProposalOutcome;
 use model::state::{Heartbeat, HeartbeatAnswer};
-use raft_store::{Cluster, ClusterError};
 use model::{Command, CommandError, Reply};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::cluster::ProposalOutcome;
+use crate::{Cluster, ClusterError};
 
 /// One answer per heartbeat of a group, in order.
 pub type GroupAnswers = Vec<Result<HeartbeatAnswer, CommandError>>;
 
 /// What a group's submitter learns: its answers, or why the round failed.
-type GroupResult = Result<GroupAnswers, RoundFailure>;
+type GroupResult = Result<GroupAnswers, BatchError>;
 
 /// A commit round that produced no per-heartbeat answers.
-#[derive(Debug, Clone)]
-enum RoundFailure {
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BatchError {
     /// Raft refused or lost the write (no leader, outcome unknown, ...).
-    Cluster { unavailable: bool, error: ApiError },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
     /// The state machine refused the batch as a whole (not expected).
-    Command(CommandError),
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// A bug on our side (a reply of the wrong shape).
+    #[error("{0}")]
+    Internal(String),
 }
 
-impl From<RoundFailure> for ApiError {
-    fn from(f: RoundFailure) -> Self {
-        match f {
-            RoundFailure::Cluster { error, .. } => error,
-            RoundFailure::Command(e) => e.into(),
-        }
-    }
+/// Where the batcher reports what it did (the node's Prometheus metrics).
+pub trait BatchObserver: Send + Sync + 'static {
+    /// A round of this many heartbeats is proposed.
+    fn proposed(&self, heartbeats: usize);
+    /// A round was committed and applied (or failed) after this long.
+    fn committed(&self, elapsed: Duration);
+    /// This many heartbeats were not proposed, or no longer retried,
+    /// because every caller had given up.
+    fn abandoned(&self, heartbeats: usize);
 }
 
 /// A group of heartbeats that must land in one Raft entry: one heartbeat
@@ -85,7 +90,7 @@ pub struct HeartbeatBatcher {
 }
 
 impl HeartbeatBatcher {
-    pub fn start(cluster: Arc<Cluster>, metrics: Arc<Metrics>, opts: BatchOptions) -> Self {
+    pub fn start(cluster: Arc<Cluster>, metrics: Arc<dyn BatchObserver>, opts: BatchOptions) -> Self {
         let (tx, rx) = mpsc::channel(opts.max_batch * opts.max_inflight * 4);
         let write_timeout = cluster.opts.write_timeout;
         tokio::spawn(run(rx, cluster, metrics, opts));
@@ -93,11 +98,11 @@ impl HeartbeatBatcher {
     }
 
     /// Queue one heartbeat and wait for its committed answer.
-    pub async fn submit(&self, beat: Heartbeat) -> Result<HeartbeatAnswer, ApiError> {
-        let mut answers = self.group(vec![beat], self.write_timeout).await.map_err(ApiError::from)?;
+    pub async fn submit(&self, beat: Heartbeat) -> Result<HeartbeatAnswer, BatchError> {
+        let mut answers = self.group(vec![beat], self.write_timeout).await?;
         match answers.pop() {
-            Some(answer) if answers.is_empty() => answer.map_err(ApiError::from),
-            _ => Err(ApiError::internal("heartbeat batch answered the wrong number of heartbeats")),
+            Some(answer) if answers.is_empty() => answer.map_err(BatchError::from),
+            _ => Err(BatchError::Internal("heartbeat batch answered the wrong number of heartbeats".into())),
         }
     }
 
@@ -105,31 +110,36 @@ impl HeartbeatBatcher {
     /// round, answered as the follower's own proposal would have been.
     /// `wait` is how long the follower's callers still wait (`None` from a
     /// node that does not say: this node's write timeout).
-    pub async fn forwarded(&self, beats: Vec<Heartbeat>, wait: Option<Duration>) -> Result<ProposalOutcome, ApiError> {
+    pub async fn forwarded(
+        &self,
+        beats: Vec<Heartbeat>,
+        wait: Option<Duration>,
+    ) -> Result<ProposalOutcome, BatchError> {
         let wait = wait.map_or(self.write_timeout, |w| w.min(self.write_timeout));
         match self.group(beats, wait).await {
             Ok(answers) => Ok(ProposalOutcome::Applied(Ok(Reply::Heartbeats(answers)))),
-            Err(RoundFailure::Command(e)) => Ok(ProposalOutcome::Applied(Err(e))),
+            Err(BatchError::Command(e)) => Ok(ProposalOutcome::Applied(Err(e))),
             // Nothing was applied: the follower may look for the leader again.
-            Err(RoundFailure::Cluster { unavailable: true, .. }) => Ok(ProposalOutcome::NotLeader { leader: None }),
-            Err(RoundFailure::Cluster { error, .. }) => Err(error),
+            Err(BatchError::Cluster(ClusterError::Unavailable(_))) => Ok(ProposalOutcome::NotLeader { leader: None }),
+            Err(other) => Err(other),
         }
     }
 
     async fn group(&self, beats: Vec<Heartbeat>, wait: Duration) -> GroupResult {
         let (reply, rx) = oneshot::channel();
-        let stopped =
-            || RoundFailure::Cluster { unavailable: true, error: ApiError::unavailable("heartbeat batcher stopped") };
+        let stopped = || BatchError::Cluster(ClusterError::Unavailable("heartbeat batcher stopped".into()));
         let deadline = Instant::now() + wait;
         self.tx.send(Pending { beats, reply, deadline }).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| RoundFailure::Cluster {
-            unavailable: false,
-            error: ApiError::unavailable("heartbeat batch dropped"),
-        })?
+        rx.await.map_err(|_| BatchError::Cluster(ClusterError::Unknown("heartbeat batch dropped".into())))?
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Pending>, cluster: Arc<Cluster>, metrics: Arc<Metrics>, opts: BatchOptions) {
+async fn run(
+    mut rx: mpsc::Receiver<Pending>,
+    cluster: Arc<Cluster>,
+    metrics: Arc<dyn BatchObserver>,
+    opts: BatchOptions,
+) {
     // The leader's rounds in flight; a follower keeps one more batch on its
     // way, so that its next batch reaches the leader while the last commits.
     let proposing = Arc::new(Semaphore::new(opts.max_inflight));
@@ -152,7 +162,7 @@ async fn run(mut rx: mpsc::Receiver<Pending>, cluster: Arc<Cluster>, metrics: Ar
         let cluster = cluster.clone();
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            commit(batch, beats, &cluster, &metrics).await;
+            commit(batch, beats, &cluster, metrics.as_ref()).await;
             drop(permit);
         });
     }
@@ -174,7 +184,7 @@ async fn all_gone(groups: &[(usize, oneshot::Sender<GroupResult>)]) {
     }
 }
 
-async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &Metrics) {
+async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &dyn BatchObserver) {
     let started = Instant::now();
     let mut beats = Vec::with_capacity(size);
     let mut groups = Vec::with_capacity(batch.len());
@@ -183,9 +193,9 @@ async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &M
         if p.abandoned(started) {
             // Nobody waits for it: never proposed. A caller still listening
             // (its deadline passed) learns that nothing was applied.
-            metrics.heartbeats_abandoned.inc_by(p.beats.len() as u64);
-            let expired = ApiError::unavailable("the heartbeat's wait ended before it could be proposed");
-            let _ = p.reply.send(Err(RoundFailure::Cluster { unavailable: true, error: expired }));
+            metrics.abandoned(p.beats.len());
+            let expired = ClusterError::Unavailable("the heartbeat's wait ended before it could be proposed".into());
+            let _ = p.reply.send(Err(BatchError::Cluster(expired)));
             continue;
         }
         deadline = deadline.max(p.deadline);
@@ -196,7 +206,7 @@ async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &M
         return;
     }
     let size = beats.len();
-    metrics.heartbeat_batch_size.observe(size as f64);
+    metrics.proposed(size);
     let write = cluster.write_within("worker", Command::HeartbeatBatch { beats: beats.into() }, deadline - started);
     let result = tokio::select! {
         r = write => r,
@@ -204,11 +214,11 @@ async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &M
             // Stop retrying: an election or forward still pending is dropped.
             // (An entry already in a leader's log may still commit; apply
             // orders it by `seq`.)
-            metrics.heartbeats_abandoned.inc_by(size as u64);
+            metrics.abandoned(size);
             return;
         }
     };
-    metrics.heartbeat_commit_seconds.observe(started.elapsed().as_secs_f64());
+    metrics.committed(started.elapsed());
     let failure = match result {
         Ok(Ok(Reply::Heartbeats(answers))) if answers.len() == size => {
             let mut answers = answers.into_iter();
@@ -217,14 +227,19 @@ async fn commit(batch: Vec<Pending>, size: usize, cluster: &Cluster, metrics: &M
             }
             return;
         }
-        Ok(Ok(other)) => RoundFailure::Cluster {
-            unavailable: false,
-            error: ApiError::internal(format!("unexpected heartbeat batch reply {other:?}")),
-        },
-        Ok(Err(e)) => RoundFailure::Command(e),
-        Err(e) => RoundFailure::Cluster { unavailable: matches!(e, ClusterError::Unavailable(_)), error: e.into() },
+        Ok(Ok(other)) => BatchError::Internal(format!("unexpected heartbeat batch reply {}", reply_kind(&other))),
+        Ok(Err(e)) => BatchError::Command(e),
+        Err(e) => BatchError::Cluster(e),
     };
     for (_, reply) in groups {
         let _ = reply.send(Err(failure.clone()));
+    }
+}
+
+/// A reply's variant name, for an error line (never the whole reply).
+fn reply_kind(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Heartbeats(_) => "heartbeats of the wrong count",
+        _ => "of another kind",
     }
 }
