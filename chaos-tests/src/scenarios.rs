@@ -70,6 +70,35 @@ pub struct Report {
     pub notes: Vec<String>,
 }
 
+/// One thread per node slot (so a frozen node does not blind the others),
+/// each calling `visit(http, node id, url)` about every 100 ms until `stop`.
+fn poll_each_node(
+    targets: &Targets,
+    stop: &Arc<AtomicBool>,
+    visit: impl Fn(&reqwest::blocking::Client, u64, &str) + Send + Sync + 'static,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let visit = Arc::new(visit);
+    (0..5)
+        .map(|slot| {
+            let (stop, targets, visit) = (stop.clone(), targets.clone(), visit.clone());
+            std::thread::spawn(move || {
+                let http = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_millis(800))
+                    .connect_timeout(Duration::from_millis(200))
+                    .build()
+                    .expect("http client");
+                while !stop.load(Ordering::Relaxed) {
+                    let target = targets.lock().expect("targets").get(slot).cloned();
+                    if let Some((node, url)) = target {
+                        visit(&http, node, &url);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        })
+        .collect()
+}
+
 /// Samples every node's view of (term, leader) until stopped; a term claimed
 /// by two different leaders is a split brain.
 struct LeaderSampler {
@@ -82,32 +111,17 @@ impl LeaderSampler {
     fn start(targets: &Targets) -> LeaderSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(BTreeMap::<u64, BTreeSet<u64>>::new()));
-        // One thread per node slot, so a frozen node does not blind the others.
-        let threads = (0..5)
-            .map(|slot| {
-                let (stop, seen, targets) = (stop.clone(), seen.clone(), targets.clone());
-                std::thread::spawn(move || {
-                    let http = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_millis(800))
-                        .connect_timeout(Duration::from_millis(200))
-                        .build()
-                        .expect("http client");
-                    while !stop.load(Ordering::Relaxed) {
-                        let url = targets.lock().expect("targets").get(slot).map(|t| t.1.clone());
-                        if let Some(url) = url {
-                            let res =
-                                http.get(format!("{url}/api/cluster/status")).bearer_auth(crate::cluster::TOKEN).send();
-                            if let Ok(v) = res.and_then(|r| r.json::<Value>()) {
-                                if let (Some(term), Some(leader)) = (v["term"].as_u64(), v["leader_id"].as_u64()) {
-                                    seen.lock().expect("seen").entry(term).or_default().insert(leader);
-                                }
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
+        let threads = {
+            let seen = seen.clone();
+            poll_each_node(targets, &stop, move |http, _, url| {
+                let res = http.get(format!("{url}/api/cluster/status")).bearer_auth(crate::cluster::TOKEN).send();
+                if let Ok(v) = res.and_then(|r| r.json::<Value>()) {
+                    if let (Some(term), Some(leader)) = (v["term"].as_u64(), v["leader_id"].as_u64()) {
+                        seen.lock().expect("seen").entry(term).or_default().insert(leader);
                     }
-                })
+                }
             })
-            .collect();
+        };
         LeaderSampler { stop, seen, threads }
     }
 
@@ -142,41 +156,29 @@ impl RegressionWatch {
     fn start(targets: &Targets) -> RegressionWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let found = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..5)
-            .map(|slot| {
-                let (stop, found, targets) = (stop.clone(), found.clone(), targets.clone());
-                std::thread::spawn(move || {
-                    let http = reqwest::blocking::Client::builder()
-                        .timeout(Duration::from_millis(800))
-                        .connect_timeout(Duration::from_millis(200))
-                        .build()
-                        .expect("http client");
-                    let mut seen: BTreeMap<(u64, String), u64> = BTreeMap::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let target = targets.lock().expect("targets").get(slot).cloned();
-                        if let Some((node, url)) = target {
-                            let path = format!("{url}/api/workers?pool={}&limit=1000", workload::POOL);
-                            let res = http.get(path).bearer_auth(crate::cluster::TOKEN).send();
-                            let workers = res.and_then(|r| r.json::<Value>()).unwrap_or(Value::Null);
-                            for w in workers["workers"].as_array().into_iter().flatten() {
-                                let (Some(id), Some(seq)) = (w["id"].as_str(), w["metrics"]["seq"].as_u64()) else {
-                                    continue;
-                                };
-                                let before = seen.entry((node, id.to_string())).or_insert(seq);
-                                if seq < *before {
-                                    found
-                                        .lock()
-                                        .expect("found")
-                                        .push(format!("node {node}: worker {id} went from seq {before} back to {seq}"));
-                                }
-                                *before = seq.max(*before);
-                            }
-                        }
-                        std::thread::sleep(Duration::from_millis(100));
+        let seen = Mutex::new(BTreeMap::<(u64, String), u64>::new());
+        let threads = {
+            let found = found.clone();
+            poll_each_node(targets, &stop, move |http, node, url| {
+                let path = format!("{url}/api/workers?pool={}&limit=1000", workload::POOL);
+                let res = http.get(path).bearer_auth(crate::cluster::TOKEN).send();
+                let workers = res.and_then(|r| r.json::<Value>()).unwrap_or(Value::Null);
+                let mut seen = seen.lock().expect("seen");
+                for w in workers["workers"].as_array().into_iter().flatten() {
+                    let (Some(id), Some(seq)) = (w["id"].as_str(), w["metrics"]["seq"].as_u64()) else {
+                        continue;
+                    };
+                    let before = seen.entry((node, id.to_string())).or_insert(seq);
+                    if seq < *before {
+                        found
+                            .lock()
+                            .expect("found")
+                            .push(format!("node {node}: worker {id} went from seq {before} back to {seq}"));
                     }
-                })
+                    *before = seq.max(*before);
+                }
             })
-            .collect();
+        };
         RegressionWatch { stop, found, threads }
     }
 
