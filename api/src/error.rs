@@ -64,12 +64,7 @@ impl From<CommandError> for ApiError {
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
-        let (status, code) = match &e {
-            ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            ClusterError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
-            ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_refused"),
-            ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
-        };
+        let (status, code) = e.http_parts();
         Self::new(status, code, e.to_string())
     }
 }

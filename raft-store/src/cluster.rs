@@ -61,6 +61,19 @@ pub enum ClusterError {
     Fatal(String),
 }
 
+impl ClusterError {
+    /// The HTTP status and error code every route answers this failure with.
+    pub fn http_parts(&self) -> (axum::http::StatusCode, &'static str) {
+        use axum::http::StatusCode;
+        match self {
+            ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ClusterError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
+            ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_refused"),
+            ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
+        }
+    }
+}
+
 /// Everything a follower can hand to the leader over `/raft/propose`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Proposal {

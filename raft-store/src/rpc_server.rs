@@ -63,12 +63,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 /// A cluster failure as the forwarding follower's client reads it: the same
 /// status and code as the API gives for it.
 fn cluster_error(e: &ClusterError) -> Response {
-    let (status, code) = match e {
-        ClusterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-        ClusterError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
-        ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_refused"),
-        ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
-    };
+    let (status, code) = e.http_parts();
     error(status, code, e.to_string())
 }
 

@@ -260,37 +260,38 @@ impl ControlState {
             }
             None => self.default_pool().into(),
         };
-        if let Some(w) = self.workers.get(beat.worker_id.as_str()).filter(|w| w.is_older(beat)) {
-            // Heartbeats are last-state writes: an older one applied after a
-            // newer one would roll the worker back. Nothing of it is kept.
-            return Ok(HeartbeatAnswer {
-                desired_state: w.desired_state,
-                quarantined: w.quarantined,
-                pool_desired_count: self.pools.get(w.pool.as_str()).map_or(0, |p| p.desired_count),
-                policy_version: self.policy_version.clone(),
-                provider_modes: self.provider_modes(),
-                stale: true,
-            });
-        }
-        let pool_desired_count = match self.pools.get(pool.as_str()) {
-            Some(p) => p.desired_count,
-            None => self.pools.entry(pool.to_string()).or_insert_with(|| Pool::new(&pool, at)).desired_count,
-        };
-        let worker = match self.workers.get_mut(beat.worker_id.as_str()) {
+        // One lookup of the worker. Heartbeats are last-state writes: an
+        // older one applied after a newer one would roll the worker back, so
+        // it changes nothing (not even the pool it names) and is marked stale.
+        let (desired, quarantined, answered_pool, stale) = match self.workers.get_mut(beat.worker_id.as_str()) {
+            Some(w) if w.is_older(beat) => (w.desired_state, w.quarantined, w.pool.clone(), true),
             Some(w) => {
                 w.record(beat, at);
-                w.pool = pool;
-                w
+                w.pool.clone_from(&pool);
+                (w.desired_state, w.quarantined, pool, false)
             }
-            None => self.workers.entry(beat.worker_id.to_string()).or_insert(Worker::new(beat, pool, at)),
+            None => {
+                let w = Worker::new(beat, pool.clone(), at);
+                let answer = (w.desired_state, w.quarantined, pool, false);
+                self.workers.insert(beat.worker_id.to_string(), w);
+                answer
+            }
+        };
+        let pool_desired_count = match self.pools.get(answered_pool.as_str()) {
+            Some(p) => p.desired_count,
+            None if stale => 0,
+            None => {
+                let p = Pool::new(&answered_pool, at);
+                self.pools.entry(answered_pool.to_string()).or_insert(p).desired_count
+            }
         };
         Ok(HeartbeatAnswer {
-            desired_state: worker.desired_state,
-            quarantined: worker.quarantined,
+            desired_state: desired,
+            quarantined,
             pool_desired_count,
             policy_version: self.policy_version.clone(),
             provider_modes: self.provider_modes(),
-            stale: false,
+            stale,
         })
     }
 
