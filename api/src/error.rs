@@ -57,6 +57,7 @@ impl From<CommandError> for ApiError {
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
+            ErrorKind::Limit => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
         };
         Self::new(status, code, e.message)
     }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::state::{
-    Heartbeat, HeartbeatAnswer, Incident, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker, WorkerAction,
+    Heartbeat, HeartbeatAnswer, Incident, Limits, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker,
+    WorkerAction,
 };
 use crate::NodeId;
 
@@ -110,6 +111,27 @@ pub enum Command {
     UpdateSettings {
         changes: BTreeMap<String, Option<String>>,
     },
+    // ---- cluster format 2 (release 0.2.0); see `state::format` ----
+    /// Raise the cluster format version. The leader proposes it once every
+    /// voter reports a binary that knows `version`.
+    SetFormatVersion {
+        version: u32,
+    },
+    /// A heartbeat batch with the leader's fleet caps, refused per beat past them.
+    HeartbeatBatchLimited {
+        beats: Arc<Vec<Heartbeat>>,
+        limits: Limits,
+    },
+    /// An operator removes a worker (it returns as new if it heartbeats again).
+    DeleteWorker {
+        id: String,
+        reason: Option<String>,
+    },
+    /// The cleanup loop removes pools a heartbeat created that have no
+    /// workers and were never configured, if that still holds.
+    RemoveEmptyPools {
+        names: Vec<String>,
+    },
 }
 
 impl Command {
@@ -140,6 +162,20 @@ impl Command {
             Command::SetProviderMode { auto: true, .. } => "provider.autoprotect",
             Command::AutoscalePool { .. } => "pool.autoscale",
             Command::UpdateSettings { .. } => "settings.update",
+            Command::SetFormatVersion { .. } => "cluster.format",
+            Command::HeartbeatBatchLimited { .. } => "worker.heartbeat",
+            Command::DeleteWorker { .. } => "worker.delete",
+            Command::RemoveEmptyPools { .. } => "pool.remove_empty",
+        }
+    }
+
+    /// The cluster format version that introduced this variant: it is
+    /// proposed, and applied, only at that format or later.
+    /// (`SetFormatVersion` is what raises it, so it needs none.)
+    pub fn min_format(&self) -> u32 {
+        match self {
+            Command::HeartbeatBatchLimited { .. } | Command::DeleteWorker { .. } | Command::RemoveEmptyPools { .. } => 2,
+            _ => 1,
         }
     }
 }
@@ -178,6 +214,8 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     Invalid,
+    /// A cap on the replicated state was reached (HTTP 429). Format 2.
+    Limit,
 }
 
 impl CommandError {

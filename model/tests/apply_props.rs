@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use model::state::worker::{MetricMap, SmallMap};
-use model::state::{Firing, Heartbeat, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::state::{Firing, Heartbeat, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
 use model::{codec, Command, ControlState, Request};
 use proptest::prelude::*;
 
@@ -94,6 +94,13 @@ fn command() -> impl Strategy<Value = Command> {
         1 => (name(), 0u32..10, 0u32..10, 0u64..2_000).prop_map(|(pool, from, to, cooldown_ms)| Command::AutoscalePool { pool, from, to, reason: "r".into(), cooldown_ms }),
         1 => (prop::sample::select(vec!["ALERT_COOLDOWN_SECONDS", "AUTOSCALE_ENABLED", "NOT_A_SETTING"]), prop::option::of(prop::sample::select(vec!["5", "true", "-1", "soon"])))
             .prop_map(|(k, v)| Command::UpdateSettings { changes: BTreeMap::from([(k.to_string(), v.map(String::from))]) }),
+        // format 2
+        1 => (0u32..4).prop_map(|version| Command::SetFormatVersion { version }),
+        3 => (prop::collection::vec(beat(), 1..4), 0u64..4, 0u64..4).prop_map(|(b, max_workers, max_pools)| {
+            Command::HeartbeatBatchLimited { beats: b.into(), limits: Limits { max_workers, max_pools } }
+        }),
+        1 => (name(), prop::option::of(name())).prop_map(|(id, reason)| Command::DeleteWorker { id, reason }),
+        1 => prop::collection::vec(name(), 0..3).prop_map(|names| Command::RemoveEmptyPools { names }),
     ]
 }
 
@@ -101,15 +108,26 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn apply_never_panics_and_a_refusal_changes_nothing(commands in prop::collection::vec(command(), 1..40)) {
-        let mut state = ControlState::default();
+    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..3, commands in prop::collection::vec(command(), 1..40)) {
+        let mut state = ControlState { format_version: format, ..Default::default() };
         for (i, command) in commands.into_iter().enumerate() {
             let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
+            let workers_before = state.workers.len() as u64;
             let before = codec::encode(&state).unwrap();
             let result = state.apply(&req);
             if let Err(e) = &result {
                 prop_assert_eq!(codec::encode(&state).unwrap(), before, "refused {} ({}) changed the state", req.command.name(), e);
             }
+            // The derived pool index always matches the workers.
+            let mut reindexed = state.clone();
+            reindexed.reindex();
+            prop_assert_eq!(&reindexed.by_pool, &state.by_pool, "index after {}", req.command.name());
+            // A heartbeat batch refused per beat (a cap) changes nothing for that beat.
+            if let (Command::HeartbeatBatchLimited { beats, limits }, Ok(model::Reply::Heartbeats(answers))) = (&req.command, &result) {
+                prop_assert!(state.workers.len() as u64 <= limits.max_workers.max(workers_before));
+                prop_assert_eq!(answers.len(), beats.len());
+            }
         }
     }
 }
+

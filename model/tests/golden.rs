@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
-use model::state::{Firing, FleetSample, Heartbeat, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::state::{Firing, FleetSample, Heartbeat, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
 use model::{codec, Command, ControlState, Request};
 
 fn beat(id: &str, seq: u64) -> Heartbeat {
@@ -49,6 +49,10 @@ fn variant(c: &Command) -> &'static str {
         Command::SetProviderMode { .. } => "set_provider_mode",
         Command::AutoscalePool { .. } => "autoscale_pool",
         Command::UpdateSettings { .. } => "update_settings",
+        Command::SetFormatVersion { .. } => "set_format_version",
+        Command::HeartbeatBatchLimited { .. } => "heartbeat_batch_limited",
+        Command::DeleteWorker { .. } => "delete_worker",
+        Command::RemoveEmptyPools { .. } => "remove_empty_pools",
     }
 }
 
@@ -109,6 +113,14 @@ fn samples() -> Vec<Command> {
                 ("AUTOSCALE_ENABLED".to_string(), None),
             ]),
         },
+        // ---- format 2 ----
+        Command::SetFormatVersion { version: 2 },
+        Command::HeartbeatBatchLimited {
+            beats: vec![beat("w-19", 4), beat("w-17", 30)].into(),
+            limits: Limits { max_workers: 250_000, max_pools: 1_000 },
+        },
+        Command::DeleteWorker { id: "w-18".into(), reason: Some("decommissioned".into()) },
+        Command::RemoveEmptyPools { names: vec!["edge".into(), "gone".into()] },
     ]
 }
 
@@ -170,20 +182,37 @@ fn every_command_variant_keeps_its_bytes() {
     assert!(missing.is_empty(), "golden files missing (commit them): {missing:?}");
 }
 
-#[test]
-fn a_populated_snapshot_keeps_its_bytes() {
-    let mut state = ControlState::default();
+/// A state with every kind of entity, from the samples of one format
+/// (format-1 samples alone, or every sample from a format-2 state).
+fn populated(format: u32) -> ControlState {
+    let mut state = ControlState { format_version: if format >= 2 { format } else { 0 }, ..Default::default() };
     for (i, command) in samples().into_iter().enumerate() {
+        if command.min_format() > format || (format < 2 && matches!(command, Command::SetFormatVersion { .. })) {
+            continue;
+        }
         // Some samples are refused in this order (a refusal changes nothing);
         // what matters is a state with every kind of entity in it.
         let _ = state.apply(&request(i, command));
     }
     assert!(!state.workers.is_empty() && !state.pools.is_empty() && !state.incidents.is_empty());
     assert!(!state.providers.is_empty() && !state.settings.is_empty() && !state.audit.is_empty());
-    let bytes = codec::encode(&state).unwrap();
+    state
+}
+
+#[test]
+fn a_populated_snapshot_keeps_its_bytes() {
     let mut missing = Vec::new();
-    if let Some(old) = check("snapshot-populated", &bytes, &mut missing) {
-        assert_eq!(codec::decode::<ControlState>(&old).unwrap(), state, "committed snapshot decodes to the same state");
+    for (format, name) in [(1, "snapshot-populated"), (2, "snapshot-populated-format2")] {
+        let state = populated(format);
+        assert_eq!(state.format(), format);
+        if format >= 2 {
+            assert!(!state.history.is_empty(), "format 2 records changes");
+        }
+        let mut bytes = Vec::new();
+        model::state::encode_snapshot(&state, &mut bytes).unwrap();
+        if let Some(old) = check(name, &bytes, &mut missing) {
+            assert_eq!(model::state::decode_snapshot(&old).unwrap(), state, "{name} decodes to the same state");
+        }
     }
     assert!(missing.is_empty(), "golden files missing (commit them): {missing:?}");
 }

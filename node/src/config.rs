@@ -64,6 +64,12 @@ pub struct ServeArgs {
     /// Most heartbeats carried by one Raft entry.
     #[arg(long, env = "HEARTBEAT_BATCH_MAX", default_value_t = 1_024)]
     pub heartbeat_batch_max: usize,
+    /// Most workers the cluster keeps; a heartbeat of a new worker past it gets 429.
+    #[arg(long, env = "ENGINE_MAX_WORKERS", default_value_t = 250_000)]
+    pub max_workers: u64,
+    /// Most pools; a heartbeat naming a new pool past it gets 429.
+    #[arg(long, env = "ENGINE_MAX_POOLS", default_value_t = 1_000)]
+    pub max_pools: u64,
     /// Heartbeat batches the leader commits at once (a follower forwards one more).
     #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 1)]
     pub heartbeat_batch_inflight: usize,
@@ -200,6 +206,7 @@ impl ServeArgs {
             write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
             rpc_source_ip,
             sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
+            limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
         };
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
             return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());

@@ -43,6 +43,9 @@ pub struct ClusterOptions {
     pub rpc_source_ip: Option<std::net::IpAddr>,
     /// sled page-cache budget in bytes (sled's own default is 1 GiB).
     pub sled_cache_bytes: u64,
+    /// Caps on the fleet (`ENGINE_MAX_WORKERS`, `ENGINE_MAX_POOLS`), carried
+    /// in each heartbeat batch this node proposes as leader (format 2).
+    pub limits: model::state::Limits,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -397,6 +400,10 @@ impl Cluster {
         let fut = async {
             let result = match proposal {
                 Proposal::Write(req) => {
+                    let req = match self.in_cluster_format(req) {
+                        Ok(req) => req,
+                        Err(refused) => return Ok(ProposalOutcome::Applied(Err(refused))),
+                    };
                     return tokio::select! {
                         r = self.raft.client_write(req) => r.map(|r| ProposalOutcome::Applied(r.data)),
                         () = self.leadership_gone(self.id) => Ok(ProposalOutcome::Abandoned),
@@ -419,6 +426,28 @@ impl Cluster {
             }
             Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
         }
+    }
+
+    /// Shape a write for the cluster format in force: a heartbeat batch
+    /// carries the fleet caps from format 2 on; a variant newer than the
+    /// format is refused here, before the log, since a voter running an
+    /// older binary could not decode it.
+    fn in_cluster_format(&self, mut req: Request) -> Result<Request, model::CommandError> {
+        let format = self.state.read().state.format();
+        if let (Command::HeartbeatBatch { beats }, true) = (&req.command, format >= 2) {
+            req.command = Command::HeartbeatBatchLimited { beats: beats.clone(), limits: self.opts.limits };
+        }
+        let needs = req.command.min_format();
+        if needs > format {
+            return Err(model::CommandError::new(
+                model::ErrorKind::Conflict,
+                format!(
+                    "{} needs cluster format {needs}; the cluster is at {format} until every voter runs a release that knows it",
+                    req.command.name()
+                ),
+            ));
+        }
+        Ok(req)
     }
 
     /// Wait until this node has applied everything committed before the call:

@@ -16,6 +16,16 @@ pub mod state_machine;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};
+
+/// Stop the process with one clear line and a non-zero status, so that its
+/// supervisor (systemd) restarts it, instead of serving stale answers from a
+/// node whose state can no longer advance: a poisoned state lock (an apply
+/// panicked), a fatal Raft core error, a cluster format newer than this binary.
+pub fn fatal(why: &str) -> ! {
+    tracing::error!("fatal: {why}; exiting");
+    eprintln!("engine-room: fatal: {why}; exiting");
+    std::process::exit(70)
+}
 pub use types::{NodeId, Raft, TypeConfig};
 
 /// Open the process's one sled database, the Raft log in `dir/raft-log`, and

@@ -81,7 +81,7 @@ pub struct StateReader {
 impl StateReader {
     /// Borrow the applied state; keep the guard short, apply waits on it.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.applied.read().expect("state lock poisoned: an apply panicked")
+        self.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"))
     }
 }
 
@@ -114,7 +114,7 @@ impl StateMachineStore {
     }
 
     fn write_applied(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
-        self.applied.write().expect("state lock poisoned: an apply panicked")
+        self.applied.write().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"))
     }
 
     /// The state's write lock for apply and install, taken once no snapshot
@@ -191,7 +191,7 @@ impl StateMachineStore {
 }
 
 fn decode_state(bytes: &[u8]) -> Result<ControlState, StorageError> {
-    codec::decode(bytes).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
+    model::state::decode_snapshot(bytes).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -205,7 +205,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (store, seq) = (self.clone(), self.snapshot_seq.fetch_add(1, Ordering::Relaxed));
         let encoding = self.encoding.clone().read_owned().await;
         let built = tokio::task::spawn_blocking(move || {
-            let applied = store.applied.read().expect("state lock poisoned");
+            let applied = store.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
             let snapshot_id = match applied.last_applied {
                 Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
                 None => format!("--{seq}"),
@@ -217,7 +217,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             let mut encode_ms = 0.0;
             let size = store.save_blocking(&meta, |file| {
-                let encoded = codec::encode_into_writer(&applied.state, file).map_err(io::Error::other);
+                let encoded = model::state::encode_snapshot(&applied.state, file).map_err(io::Error::other);
                 drop(applied);
                 drop(encoding);
                 encode_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -241,7 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = self.applied.read().expect("state lock poisoned");
+        let applied = self.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
@@ -263,6 +263,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             };
             replies.push(reply);
+        }
+        if applied.state.format() > model::state::FORMAT_VERSION {
+            crate::fatal(&format!(
+                "the cluster moved to replicated format {}; this binary knows up to {}: upgrade it",
+                applied.state.format(),
+                model::state::FORMAT_VERSION
+            ));
         }
         Ok(replies)
     }

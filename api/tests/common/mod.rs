@@ -34,6 +34,7 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         write_timeout,
         rpc_source_ip: None,
         sled_cache_bytes: 8 << 20,
+        limits: Default::default(),
     };
     let cluster = Cluster::start(opts, dir).await.expect("start raft");
     if start == Start::Leader {

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::history::field;
 use super::ControlState;
-use crate::command::{CommandError, ErrorKind};
+use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 use crate::NodeId;
 
 /// Resolved incidents and finished notifications kept for the API.
@@ -155,8 +156,8 @@ impl ControlState {
         }
         for f in &r.firing {
             let k = key(&f.kind, &f.subject);
-            if let Some(&id) = active.get(&k) {
-                let i = self.incidents.get_mut(&id).expect("found just above");
+            if let Some(i) = active.get(&k).and_then(|id| self.incidents.get_mut(id)) {
+                let id = i.id;
                 i.severity.clone_from(&f.severity);
                 i.detail.clone_from(&f.detail);
                 let quiet_since = self.last_notified.get(&k).copied().unwrap_or(0);
@@ -201,7 +202,7 @@ impl ControlState {
             .map(|i| i.id)
             .collect();
         for id in to_resolve {
-            let i = self.incidents.get_mut(&id).expect("collected from the map");
+            let Some(i) = self.incidents.get_mut(&id) else { continue };
             i.state = IncidentState::Resolved;
             i.resolved_ms = Some(at);
             let was_notified = !i.notifications.is_empty();
@@ -225,13 +226,36 @@ impl ControlState {
     pub(super) fn prune_finished(&mut self) {
         let resolved: Vec<u64> =
             self.incidents.values().filter(|i| i.state == IncidentState::Resolved).map(|i| i.id).collect();
+        let mut dropped = Vec::new();
         for id in resolved.iter().take(resolved.len().saturating_sub(KEEP_FINISHED)) {
-            self.incidents.remove(id);
+            dropped.extend(self.incidents.remove(id));
         }
         let done: Vec<u64> =
             self.notifications.values().filter(|n| n.state != DeliveryState::Pending).map(|n| n.id).collect();
         for id in done.iter().take(done.len().saturating_sub(KEEP_FINISHED)) {
             self.notifications.remove(id);
+        }
+        // From format 2 on, an incident's bookkeeping goes with it: its
+        // finished notifications, and the cooldown mark of its kind and
+        // subject once no incident of that key is left and the mark is older
+        // than the incident (a flapping condition keeps its mark while any
+        // incident of the key is kept).
+        if self.format() >= 2 && !dropped.is_empty() {
+            for i in &dropped {
+                for n in &i.notifications {
+                    if self.notifications.get(n).is_some_and(|n| n.state != DeliveryState::Pending) {
+                        self.notifications.remove(n);
+                    }
+                }
+            }
+            let kept: std::collections::HashSet<String> =
+                self.incidents.values().map(|i| key(&i.kind, &i.subject)).collect();
+            for i in &dropped {
+                let k = key(&i.kind, &i.subject);
+                if !kept.contains(&k) {
+                    self.last_notified.remove(&k);
+                }
+            }
         }
     }
 
@@ -319,5 +343,144 @@ impl ControlState {
             *m.entry(k).or_default() += 1;
         }
         m
+    }
+}
+
+// ---- the incident and notification command family ----
+
+impl ControlState {
+    /// The leader's alert round: open, update and resolve incidents, audit
+    /// and record what opened or resolved, then prune.
+    pub(super) fn reconcile_incidents(&mut self, req: &Request, r: &Reconcile) -> Response {
+        let (opened, resolved) = self.reconcile(r, req.at_ms);
+        for id in opened.iter().chain(&resolved) {
+            let Some(i) = self.incidents.get(id) else { continue };
+            let what = if i.state == IncidentState::Active { "opened" } else { "resolved" };
+            let (subject, reason) = (format!("{}:{}", i.kind, i.subject), Some(format!("{what}: {}", i.detail)));
+            let fields = vec![field("state", what), field("kind", &i.kind), field("subject", &i.subject)];
+            self.changed(req, format!("incident:{id}"), fields);
+            self.audit(req, &subject, reason);
+        }
+        self.prune_finished();
+        Ok(Reply::Reconciled { opened, resolved })
+    }
+
+    pub(super) fn incident_ack(&mut self, req: &Request, id: u64, note: &Option<String>) -> Response {
+        let i = self.ack_incident(id, note.clone(), &req.actor)?;
+        self.changed(req, format!("incident:{id}"), vec![field("acked", true)]);
+        self.audit(req, &format!("incident:{id}"), note.clone());
+        Ok(Reply::Incident(i))
+    }
+
+    pub(super) fn notification_claim(&mut self, req: &Request, id: u64, until_ms: u64) -> Response {
+        Ok(Reply::Notification(self.claim_notification(id, req.node, until_ms, req.at_ms)?))
+    }
+
+    pub(super) fn notification_record(
+        &mut self,
+        req: &Request,
+        id: u64,
+        error: &Option<String>,
+        retry_at_ms: Option<u64>,
+    ) -> Response {
+        Ok(Reply::Notification(self.record_delivery(id, error.clone(), retry_at_ms, req.at_ms)?))
+    }
+}
+
+#[cfg(test)]
+#[allow(unused_imports)]
+mod command_tests {
+    use crate::command::*;
+    use crate::state::testkit::{beat, req};
+    use crate::state::worker::{metric, MetricMap};
+    use crate::state::*;
+
+    fn firing(kind: &str, subject: &str) -> Firing {
+        Firing { kind: kind.into(), subject: subject.into(), severity: "warning".into(), detail: "d".into() }
+    }
+
+    fn round(s: &mut ControlState, at: u64, f: Vec<Firing>) -> (Vec<u64>, Vec<u64>) {
+        let r = Reconcile {
+            firing: f,
+            kinds_evaluated: vec!["heartbeat_missing".into()],
+            channels: vec!["slack".into(), "email".into()],
+            cooldown_ms: 10_000,
+            sample: Some(FleetSample { at_ms: at, total: 2, healthy: 1 }),
+        };
+        s.reconcile(&r, at)
+    }
+
+    #[test]
+    fn incidents_dedupe_notify_once_and_resolve() {
+        let mut s = ControlState::default();
+        let (opened, _) = round(&mut s, 1_000, vec![firing("heartbeat_missing", "w-1")]);
+        assert_eq!(opened.len(), 1);
+        assert_eq!(s.notifications.len(), 2, "one per channel");
+        let (opened, _) = round(&mut s, 2_000, vec![firing("heartbeat_missing", "w-1")]);
+        assert!(opened.is_empty(), "same kind+subject stays one incident");
+        assert_eq!(s.notifications.len(), 2, "no repeat inside the cooldown");
+        round(&mut s, 12_000, vec![firing("heartbeat_missing", "w-1")]);
+        assert_eq!(s.notifications.len(), 4, "reminder after the cooldown");
+        let (_, resolved) = round(&mut s, 13_000, vec![]);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(s.notifications.values().filter(|n| n.event == "resolved").count(), 2);
+        // Flapping back within the cooldown opens an incident but stays quiet.
+        let (opened, _) = round(&mut s, 14_000, vec![firing("heartbeat_missing", "w-1")]);
+        assert_eq!(opened.len(), 1);
+        assert_eq!(s.notifications.len(), 6);
+        assert_eq!(s.fleet_samples.len(), 5);
+    }
+
+    /// A fleet-wide outage resolves more incidents at once than are kept: the
+    /// round's own resolved incidents may be pruned in the same apply, and its
+    /// audit entries must not need them (this panicked every node's apply).
+    #[test]
+    fn resolving_more_incidents_than_are_kept_audits_them_all() {
+        let mut s = ControlState::default();
+        let reconcile = |firing: Vec<Firing>| {
+            Command::ReconcileIncidents(Reconcile {
+                firing,
+                kinds_evaluated: vec!["heartbeat_missing".into()],
+                channels: vec![],
+                cooldown_ms: 10_000,
+                sample: None,
+            })
+        };
+        let all: Vec<Firing> = (0..700).map(|i| firing("heartbeat_missing", &format!("w-{i}"))).collect();
+        s.apply(&req(reconcile(all))).unwrap();
+        let audited = s.audit.len();
+        let reply = s.apply(&req(reconcile(vec![firing("heartbeat_missing", "w-0")]))).unwrap();
+        let Reply::Reconciled { resolved, .. } = reply else { panic!("unexpected reply {reply:?}") };
+        assert_eq!(resolved.len(), 699);
+        assert_eq!(s.audit.len() - audited, 699, "one audit entry per resolved incident");
+        let finished = s.incidents.values().filter(|i| i.state == IncidentState::Resolved).count();
+        assert_eq!(finished, 500, "only the newest finished incidents are kept");
+    }
+
+    #[test]
+    fn acknowledged_incidents_stop_reminding() {
+        let mut s = ControlState::default();
+        let (opened, _) = round(&mut s, 0, vec![firing("heartbeat_missing", "w-1")]);
+        s.ack_incident(opened[0], Some("looking".into()), "ops").unwrap();
+        assert!(s.ack_incident(opened[0], None, "ops").is_err());
+        round(&mut s, 50_000, vec![firing("heartbeat_missing", "w-1")]);
+        assert_eq!(s.notifications.len(), 2);
+    }
+
+    #[test]
+    fn a_claimed_notification_cannot_be_claimed_twice_until_it_expires() {
+        let mut s = ControlState::default();
+        round(&mut s, 0, vec![firing("heartbeat_missing", "w-1")]);
+        let id = *s.notifications.keys().next().unwrap();
+        s.claim_notification(id, 1, 5_000, 100).unwrap();
+        assert_eq!(s.claim_notification(id, 2, 9_000, 200).unwrap_err().kind, ErrorKind::Conflict);
+        let n = s.claim_notification(id, 2, 9_000, 5_000).unwrap();
+        assert_eq!((n.attempts, n.claimed_by), (2, Some(2)));
+        s.record_delivery(id, Some("503".into()), Some(6_000), 5_100).unwrap();
+        assert!(!s.notifications[&id].due(5_500));
+        assert!(s.notifications[&id].due(6_000));
+        s.record_delivery(id, None, None, 6_100).unwrap();
+        assert_eq!(s.notifications[&id].state, DeliveryState::Delivered);
+        assert!(s.record_delivery(id, None, None, 6_200).is_err(), "a delivery is recorded once");
     }
 }

@@ -1,23 +1,36 @@
 //! The control state every node holds, and the pure function that applies a
 //! command to it. No clock, no I/O, no randomness: time arrives in the request.
+//!
+//! One module per command family owns its commands' validation, apply and
+//! unit tests: `worker` (heartbeats, controls, removal), `pool`, `incident`
+//! (incidents and notifications), `provider`, `setting`, and `format` (the
+//! cluster format version and the snapshot layout). [`ControlState::apply`]
+//! is only the dispatch; adding a command touches its family module, the
+//! dispatch and its route. Families record their entities' changes in one
+//! bounded history (`history`).
 
+pub mod format;
+pub mod history;
 pub mod incident;
 pub mod metric;
 pub mod pool;
 pub mod provider;
+pub mod setting;
 pub mod worker;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandError, ErrorKind, Reply, Request, Response};
+use crate::command::{Command, CommandError, ErrorKind, Request, Response};
 use crate::NodeId;
+pub use format::{decode_snapshot, encode_snapshot, FORMAT_VERSION};
+pub use history::{Change, HISTORY_CAPACITY};
 pub use incident::{DeliveryState, Firing, FleetSample, Incident, IncidentState, Notification, Reconcile};
 pub use metric::{Key, Metric};
 pub use pool::{Pool, PoolPatch, Profile};
 pub use provider::ProviderState;
-pub use worker::{DesiredState, Heartbeat, HeartbeatAnswer, Worker, WorkerAction};
+pub use worker::{DesiredState, Heartbeat, HeartbeatAnswer, Limits, Worker, WorkerAction};
 
 /// Longest identifier accepted; names appear in URLs, keys and metrics labels.
 pub const MAX_NAME_LEN: usize = 128;
@@ -28,6 +41,10 @@ pub const AUDIT_CAPACITY: usize = 10_000;
 /// Name of the pool used when there is no default and a worker names none.
 pub const FALLBACK_POOL: &str = "default";
 
+/// The replicated control state. **Format rule** (as for `Command`): fields
+/// are appended, never reordered or removed; the fields after `audit_seq`
+/// exist from cluster format 2 on, and a snapshot taken at format 1 is
+/// written in the 0.1.0 layout (see `format`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ControlState {
     pub pools: BTreeMap<String, Pool>,
@@ -47,6 +64,22 @@ pub struct ControlState {
     pub autoscale_last: BTreeMap<String, u64>,
     pub audit: VecDeque<AuditEntry>,
     pub audit_seq: u64,
+    // ---- format 2 (release 0.2.0) ----
+    /// The cluster format version: which apply rules and variants are in
+    /// force (0 means 1, the format of release 0.1.0). Raised only by
+    /// `Command::SetFormatVersion`, which the leader proposes once every
+    /// voter runs a binary that knows the new version.
+    pub format_version: u32,
+    /// Pools a heartbeat created and no operator has configured since; the
+    /// cleanup loop removes them once they have no workers.
+    pub implicit_pools: BTreeSet<String>,
+    /// Entity changes, newest last, at most [`HISTORY_CAPACITY`].
+    pub history: VecDeque<Change>,
+    pub history_seq: u64,
+    /// Derived, not replicated: the ids of each pool's workers, so that pool
+    /// counts and autoscale do not scan the fleet. Rebuilt after a decode.
+    #[serde(skip)]
+    pub by_pool: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// One operator or automation action, as recorded for `GET /api/audit`.
@@ -87,163 +120,43 @@ fn conflict(message: String) -> CommandError {
 impl ControlState {
     /// Apply one request. Refusals leave the state exactly as it was.
     pub fn apply(&mut self, req: &Request) -> Response {
-        let at = req.at_ms;
-        match &req.command {
-            Command::HeartbeatBatch { beats } => {
-                let answers = beats.iter().map(|b| self.heartbeat(b, at)).collect();
-                Ok(Reply::Heartbeats(answers))
-            }
-            Command::WorkerControl { worker, action, reason } => {
-                let w = self.workers.get_mut(worker).ok_or_else(|| not_found("worker", worker))?;
-                w.control(*action, reason.as_deref(), at)?;
-                let reply = Reply::Worker(w.clone());
-                self.audit(req, worker, reason.clone());
-                Ok(reply)
-            }
-            Command::RemoveStaleWorkers { cutoff_ms, ids } => {
-                let mut removed = Vec::new();
-                for id in ids {
-                    // Re-checked here: a worker that heartbeated since the leader
-                    // looked is not stale any more and stays.
-                    if self.workers.get(id).is_some_and(|w| w.last_heartbeat_ms < *cutoff_ms) {
-                        self.workers.remove(id);
-                        removed.push(id.clone());
-                    }
-                }
-                for id in &removed {
-                    self.audit(req, id, Some(format!("silent since before {cutoff_ms}")));
-                }
-                Ok(Reply::Removed(removed))
-            }
-            Command::ScalePool { pool, desired_count } => {
-                validate_name("pool", pool)?;
-                let before = self.pools.get(pool).map(|p| p.desired_count).unwrap_or(0);
-                let mut p = self.pools.get(pool).cloned().unwrap_or_else(|| Pool::new(pool, at));
-                if p.archived {
-                    return Err(conflict(format!("pool {pool} is archived")));
-                }
-                p.edit(&PoolPatch { desired_count: Some(*desired_count), ..Default::default() }, at)?;
-                self.pools.insert(pool.clone(), p.clone());
-                self.audit(req, pool, Some(format!("desired_count {before} -> {desired_count}")));
-                Ok(Reply::Pool(p))
-            }
-            Command::CreatePool { name, patch } => {
-                validate_name("pool", name)?;
-                if self.pools.contains_key(name) {
-                    return Err(conflict(format!("pool {name} already exists")));
-                }
-                let mut p = Pool::new(name, at);
-                p.edit(patch, at)?;
-                self.pools.insert(name.clone(), p.clone());
-                self.audit(req, name, None);
-                Ok(Reply::Pool(p))
-            }
-            Command::UpdatePool { name, patch } => {
-                let p = self.pools.get_mut(name).ok_or_else(|| not_found("pool", name))?;
-                p.edit(patch, at)?;
-                let reply = Reply::Pool(p.clone());
-                self.audit(req, name, None);
-                Ok(reply)
-            }
-            Command::ArchivePool { name, archived } => {
-                let p = self.pools.get_mut(name).ok_or_else(|| not_found("pool", name))?;
-                if p.archived == *archived {
-                    let state = if *archived { "archived" } else { "not archived" };
-                    return Err(conflict(format!("pool {name} is already {state}")));
-                }
-                if *archived && p.is_default {
-                    return Err(conflict(format!("pool {name} is the default pool; set another default first")));
-                }
-                p.archived = *archived;
-                p.updated_at_ms = at;
-                let reply = Reply::Pool(p.clone());
-                self.audit(req, name, None);
-                Ok(reply)
-            }
-            Command::ReconcileIncidents(r) => {
-                let (opened, resolved) = self.reconcile(r, at);
-                for id in opened.iter().chain(&resolved) {
-                    let i = &self.incidents[id];
-                    let what = if i.state == IncidentState::Active { "opened" } else { "resolved" };
-                    let (subject, reason) =
-                        (format!("{}:{}", i.kind, i.subject), Some(format!("{what}: {}", i.detail)));
-                    self.audit(req, &subject, reason);
-                }
-                self.prune_finished();
-                Ok(Reply::Reconciled { opened, resolved })
-            }
-            Command::AckIncident { id, note } => {
-                let i = self.ack_incident(*id, note.clone(), &req.actor)?;
-                self.audit(req, &format!("incident:{id}"), note.clone());
-                Ok(Reply::Incident(i))
-            }
-            Command::ClaimNotification { id, until_ms } => {
-                Ok(Reply::Notification(self.claim_notification(*id, req.node, *until_ms, at)?))
-            }
-            Command::RecordDelivery { id, error, retry_at_ms } => {
-                Ok(Reply::Notification(self.record_delivery(*id, error.clone(), *retry_at_ms, at)?))
-            }
-            Command::SetProviderMode { provider, mode, auto, reason } => {
-                validate_name("provider", provider)?;
-                let p = self.set_provider_mode(provider, mode, *auto, reason.clone(), at)?;
-                self.audit(
-                    req,
-                    &format!("provider:{provider}"),
-                    Some(format!("mode {mode}{}", reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default())),
-                );
-                Ok(Reply::Provider(p))
-            }
-            Command::AutoscalePool { pool, from, to, reason, cooldown_ms } => {
-                let p = self.pools.get_mut(pool).ok_or_else(|| not_found("pool", pool))?;
-                if p.desired_count != *from {
-                    return Err(conflict(format!("pool {pool} desired count is {} now, not {from}", p.desired_count)));
-                }
-                let last = self.autoscale_last.get(pool).copied().unwrap_or(0);
-                if last > 0 && at.saturating_sub(last) < *cooldown_ms {
-                    return Err(conflict(format!("pool {pool} is in autoscale cooldown")));
-                }
-                p.edit(&PoolPatch { desired_count: Some(*to), ..Default::default() }, at)?;
-                let reply = Reply::Pool(p.clone());
-                self.autoscale_last.insert(pool.clone(), at);
-                self.audit(req, pool, Some(format!("desired_count {from} -> {to}: {reason}")));
-                Ok(reply)
-            }
-            Command::UpdateSettings { changes } => {
-                let mut normalized = Vec::new();
-                for (k, v) in changes {
-                    let v = match v {
-                        Some(raw) => Some(
-                            crate::settings::normalize(k, raw).map_err(|e| CommandError::new(ErrorKind::Invalid, e))?,
-                        ),
-                        None => crate::settings::find(k)
-                            .map(|_| None)
-                            .ok_or_else(|| CommandError::new(ErrorKind::Invalid, format!("unknown setting {k}")))?,
-                    };
-                    normalized.push((k.clone(), v));
-                }
-                for (k, v) in normalized {
-                    let reason = Some(format!("{k} = {}", v.as_deref().unwrap_or("(default)")));
-                    match v {
-                        Some(v) => self.settings.insert(k.clone(), v),
-                        None => self.settings.remove(&k),
-                    };
-                    self.audit(req, &format!("setting:{k}"), reason);
-                }
-                Ok(Reply::Settings(self.settings.clone()))
-            }
-            Command::SetDefaultPool { name } => {
-                let p = self.pools.get(name).ok_or_else(|| not_found("pool", name))?;
-                if p.archived {
-                    return Err(conflict(format!("pool {name} is archived")));
-                }
-                for p in self.pools.values_mut() {
-                    p.is_default = p.name == *name;
-                }
-                let reply = Reply::Pool(self.pools[name].clone());
-                self.audit(req, name, None);
-                Ok(reply)
-            }
+        let needs = req.command.min_format();
+        if needs > self.format() {
+            return Err(CommandError::new(
+                ErrorKind::Invalid,
+                format!("{} needs cluster format {needs}; the cluster is at {}", req.command.name(), self.format()),
+            ));
         }
+        match &req.command {
+            Command::HeartbeatBatch { beats } => self.heartbeats(beats, None, req),
+            Command::HeartbeatBatchLimited { beats, limits } => self.heartbeats(beats, Some(limits), req),
+            Command::WorkerControl { worker, action, reason } => self.worker_control(req, worker, *action, reason),
+            Command::RemoveStaleWorkers { cutoff_ms, ids } => self.remove_stale_workers(req, *cutoff_ms, ids),
+            Command::DeleteWorker { id, reason } => self.delete_worker(req, id, reason),
+            Command::ScalePool { pool, desired_count } => self.scale_pool(req, pool, *desired_count),
+            Command::CreatePool { name, patch } => self.create_pool(req, name, patch),
+            Command::UpdatePool { name, patch } => self.update_pool(req, name, patch),
+            Command::ArchivePool { name, archived } => self.archive_pool(req, name, *archived),
+            Command::SetDefaultPool { name } => self.set_default_pool(req, name),
+            Command::AutoscalePool { pool, from, to, reason, cooldown_ms } => {
+                self.autoscale_pool(req, pool, (*from, *to), reason, *cooldown_ms)
+            }
+            Command::RemoveEmptyPools { names } => self.remove_empty_pools(req, names),
+            Command::ReconcileIncidents(r) => self.reconcile_incidents(req, r),
+            Command::AckIncident { id, note } => self.incident_ack(req, *id, note),
+            Command::ClaimNotification { id, until_ms } => self.notification_claim(req, *id, *until_ms),
+            Command::RecordDelivery { id, error, retry_at_ms } => self.notification_record(req, *id, error, *retry_at_ms),
+            Command::SetProviderMode { provider, mode, auto, reason } => {
+                self.provider_mode(req, provider, mode, *auto, reason)
+            }
+            Command::UpdateSettings { changes } => self.update_settings(req, changes),
+            Command::SetFormatVersion { version } => self.set_format_version(req, *version),
+        }
+    }
+
+    /// The cluster format version in force (see `format`).
+    pub fn format(&self) -> u32 {
+        self.format_version.max(1)
     }
 
     /// The pool a worker lands in when it names none.
@@ -251,48 +164,17 @@ impl ControlState {
         self.pools.values().find(|p| p.is_default).map(|p| p.name.as_str()).unwrap_or(FALLBACK_POOL)
     }
 
-    fn heartbeat(&mut self, beat: &Heartbeat, at: u64) -> Result<HeartbeatAnswer, CommandError> {
-        validate_name("worker_id", &beat.worker_id)?;
-        let pool: Key = match &beat.pool {
-            Some(p) => {
-                validate_name("pool", p)?;
-                p.clone()
-            }
-            None => self.default_pool().into(),
-        };
-        // One lookup of the worker. Heartbeats are last-state writes: an
-        // older one applied after a newer one would roll the worker back, so
-        // it changes nothing (not even the pool it names) and is marked stale.
-        let (desired, quarantined, answered_pool, stale) = match self.workers.get_mut(beat.worker_id.as_str()) {
-            Some(w) if w.is_older(beat) => (w.desired_state, w.quarantined, w.pool.clone(), true),
-            Some(w) => {
-                w.record(beat, at);
-                w.pool.clone_from(&pool);
-                (w.desired_state, w.quarantined, pool, false)
-            }
-            None => {
-                let w = Worker::new(beat, pool.clone(), at);
-                let answer = (w.desired_state, w.quarantined, pool, false);
-                self.workers.insert(beat.worker_id.to_string(), w);
-                answer
-            }
-        };
-        let pool_desired_count = match self.pools.get(answered_pool.as_str()) {
-            Some(p) => p.desired_count,
-            None if stale => 0,
-            None => {
-                let p = Pool::new(&answered_pool, at);
-                self.pools.entry(answered_pool.to_string()).or_insert(p).desired_count
-            }
-        };
-        Ok(HeartbeatAnswer {
-            desired_state: desired,
-            quarantined,
-            pool_desired_count,
-            policy_version: self.policy_version.clone(),
-            provider_modes: self.provider_modes(),
-            stale,
-        })
+    /// The ids of a pool's workers, from the index.
+    pub fn pool_workers<'a>(&'a self, pool: &str) -> impl Iterator<Item = &'a Worker> + 'a {
+        self.by_pool.get(pool).into_iter().flatten().filter_map(|id| self.workers.get(id))
+    }
+
+    /// Rebuild the derived index (after a snapshot decode).
+    pub fn reindex(&mut self) {
+        self.by_pool.clear();
+        for w in self.workers.values() {
+            self.by_pool.entry(w.pool.to_string()).or_default().insert(w.id.clone());
+        }
     }
 
     fn audit(&mut self, req: &Request, subject: &str, reason: Option<String>) {
@@ -311,4 +193,4 @@ impl ControlState {
 }
 
 #[cfg(test)]
-mod tests;
+mod testkit;

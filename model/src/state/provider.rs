@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::ControlState;
-use crate::command::{CommandError, ErrorKind};
+use super::history::field;
+use super::{validate_name, ControlState};
+use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 pub const MODES: [&str; 4] = ["normal", "cautious", "drain", "auto"];
 
@@ -64,5 +65,48 @@ impl ControlState {
         }
         p.updated_ms = at;
         Ok(p.clone())
+    }
+}
+
+// ---- the provider command family ----
+
+impl ControlState {
+    /// An operator's override (`auto: false`) or auto-protect's decision.
+    pub(super) fn provider_mode(
+        &mut self,
+        req: &Request,
+        provider: &str,
+        mode: &str,
+        auto: bool,
+        reason: &Option<String>,
+    ) -> Response {
+        validate_name("provider", provider)?;
+        let p = self.set_provider_mode(provider, mode, auto, reason.clone(), req.at_ms)?;
+        let fields = vec![field(if auto { "auto_mode" } else { "override_mode" }, mode), field("effective", p.effective())];
+        self.changed(req, format!("provider:{provider}"), fields);
+        let detail = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        self.audit(req, &format!("provider:{provider}"), Some(format!("mode {mode}{detail}")));
+        Ok(Reply::Provider(p))
+    }
+}
+
+#[cfg(test)]
+#[allow(unused_imports)]
+mod command_tests {
+    use crate::command::*;
+    use crate::state::testkit::{beat, req};
+    use crate::state::worker::{metric, MetricMap};
+    use crate::state::*;
+
+    #[test]
+    fn auto_protect_never_overrides_an_operator_pin() {
+        let mut s = ControlState::default();
+        s.set_provider_mode("gmail", "cautious", true, Some("tempfail".into()), 1).unwrap();
+        assert_eq!(s.provider_modes()["gmail"], "cautious");
+        s.set_provider_mode("gmail", "normal", false, None, 2).unwrap();
+        assert_eq!(s.set_provider_mode("gmail", "drain", true, None, 3).unwrap_err().kind, ErrorKind::Conflict);
+        s.set_provider_mode("gmail", "auto", false, None, 4).unwrap();
+        assert_eq!(s.provider_modes()["gmail"], "cautious", "auto hands control back");
+        assert!(s.set_provider_mode("gmail", "bogus", false, None, 5).is_err());
     }
 }

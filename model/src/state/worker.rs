@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{CommandError, ErrorKind};
+use super::history::field;
+use super::{not_found, validate_name, ControlState, Pool};
+use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// What the control plane wants a worker to be doing.
 #[derive(
@@ -319,6 +321,198 @@ impl Worker {
     }
 }
 
+
+/// Caps on the fleet that the leader carries in each heartbeat batch
+/// (`ENGINE_MAX_WORKERS`, `ENGINE_MAX_POOLS`), so every node refuses the same
+/// heartbeats: a new worker past `max_workers`, a new pool past `max_pools`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Limits {
+    pub max_workers: u64,
+    pub max_pools: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_workers: 250_000, max_pools: 1_000 }
+    }
+}
+
+// ---- the worker command family ----
+
+fn identity(w: &Worker) -> [(&'static str, &str); 4] {
+    [("host", &w.host), ("ip", &w.ip), ("version", &w.version), ("pool", &w.pool)]
+}
+
+impl ControlState {
+    pub(super) fn heartbeats(&mut self, beats: &[Heartbeat], limits: Option<&Limits>, req: &Request) -> Response {
+        let answers = beats.iter().map(|b| self.heartbeat(b, limits, req)).collect();
+        Ok(Reply::Heartbeats(answers))
+    }
+
+    fn heartbeat(
+        &mut self,
+        beat: &Heartbeat,
+        limits: Option<&Limits>,
+        req: &Request,
+    ) -> Result<HeartbeatAnswer, CommandError> {
+        let at = req.at_ms;
+        validate_name("worker_id", &beat.worker_id)?;
+        let pool: Key = match &beat.pool {
+            Some(p) => {
+                validate_name("pool", p)?;
+                p.clone()
+            }
+            None => self.default_pool().into(),
+        };
+        let over = |what: &str, cap: u64| {
+            Err(CommandError::new(ErrorKind::Limit, format!("the fleet is at its cap of {cap} {what}s; no new {what} is accepted")))
+        };
+        let new_pool = !self.pools.contains_key(pool.as_str());
+        if let Some(l) = limits {
+            if new_pool && self.pools.len() as u64 >= l.max_pools {
+                return over("pool", l.max_pools);
+            }
+            if self.workers.len() as u64 >= l.max_workers && !self.workers.contains_key(beat.worker_id.as_str()) {
+                return over("worker", l.max_workers);
+            }
+        }
+        // One lookup of the worker. Heartbeats are last-state writes: an
+        // older one applied after a newer one would roll the worker back, so
+        // it changes nothing (not even the pool it names) and is marked stale.
+        let mut moved_from = None;
+        let mut change = None;
+        let (desired, quarantined, answered_pool, stale) = match self.workers.get_mut(beat.worker_id.as_str()) {
+            Some(w) if w.is_older(beat) => (w.desired_state, w.quarantined, w.pool.clone(), true),
+            Some(w) => {
+                // Identity changes go to the history; compared before the
+                // record, without copies (this is the heartbeat path).
+                let mut fields = Vec::new();
+                for (name, was, now) in [
+                    ("host", &w.host, &beat.host),
+                    ("ip", &w.ip, &beat.ip),
+                    ("version", &w.version, &beat.version),
+                    ("pool", &w.pool, &pool),
+                ] {
+                    if was != now {
+                        fields.push(field(name, now));
+                    }
+                }
+                w.record(beat, at);
+                if w.pool != pool {
+                    moved_from = Some(std::mem::replace(&mut w.pool, pool.clone()));
+                }
+                if !fields.is_empty() {
+                    change = Some(fields);
+                }
+                (w.desired_state, w.quarantined, pool, false)
+            }
+            None => {
+                let w = Worker::new(beat, pool.clone(), at);
+                let mut fields: Vec<_> = identity(&w).iter().map(|(k, v)| field(k, v)).collect();
+                fields.push(field("desired_state", w.desired_state.as_str()));
+                change = Some(fields);
+                let answer = (w.desired_state, w.quarantined, pool, false);
+                self.workers.insert(beat.worker_id.to_string(), w);
+                self.by_pool.entry(answer.2.to_string()).or_default().insert(beat.worker_id.to_string());
+                answer
+            }
+        };
+        if let Some(old) = moved_from {
+            self.unindex(old.as_str(), &beat.worker_id);
+            self.by_pool.entry(answered_pool.to_string()).or_default().insert(beat.worker_id.to_string());
+        }
+        if let Some(fields) = change {
+            self.changed(req, format!("worker:{}", beat.worker_id), fields);
+        }
+        let pool_desired_count = match self.pools.get(answered_pool.as_str()) {
+            Some(p) => p.desired_count,
+            None if stale => 0,
+            None => {
+                let p = Pool::new(&answered_pool, at);
+                if self.format() >= 2 {
+                    self.implicit_pools.insert(answered_pool.to_string());
+                }
+                self.pools.entry(answered_pool.to_string()).or_insert(p).desired_count
+            }
+        };
+        Ok(HeartbeatAnswer {
+            desired_state: desired,
+            quarantined,
+            pool_desired_count,
+            policy_version: self.policy_version.clone(),
+            provider_modes: self.provider_modes(),
+            stale,
+        })
+    }
+
+    fn unindex(&mut self, pool: &str, id: &str) {
+        if let Some(ids) = self.by_pool.get_mut(pool) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_pool.remove(pool);
+            }
+        }
+    }
+
+    /// Remove a worker and its index entry; true if it was there.
+    fn remove_worker(&mut self, id: &str) -> bool {
+        match self.workers.remove(id) {
+            Some(w) => {
+                self.unindex(w.pool.as_str(), id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn worker_control(
+        &mut self,
+        req: &Request,
+        worker: &str,
+        action: WorkerAction,
+        reason: &Option<String>,
+    ) -> Response {
+        let w = self.workers.get_mut(worker).ok_or_else(|| not_found("worker", worker))?;
+        w.control(action, reason.as_deref(), req.at_ms)?;
+        let reply = Reply::Worker(w.clone());
+        let fields = vec![
+            field("desired_state", w.desired_state.as_str()),
+            field("quarantined", w.quarantined),
+            field("reason", reason.as_deref().unwrap_or("")),
+        ];
+        self.changed(req, format!("worker:{worker}"), fields);
+        self.audit(req, worker, reason.clone());
+        Ok(reply)
+    }
+
+    pub(super) fn remove_stale_workers(&mut self, req: &Request, cutoff_ms: u64, ids: &[String]) -> Response {
+        let mut removed = Vec::new();
+        for id in ids {
+            // Re-checked here: a worker that heartbeated since the leader
+            // looked is not stale any more and stays.
+            if self.workers.get(id).is_some_and(|w| w.last_heartbeat_ms < cutoff_ms) && self.remove_worker(id) {
+                removed.push(id.clone());
+            }
+        }
+        for id in &removed {
+            self.changed(req, format!("worker:{id}"), vec![field("removed", "stale")]);
+            self.audit(req, id, Some(format!("silent since before {cutoff_ms}")));
+        }
+        Ok(Reply::Removed(removed))
+    }
+
+    /// An operator removes a worker from the state. If it heartbeats again it
+    /// comes back as new (running, not quarantined): stop it first.
+    pub(super) fn delete_worker(&mut self, req: &Request, id: &str, reason: &Option<String>) -> Response {
+        if !self.remove_worker(id) {
+            return Err(not_found("worker", id));
+        }
+        self.changed(req, format!("worker:{id}"), vec![field("removed", "deleted")]);
+        self.audit(req, id, reason.clone());
+        Ok(Reply::Removed(vec![id.to_string()]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +622,238 @@ mod tests {
         assert_eq!(w.last_heartbeat_ms, 100);
         assert_eq!(w.metrics.get("processed"), Some(&Metric(9.0)));
         assert_eq!(w.heartbeat_count, 2);
+    }
+}
+
+#[cfg(test)]
+#[allow(unused_imports)]
+mod command_tests {
+    use crate::command::*;
+    use crate::state::testkit::{beat, req};
+    use crate::state::worker::{metric, MetricMap};
+    use crate::state::*;
+
+    #[test]
+    fn heartbeat_batch_answers_each_beat_and_refuses_bad_ones_alone() {
+        let mut s = ControlState::default();
+        s.apply(&req(Command::ScalePool { pool: "eu".into(), desired_count: 4 })).unwrap();
+        let beats = vec![beat("w-1", Some("eu")), beat("bad id", None), beat("w-2", None)];
+        let Reply::Heartbeats(answers) = s.apply(&req(Command::HeartbeatBatch { beats: beats.into() })).unwrap() else {
+            panic!("expected heartbeat answers")
+        };
+        assert_eq!(answers.len(), 3);
+        assert_eq!(answers[0].as_ref().unwrap().pool_desired_count, 4);
+        assert!(answers[1].is_err());
+        assert_eq!(answers[2].as_ref().unwrap().desired_state, DesiredState::Running);
+        assert_eq!(s.workers.len(), 2);
+        assert_eq!(s.workers["w-2"].pool, FALLBACK_POOL);
+        assert!(s.audit.len() == 1, "heartbeats are not audited");
+    }
+
+    #[test]
+    fn controls_reach_the_next_heartbeat_answer() {
+        let mut s = ControlState::default();
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)].into() })).unwrap();
+        let control = |action| Command::WorkerControl { worker: "w-1".into(), action, reason: Some("ops".into()) };
+        s.apply(&req(control(WorkerAction::Pause))).unwrap();
+        s.apply(&req(control(WorkerAction::Quarantine))).unwrap();
+        let Reply::Heartbeats(a) =
+            s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", None)].into() })).unwrap()
+        else {
+            panic!()
+        };
+        let a = a[0].as_ref().unwrap();
+        assert_eq!((a.desired_state, a.quarantined), (DesiredState::Paused, true));
+        let e = s
+            .apply(&req(Command::WorkerControl { worker: "nope".into(), action: WorkerAction::Pause, reason: None }))
+            .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(s.audit[0].action, "worker.quarantine");
+    }
+
+    #[test]
+    fn stale_removal_rechecks_the_heartbeat_time() {
+        let mut s = ControlState::default();
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("old", None), beat("fresh", None)].into() })).unwrap();
+        let mut later = req(Command::HeartbeatBatch { beats: vec![beat("fresh", None)].into() });
+        later.at_ms = 5_000;
+        s.apply(&later).unwrap();
+        let cmd = Command::RemoveStaleWorkers { cutoff_ms: 2_000, ids: vec!["old".into(), "fresh".into()] };
+        let Reply::Removed(removed) = s.apply(&req(cmd)).unwrap() else { panic!() };
+        assert_eq!(removed, vec!["old".to_string()]);
+        assert!(s.workers.contains_key("fresh"));
+    }
+
+    fn beat_seq(id: &str, seq: Option<u64>, processed: f64) -> Heartbeat {
+        let mut b = beat(id, Some("p"));
+        b.metrics = MetricMap::from([("processed", Metric(processed))]);
+        if let Some(seq) = seq {
+            b.meta.insert(worker::SEQ_KEY, seq.to_string());
+        }
+        b
+    }
+
+    fn batch(beats: Vec<Heartbeat>) -> Request {
+        req(Command::HeartbeatBatch { beats: beats.into() })
+    }
+
+    fn answers(r: Response) -> Vec<HeartbeatAnswer> {
+        match r {
+            Ok(Reply::Heartbeats(a)) => a.into_iter().map(|a| a.expect("heartbeat accepted")).collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_older_heartbeat_applied_after_a_newer_one_changes_nothing() {
+        let mut s = ControlState::default();
+        let a = answers(s.apply(&batch(vec![beat_seq("w", Some(29), 29.0)])));
+        assert!(!a[0].stale);
+        let before = s.workers["w"].clone();
+        // The delayed batch: older, then equal (a retry of the same heartbeat).
+        for seq in [26, 29] {
+            let mut late = beat_seq("w", Some(seq), seq as f64);
+            late.pool = Some("elsewhere".into());
+            late.status = "stopping".into();
+            let a = answers(s.apply(&batch(vec![late])));
+            assert!(a[0].stale, "seq {seq} after 29 is stale");
+            assert_eq!(s.workers["w"], before, "seq {seq} after 29 left the record as it was");
+            assert!(!s.pools.contains_key("elsewhere"), "a stale heartbeat creates no pool");
+        }
+        // The answer is the worker's current one, not a default.
+        s.apply(&req(Command::WorkerControl { worker: "w".into(), action: WorkerAction::Pause, reason: None })).unwrap();
+        s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: 7 })).unwrap();
+        let a = answers(s.apply(&batch(vec![beat_seq("w", Some(3), 3.0)])));
+        assert_eq!((a[0].desired_state, a[0].pool_desired_count, a[0].stale), (DesiredState::Paused, 7, true));
+        // A newer one is recorded, within the same batch too.
+        let a = answers(s.apply(&batch(vec![beat_seq("w", Some(31), 31.0), beat_seq("w", Some(30), 30.0)])));
+        assert_eq!((a[0].stale, a[1].stale), (false, true));
+        assert_eq!((s.workers["w"].seq(), metric(&s.workers["w"].metrics, "processed")), (Some(31), 31.0));
+        assert_eq!(s.workers["w"].heartbeat_count, 2);
+    }
+
+    #[test]
+    fn heartbeats_without_seq_keep_last_applied_wins() {
+        let mut s = ControlState::default();
+        answers(s.apply(&batch(vec![beat_seq("w", None, 5.0)])));
+        let a = answers(s.apply(&batch(vec![beat_seq("w", None, 3.0)])));
+        assert!(!a[0].stale);
+        assert_eq!(metric(&s.workers["w"].metrics, "processed"), 3.0);
+        // A worker that starts sending seq is ordered from then on; one that
+        // stops sending it is recorded as before.
+        answers(s.apply(&batch(vec![beat_seq("w", Some(10), 10.0)])));
+        assert!(answers(s.apply(&batch(vec![beat_seq("w", Some(9), 9.0)])))[0].stale);
+        assert!(!answers(s.apply(&batch(vec![beat_seq("w", None, 1.0)])))[0].stale);
+        assert_eq!((s.workers["w"].seq(), metric(&s.workers["w"].metrics, "processed")), (None, 1.0));
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        let hex = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let hex = hex.trim();
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+    }
+
+    /// Log entries and snapshots written by 3252ddf (before `seq` was read)
+    /// decode unchanged, re-encode to the same bytes, and are ordered by it.
+    #[test]
+    fn entries_and_snapshots_written_before_seq_decode_and_are_ordered() {
+        let newer = fixture("3252ddf-heartbeat-batch-seq29.hex");
+        let older = fixture("3252ddf-heartbeat-batch-seq26.hex");
+        let state = fixture("3252ddf-state-after-seq29.hex");
+        let newer_req: Request = crate::codec::decode(&newer).expect("3252ddf entry decodes");
+        let older_req: Request = crate::codec::decode(&older).expect("3252ddf entry decodes");
+        assert_eq!(crate::codec::encode(&newer_req).unwrap(), newer, "same bytes");
+        let mut from_snapshot = decode_snapshot(&state).expect("3252ddf snapshot decodes");
+        let mut again = Vec::new();
+        encode_snapshot(&from_snapshot, &mut again).unwrap();
+        assert_eq!(again, state, "a format-1 state is written in the 0.1.0 layout, byte for byte");
+        assert_eq!(from_snapshot.workers["w-seq"].seq(), Some(29));
+
+        let mut replayed = ControlState::default();
+        answers(replayed.apply(&newer_req));
+        assert_eq!(replayed, from_snapshot, "replaying the entry gives the snapshot");
+        for s in [&mut replayed, &mut from_snapshot] {
+            let a = answers(s.apply(&older_req));
+            assert!(a[0].stale);
+            assert_eq!(metric(&s.workers["w-seq"].metrics, "processed"), 29.0, "seq 26 did not roll 29 back");
+        }
+    }
+
+    fn at_format_2() -> ControlState {
+        ControlState { format_version: 2, ..Default::default() }
+    }
+
+    fn limited(beats: Vec<Heartbeat>, max_workers: u64, max_pools: u64) -> Request {
+        req(Command::HeartbeatBatchLimited { beats: beats.into(), limits: Limits { max_workers, max_pools } })
+    }
+
+    #[test]
+    fn caps_refuse_new_workers_and_pools_alone_and_known_ones_keep_beating() {
+        let mut s = at_format_2();
+        let Reply::Heartbeats(a) =
+            s.apply(&limited(vec![beat("w-1", Some("a")), beat("w-2", Some("b")), beat("w-3", Some("a"))], 2, 1)).unwrap()
+        else {
+            panic!()
+        };
+        assert!(a[0].is_ok());
+        assert_eq!(a[1].as_ref().unwrap_err().kind, ErrorKind::Limit, "a second pool is past max_pools 1");
+        assert!(a[2].is_ok());
+        assert_eq!(s.workers.len(), 2);
+        assert_eq!(s.pools.len(), 1);
+        let Reply::Heartbeats(a) = s.apply(&limited(vec![beat("w-4", Some("a")), beat("w-1", Some("a"))], 2, 1)).unwrap()
+        else {
+            panic!()
+        };
+        let e = a[0].as_ref().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Limit);
+        assert!(e.message.contains("250") || e.message.contains("cap of 2 workers"), "{e:?}");
+        assert!(a[1].is_ok(), "a known worker is never refused by the cap");
+        assert_eq!(s.workers.len(), 2);
+    }
+
+    #[test]
+    fn the_pool_index_follows_moves_removals_and_deletes() {
+        let mut s = at_format_2();
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", Some("a")), beat("w-2", Some("a"))].into() }))
+            .unwrap();
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-2", Some("b"))].into() })).unwrap();
+        let ids = |s: &ControlState, p: &str| s.pool_workers(p).map(|w| w.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&s, "a"), ["w-1"]);
+        assert_eq!(ids(&s, "b"), ["w-2"]);
+        let r = s.apply(&req(Command::DeleteWorker { id: "w-1".into(), reason: Some("gone".into()) })).unwrap();
+        assert_eq!(r, Reply::Removed(vec!["w-1".into()]));
+        assert!(ids(&s, "a").is_empty() && !s.by_pool.contains_key("a"));
+        assert_eq!(s.audit[0].action, "worker.delete");
+        let before = s.clone();
+        let e = s.apply(&req(Command::DeleteWorker { id: "w-1".into(), reason: None })).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(s, before);
+        let mut again = s.clone();
+        again.reindex();
+        assert_eq!(again.by_pool, s.by_pool);
+    }
+
+    #[test]
+    fn history_records_identity_and_control_changes_not_every_heartbeat() {
+        let mut s = at_format_2();
+        for _ in 0..3 {
+            s.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", Some("a"))].into() })).unwrap();
+        }
+        assert_eq!(s.history.len(), 1, "first seen only: {:?}", s.history);
+        let mut moved = beat("w-1", Some("a"));
+        moved.ip = "10.0.0.9".into();
+        s.apply(&req(Command::HeartbeatBatch { beats: vec![moved].into() })).unwrap();
+        s.apply(&req(Command::WorkerControl { worker: "w-1".into(), action: WorkerAction::Pause, reason: None }))
+            .unwrap();
+        let changes: Vec<_> = s.changes_of(Some("worker:w-1")).collect();
+        assert_eq!(changes.len(), 3);
+        assert_eq!(changes[0].action, "worker.pause");
+        assert!(changes[0].fields.contains(&("desired_state".into(), "paused".into())));
+        assert_eq!(changes[1].fields, vec![("ip".to_string(), "10.0.0.9".to_string())]);
+        // Format 1 records nothing, so a mixed-version cluster applies alike.
+        let mut old = ControlState::default();
+        old.apply(&req(Command::HeartbeatBatch { beats: vec![beat("w-1", Some("a"))].into() })).unwrap();
+        assert!(old.history.is_empty() && old.implicit_pools.is_empty());
     }
 }
