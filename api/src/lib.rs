@@ -124,12 +124,12 @@ pub fn app(state: AppState) -> Router {
 /// Every documented route: `/api/*` and `/metrics`. Registering a handler here
 /// requires its `#[utoipa::path]`, so the OpenAPI document stays complete.
 pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
-    use routes::{audit, cluster, health, incidents, pools, providers, settings, slo, workers};
+    use routes::{audit, cluster, health, history, incidents, pools, providers, settings, slo, workers};
     let public = OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready));
     let private = OpenApiRouter::new()
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::list))
-        .routes(routes!(workers::get))
+        .routes(routes!(workers::get, workers::delete))
         .routes(routes!(workers::control))
         .routes(routes!(pools::list, pools::create))
         .routes(routes!(pools::get, pools::update))
@@ -142,6 +142,8 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(cluster::promote))
         .routes(routes!(cluster::remove))
         .routes(routes!(cluster::snapshot))
+        .routes(routes!(cluster::loops))
+        .routes(routes!(history::list))
         .routes(routes!(audit::list))
         .routes(routes!(incidents::list))
         .routes(routes!(incidents::ack))

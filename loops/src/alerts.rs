@@ -10,8 +10,9 @@ use raft_store::cluster::now_ms;
 
 use crate::rules::{self, ProviderCounts};
 use crate::LoopContext;
+use raft_store::supervisor::Probe;
 
-pub async fn run(ctx: Arc<LoopContext>) {
+pub async fn run(ctx: Arc<LoopContext>, probe: Probe) {
     // Provider counters at the previous round, for windowed rates. Leader-local:
     // a new leader's first round uses running totals.
     let mut prev: Option<BTreeMap<String, ProviderCounts>> = None;
@@ -19,9 +20,12 @@ pub async fn run(ctx: Arc<LoopContext>) {
         crate::pause(&ctx, "ALERT_CHECK_INTERVAL_SECONDS").await;
         if !ctx.acting_leader().await || !ctx.with_settings(|s| s.bool("ALERTS_ENABLED")) {
             prev = None;
+            probe.idle();
             continue;
         }
+        probe.busy();
         prev = Some(round(&ctx, prev.as_ref()).await);
+        probe.done(Ok(()));
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 pub mod autoscale;
+pub mod format;
 pub mod gc;
 pub mod notify;
 pub mod rules;
@@ -52,12 +53,19 @@ impl LoopContext {
     }
 }
 
-/// Start every loop as its own task.
+/// Start every loop under the node's supervisor (restarted if it panics,
+/// stopped at shutdown, listed at `GET /api/cluster/loops`).
 pub fn spawn_all(ctx: Arc<LoopContext>) {
-    tokio::spawn(alerts::run(ctx.clone()));
-    tokio::spawn(notify::run(ctx.clone()));
-    tokio::spawn(autoscale::run(ctx.clone()));
-    tokio::spawn(gc::run(ctx));
+    let sup = ctx.cluster.supervisor.clone();
+    let c = ctx.clone();
+    sup.spawn("alerts", move |probe| alerts::run(c.clone(), probe));
+    let c = ctx.clone();
+    sup.spawn("notifications", move |probe| notify::run(c.clone(), probe));
+    let c = ctx.clone();
+    sup.spawn("autoscale", move |probe| autoscale::run(c.clone(), probe));
+    let c = ctx.clone();
+    sup.spawn("cleanup", move |probe| gc::run(c.clone(), probe));
+    sup.spawn("format", move |probe| format::run(ctx.clone(), probe));
 }
 
 /// Sleep for the period a setting names, re-read every round so changes apply

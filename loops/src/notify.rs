@@ -19,6 +19,7 @@ use raft_store::cluster::now_ms;
 use serde_json::json;
 
 use crate::LoopContext;
+use raft_store::supervisor::Probe;
 
 /// How long a claim keeps other leaders off a notification.
 pub const CLAIM_MS: u64 = 15_000;
@@ -72,14 +73,16 @@ pub fn backoff_ms(attempts: u32) -> u64 {
     (1_000u64 << attempts.saturating_sub(1).min(9)).min(300_000)
 }
 
-pub async fn run(ctx: Arc<LoopContext>) {
+pub async fn run(ctx: Arc<LoopContext>, probe: Probe) {
     let http = reqwest::Client::builder().timeout(SEND_TIMEOUT).build().expect("static reqwest options always build");
     let busy: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     loop {
         tokio::time::sleep(POLL).await;
         if !ctx.acting_leader().await {
+            probe.idle();
             continue;
         }
+        probe.busy();
         let now = now_ms();
         let due: Vec<u64> = {
             let applied = ctx.cluster.state.read();
@@ -95,6 +98,7 @@ pub async fn run(ctx: Arc<LoopContext>) {
                 busy.lock().expect("busy set lock").remove(&id);
             });
         }
+        probe.done(Ok(()));
     }
 }
 

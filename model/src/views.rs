@@ -32,3 +32,18 @@ pub struct ClusterStatus {
     pub total_nodes: usize,
     pub healthy_nodes: usize,
 }
+
+/// One supervised loop as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LoopStatus {
+    pub name: String,
+    /// `running` (in a round), `idle` (between rounds), `restarting` (after a
+    /// panic, waiting out its backoff) or `stopped` (node shutting down).
+    pub state: String,
+    /// Rounds completed, with or without an error.
+    pub runs: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub last_run_ms: Option<u64>,
+    pub last_error: Option<String>,
+}

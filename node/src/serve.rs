@@ -50,10 +50,20 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, api::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("http server failed")?;
+    let supervisor = cluster.supervisor.clone();
+    let stop = async move {
+        shutdown_signal().await;
+        // Cut the tree: loops stop, UI event streams end, so the server's
+        // graceful shutdown only waits for requests in flight. Those get a
+        // bounded time; then the process goes anyway (SIGTERM within 5 s).
+        supervisor.shutdown();
+        tokio::spawn(async {
+            tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+            tracing::warn!("requests still in flight after 4 s; exiting");
+            std::process::exit(0);
+        });
+    };
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(stop).await.context("http server failed")?;
     tracing::info!("shutting down raft");
     let _ = cluster.raft.shutdown().await;
     Ok(())

@@ -20,6 +20,7 @@ use crate::state_machine::StateReader;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 use model::command::{Command, Request, Response};
 pub use model::views::{ClusterStatus, NodeStatus};
+use crate::supervisor::Supervisor;
 
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
 
@@ -125,6 +126,8 @@ pub struct Cluster {
     /// Fault injection for tests (`ENGINE_TEST_HOLD_FORWARD_FILE`): while
     /// this file exists, heartbeat batches wait before being forwarded.
     hold_forward_file: Option<std::path::PathBuf>,
+    /// Every background task of this node, under one cancellation tree.
+    pub supervisor: Supervisor,
 }
 
 /// Names a file (relative to the data directory) whose existence holds back
@@ -187,10 +190,20 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Fatal(e.to_string()))?;
         let hold_forward_file = std::env::var_os(HOLD_FORWARD_ENV).map(|f| dir.join(f));
-        let cluster =
-            Arc::new(Self { id: opts.id, raft, state, rpc, opts, contact: LeaderContact::new(), hold_forward_file });
-        tokio::spawn(crate::election::run(Arc::downgrade(&cluster)));
-        tokio::spawn(crate::snapshot_schedule::run(Arc::downgrade(&cluster)));
+        let cluster = Arc::new(Self {
+            id: opts.id,
+            raft,
+            state,
+            rpc,
+            opts,
+            contact: LeaderContact::new(),
+            hold_forward_file,
+            supervisor: Supervisor::default(),
+        });
+        let weak = Arc::downgrade(&cluster);
+        cluster.supervisor.spawn("election", move |_| crate::election::run(weak.clone()));
+        let weak = Arc::downgrade(&cluster);
+        cluster.supervisor.spawn("snapshot-schedule", move |probe| crate::snapshot_schedule::run(weak.clone(), probe));
         Ok(cluster)
     }
 
@@ -533,6 +546,27 @@ impl Cluster {
             purged_index: m.purged.map(|l| l.index),
             initialized: m.vote.leader_id().term > 0 || m.last_log_index.is_some(),
         }
+    }
+
+    /// The newest replicated format every voter's binary knows. A voter
+    /// that answers 404 runs 0.1.0 (format 1); one that does not answer at
+    /// all makes it unknown (`Err`), so the format waits.
+    pub async fn voters_format(&self) -> Result<u32, String> {
+        let voters: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics().borrow().clone();
+            let membership = m.membership_config.membership().clone();
+            let ids: BTreeSet<NodeId> = membership.voter_ids().collect();
+            membership.nodes().filter(|(id, _)| ids.contains(id)).map(|(id, n)| (*id, n.addr.clone())).collect()
+        };
+        let mut known = model::state::FORMAT_VERSION;
+        for (id, addr) in voters.into_iter().filter(|(id, _)| *id != self.id) {
+            match self.rpc.post::<_, u32>(&addr, "/raft/format", &(), REPORT_TIMEOUT).await {
+                Ok(v) => known = known.min(v),
+                Err(RpcFailure::NotDelivered(e)) if e.starts_with("404") => known = 1,
+                Err(e) => return Err(format!("voter {id} did not say which format it knows: {e}")),
+            }
+        }
+        Ok(known)
     }
 
     /// Gather every member's report (in parallel, bounded) into one status.

@@ -13,6 +13,7 @@ pub mod network;
 pub mod rpc_server;
 pub mod snapshot_schedule;
 pub mod state_machine;
+pub mod supervisor;
 pub mod types;
 
 pub use cluster::{Cluster, ClusterError, ClusterOptions};

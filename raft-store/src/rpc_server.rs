@@ -44,6 +44,7 @@ pub fn router(svc: Arc<RaftService>) -> Router {
         .route("/propose", post(propose))
         .route("/read-index", post(read_index))
         .route("/report", post(report))
+        .route("/format", post(format))
         .route_layer(middleware::from_fn_with_state(svc.clone(), require_secret))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such raft rpc") })
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
@@ -144,6 +145,12 @@ async fn propose(State(s): Svc, headers: HeaderMap, body: Bytes) -> Result<Respo
 async fn read_index(State(s): Svc) -> Response {
     let answer = s.cluster.local_read_index(s.cluster.opts.write_timeout).await.map_err(|e| e.to_string());
     encoded(&answer)
+}
+
+/// The newest replicated format this binary knows (0.1.0 has no such
+/// route: its 404 means format 1).
+async fn format() -> Response {
+    encoded(&model::state::FORMAT_VERSION)
 }
 
 async fn report(State(s): Svc) -> Response {

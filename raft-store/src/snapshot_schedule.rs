@@ -38,7 +38,7 @@ pub fn due(applied: u64, last_snapshot: Option<u64>, every: u64, phase: u64) -> 
 
 /// Trigger this node's snapshots, every `snapshot_logs` entries at its own
 /// phase, until the cluster handle is dropped.
-pub async fn run(cluster: Weak<Cluster>) {
+pub async fn run(cluster: Weak<Cluster>, probe: crate::supervisor::Probe) {
     let Some(every) = cluster.upgrade().map(|c| c.opts.snapshot_logs.max(1)) else { return };
     // The applied index of our last trigger: until openraft reports that
     // snapshot built, it counts as taken, so a check that lands between the
@@ -60,10 +60,13 @@ pub async fn run(cluster: Weak<Cluster>) {
         // openraft ignores the trigger while a build is already running.
         if is_due {
             triggered_at = Some(applied);
+            probe.busy();
             if let Err(e) = cluster.raft.trigger().snapshot().await {
                 tracing::debug!(error = %e, "snapshot trigger refused; raft is stopping");
+                probe.done(Err("snapshot trigger refused: raft is stopping".into()));
                 return;
             }
+            probe.done(Ok(()));
         }
     }
 }

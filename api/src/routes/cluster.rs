@@ -62,3 +62,16 @@ pub async fn snapshot(State(s): State<AppState>) -> Result<Json<Value>, ApiError
         .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "raft_stopped", e.to_string()))?;
     Ok(Json(json!({"triggered": true, "node_id": s.cluster.id})))
 }
+
+/// This node's supervised background loops (leader loops run on every node
+/// and act only while it leads), with their status.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LoopList {
+    pub node_id: u64,
+    pub loops: Vec<model::views::LoopStatus>,
+}
+
+#[utoipa::path(get, path = "/api/cluster/loops", tag = "cluster", responses((status = 200, body = LoopList), (status = 401, body = crate::openapi::ErrorBody)))]
+pub async fn loops(State(s): State<AppState>) -> Json<LoopList> {
+    Json(LoopList { node_id: s.cluster.id, loops: s.cluster.supervisor.statuses() })
+}

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod cluster;
 pub mod health;
+pub mod history;
 pub mod incidents;
 pub mod pools;
 pub mod providers;

@@ -337,6 +337,9 @@ impl Ticker {
 /// `SSE_INTERVAL_SECONDS` (re-read every tick, so a change applies at once).
 pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let prev = super::slo::commit_buckets(&s);
+    // The stream ends when the node shuts down, so that SIGTERM is not held
+    // up by open UI tabs (the supervisor's cancellation tree).
+    let stopping = Box::pin(s.cluster.supervisor.stopping().wait());
     let ticker = Ticker { s, first: true, prev };
     let stream = futures::stream::unfold(ticker, |mut t| async move {
         if !t.first {
@@ -353,5 +356,6 @@ pub async fn events(State(s): State<AppState>) -> Sse<impl Stream<Item = Result<
         let event = event.json_data(data).unwrap_or_else(|_| Event::default().comment("unserializable snapshot"));
         Some((Ok(event), t))
     });
+    let stream = futures::StreamExt::take_until(stream, stopping);
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

@@ -300,3 +300,37 @@ pub async fn control(
 pub fn metric(map: &MetricMap, key: &str) -> f64 {
     map.get(key).copied().map(Metric::value).unwrap_or(0.0)
 }
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteQuery {
+    /// Why (kept in the audit log), at most 256 characters.
+    #[param(max_length = 256)]
+    pub reason: Option<String>,
+}
+
+/// The answer to `DELETE /api/workers/{id}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WorkerDeleted {
+    pub deleted: String,
+}
+
+/// Remove a worker from the replicated state (audited). A worker that
+/// heartbeats again comes back as new, running: stop it first.
+#[utoipa::path(delete, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id", max_length = 128, pattern = r"^[A-Za-z0-9\-_.:@]+$"), DeleteQuery), responses((status = 200, body = WorkerDeleted), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, description = "the cluster format does not know this command yet (a rolling upgrade is under way)", body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DeleteQuery>,
+) -> Result<Json<WorkerDeleted>, ApiError> {
+    validate_name("worker id", &id)?;
+    if q.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT) {
+        return Err(ApiError::bad_request(format!("reason is longer than {MAX_TEXT} characters")));
+    }
+    let cmd = Command::DeleteWorker { id: id.clone(), reason: q.reason };
+    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+        Reply::Removed(_) => Ok(Json(WorkerDeleted { deleted: id })),
+        _ => Err(ApiError::internal("unexpected reply to worker.delete".to_string())),
+    }
+}
