@@ -28,6 +28,19 @@ echo "== tests"
 status=0
 cargo nextest run --workspace --no-fail-fast || status=$?
 
+# The patched dependencies are their crates.io releases plus vendor/*.patch,
+# byte for byte (fetches the two .crate files through cargo if not cached).
+echo "== vendor patches (vendor/reapply.sh --check)"
+bash vendor/reapply.sh --check || status=$?
+
+# Patched openraft (vendor/openraft/ENGINE-ROOM-PATCH.md): its own unit tests,
+# with the workspace's features. The published crate ships only these (see
+# README.md, "Patched dependencies").
+echo "== vendor/openraft tests"
+CARGO_TARGET_DIR=target/vendor-openraft cargo test --locked -q \
+  --manifest-path vendor/openraft/Cargo.toml \
+  --features storage-v2,serde,loosen-follower-log-revert || status=$?
+
 # The patched WAL crate under the Raft log (vendor/chunked-wal/ENGINE-ROOM-PATCH.md):
 # its own tests, including crash images with preallocated chunks.
 echo "== vendor/chunked-wal tests"

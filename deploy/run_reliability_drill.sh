@@ -16,5 +16,7 @@ shift || true
 if ! command -v iptables >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq iptables >/dev/null
 fi
-cargo build -q -p node -p chaos-tests --bins
+# The build er-drill's binary() checks (BUILD_ARGS in chaos-tests/src/lib.rs),
+# plus er-drill itself.
+cargo build -q --profile test --workspace --bin engine-room --bin er-drill --examples
 exec target/debug/er-drill --report "$report" "$@"

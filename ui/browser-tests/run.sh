@@ -25,10 +25,12 @@ if [ ! -d "$HERE/node_modules/playwright-core" ]; then
   echo "== npm ci (playwright-core)"
   (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
 fi
-if [ ! -x "$BIN" ]; then
-  echo "== building engine-room"
-  (cd "$ROOT" && cargo build -p node)
-fi
+# Always through cargo, so a stale binary is rebuilt (a no-op when fresh). The
+# same selection as chaos-tests' binary() (BUILD_ARGS in chaos-tests/src/lib.rs),
+# so that it is the build `cargo nextest run --workspace` made (same profile,
+# same dependency features) and nothing is rebuilt for a difference of those.
+echo "== building engine-room (cargo build, a no-op when fresh)"
+(cd "$ROOT" && cargo build -q --profile test --workspace --bin engine-room --examples)
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 BASE_PORT=""
