@@ -146,6 +146,23 @@ impl TestCluster {
         }
     }
 
+    /// SIGTERM node `id` and wait up to `limit` for it to exit. Returns how
+    /// long it took, or `None` (and SIGKILLs it) if it was still running.
+    pub fn terminate(&mut self, id: u64, limit: Duration) -> Option<Duration> {
+        self.signal(id, "-TERM");
+        let started = Instant::now();
+        let mut child = self.nodes.get_mut(&id).and_then(|n| n.child.take())?;
+        while started.elapsed() < limit {
+            if let Ok(Some(_)) = child.try_wait() {
+                return Some(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     pub fn restart(&mut self, id: u64) {
         self.kill(id);
         self.run_node(id);

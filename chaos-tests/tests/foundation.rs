@@ -1,0 +1,107 @@
+//! Issue 18 across real nodes: the cluster format rises to what every voter
+//! knows, the fleet caps answer 429, an operator deletes a worker (audited,
+//! recorded in the history), the supervised loops are listed, and SIGTERM
+//! stops a node within 5 s while a UI tab is streaming events.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use chaos_tests::{Options, TestCluster};
+use serde_json::{json, Value};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn beat(id: &str, pool: &str) -> Value {
+    json!({"worker_id": id, "host": "vps-1", "ip": "127.0.0.1", "pool": pool, "version": "1", "status": "running",
+           "process_state": "running", "metrics": {"processed": 1}})
+}
+
+#[test]
+fn format_caps_delete_history_and_loops() {
+    let c = TestCluster::start(3, Options::default().env("ENGINE_MAX_POOLS", "3").env("ENGINE_MAX_WORKERS", "4"));
+    let leader = c.wait_for_leader(SECS(10));
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+
+    // A fresh cluster of one release moves to its format on its own.
+    c.eventually(SECS(20), "cluster format 2 on every node", || {
+        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 2).then_some(())
+    });
+    let (code, h) = c.get(other, "/api/history?entity=cluster:format");
+    assert_eq!(code, 200);
+    assert_eq!(h["changes"][0]["action"], "cluster.format", "{h}");
+
+    // Caps: pools a, b, c fill ENGINE_MAX_POOLS=3; a fourth is refused, known ones keep beating.
+    for (i, pool) in ["a", "b", "c"].iter().enumerate() {
+        let (code, body) = c.post(other, "/api/workers/heartbeat", beat(&format!("w-{i}"), pool));
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, body) = c.post(other, "/api/workers/heartbeat", beat("w-9", "d"));
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["error"]["code"], "limit_reached", "{body}");
+    let (code, _) = c.post(leader, "/api/workers/heartbeat", beat("w-3", "a"));
+    assert_eq!(code, 200, "fourth worker, known pool");
+    let (code, body) = c.post(leader, "/api/workers/heartbeat", beat("w-4", "a"));
+    assert_eq!(code, 429, "fifth worker past ENGINE_MAX_WORKERS=4: {body}");
+    assert_eq!(c.post(leader, "/api/workers/heartbeat", beat("w-0", "a")).0, 200, "a known worker always beats");
+    assert!(c.get(leader, "/api/workers/w-9").0 == 404 && c.get(leader, "/api/pools/d").0 == 404, "refused changed nothing");
+
+    // Delete: audited, in the history, gone everywhere; a second delete is 404.
+    let (code, body) = c.request(other, "DELETE", "/api/workers/w-3?reason=retired", None);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["deleted"], "w-3");
+    for n in 1..=3 {
+        assert_eq!(c.get(n, "/api/workers/w-3?consistent=true").0, 404, "node {n}");
+    }
+    assert_eq!(c.request(leader, "DELETE", "/api/workers/w-3", None).0, 404);
+    assert_eq!(c.request(leader, "DELETE", "/api/workers/bad%20id", None).0, 400);
+    let (_, audit) = c.get(leader, "/api/audit?subject=w-3");
+    assert_eq!(audit["entries"][0]["action"], "worker.delete", "{audit}");
+    assert_eq!(audit["entries"][0]["reason"], "retired");
+    let (_, h) = c.get(leader, "/api/history?entity=worker:w-3");
+    let actions: Vec<&str> = h["changes"].as_array().unwrap().iter().map(|c| c["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["worker.delete", "worker.heartbeat"], "{h}");
+
+    // The supervised loops, on a follower too (they act only on the leader).
+    let (code, loops) = c.get(other, "/api/cluster/loops");
+    assert_eq!(code, 200);
+    let names: Vec<&str> = loops["loops"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    for want in ["alerts", "autoscale", "cleanup", "election", "format", "notifications", "snapshot-schedule"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert!(loops["loops"].as_array().unwrap().iter().all(|l| l["panics"] == 0), "{loops}");
+    let (_, loops) = c.get(leader, "/api/cluster/loops");
+    let format = loops["loops"].as_array().unwrap().iter().find(|l| l["name"] == "format").unwrap().clone();
+    assert!(format["last_error"].is_null(), "{format}");
+}
+
+#[test]
+fn sigterm_stops_a_node_within_5_s_with_a_ui_tab_streaming() {
+    let mut c = TestCluster::start(3, Options::default());
+    let leader = c.wait_for_leader(SECS(10));
+    let node = (1..=3).find(|id| *id != leader).unwrap();
+    let addr = c.url(node).trim_start_matches("http://").to_string();
+    let mut tab = std::net::TcpStream::connect(&addr).expect("connect");
+    tab.set_read_timeout(Some(SECS(10))).unwrap();
+    // Basic auth with the API token as password ("ui:chaos-token").
+    let req = format!(
+        "GET /verifier-engine-room/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic dWk6Y2hhb3MtdG9rZW4=\r\nAccept: text/event-stream\r\n\r\n"
+    );
+    tab.write_all(req.as_bytes()).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: snapshot") {
+        let n = tab.read(&mut buf).expect("the stream sends its first snapshot");
+        assert!(n > 0, "stream closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
+    let took = c.terminate(node, SECS(8));
+    let took = took.unwrap_or_else(|| panic!("node {node} still running 8 s after SIGTERM"));
+    assert!(took < SECS(5), "SIGTERM took {took:?}");
+    // The tab sees its stream end rather than hang.
+    let mut rest = Vec::new();
+    let _ = tab.read_to_end(&mut rest);
+    // The other two still serve writes.
+    let (code, body) = c.post(leader, "/api/workers/heartbeat", beat("w-1", "a"));
+    assert_eq!(code, 200, "{body}");
+}
