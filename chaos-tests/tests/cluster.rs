@@ -220,6 +220,28 @@ fn membership_add_promote_and_remove_without_downtime() {
     assert_eq!(s["total_nodes"], 3, "{s}");
     assert!(s["nodes"].as_array().unwrap().iter().all(|n| n["id"] != gone));
     assert_eq!(c.pool_count(4, "members"), Some(3));
+
+    // The removed node says so at once instead of waiting out the write timeout.
+    let answer = c.eventually(Duration::from_secs(10), "removed node knows it", || {
+        let started = Instant::now();
+        let (code, body) = c.post(gone, "/api/pools/members/scale", json!({"desired_count": 4}));
+        (code == 503 && body["error"]["code"] == "not_a_member").then(|| (started.elapsed(), body))
+    });
+    assert!(answer.0 < Duration::from_secs(1), "answered in {:?}: {}", answer.0, answer.1);
+    let (code, body) = c.get(gone, "/api/workers?consistent=true");
+    assert_eq!((code, body["error"]["code"].as_str()), (503, Some("not_a_member")), "{body}");
+    let (code, body) = c.get(gone, "/api/health/ready");
+    assert_eq!(code, 503);
+    assert!(body["reason"].as_str().unwrap().starts_with("not_a_member"), "{body}");
+    let page = reqwest::blocking::Client::new()
+        .get(format!("{}/verifier-engine-room/overview", c.url(gone)))
+        .basic_auth("ui", Some(chaos_tests::cluster::TOKEN))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(page.contains("id=\"not-a-member\""), "banner on the removed node's UI");
+    assert_eq!(c.pool_count(4, "members"), Some(3), "its refused write changed nothing");
 }
 
 #[test]

@@ -63,6 +63,10 @@ pub enum ClusterError {
     /// The local Raft core has stopped; the node needs a restart.
     #[error("raft stopped: {0}")]
     Fatal(String),
+    /// This node was removed from the cluster's membership: it can neither
+    /// write nor read consistently, and will not again unless re-added.
+    #[error("this node ({0}) is not a member of the cluster any more; use another node")]
+    NotAMember(NodeId),
 }
 
 impl ClusterError {
@@ -74,6 +78,7 @@ impl ClusterError {
             ClusterError::Unknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_refused"),
             ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
+            ClusterError::NotAMember(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_a_member"),
         }
     }
 }
@@ -128,7 +133,13 @@ pub struct Cluster {
     hold_forward_file: Option<std::path::PathBuf>,
     /// Every background task of this node, under one cancellation tree.
     pub supervisor: Supervisor,
+    /// Set (to its last log index + 1) when the leader said this node is
+    /// not a member; cleared in effect once the log moves again (re-added).
+    removed_at: std::sync::atomic::AtomicU64,
 }
+
+/// How a leader's refusal to a node outside its membership begins.
+pub const NOT_A_MEMBER: &str = "not_a_member";
 
 /// Names a file (relative to the data directory) whose existence holds back
 /// this node's forwarding of heartbeat batches to the leader. For tests only.
@@ -199,11 +210,29 @@ impl Cluster {
             contact: LeaderContact::new(),
             hold_forward_file,
             supervisor: Supervisor::default(),
+            removed_at: Default::default(),
         });
         let weak = Arc::downgrade(&cluster);
         cluster.supervisor.spawn("election", move |_| crate::election::run(weak.clone()));
         let weak = Arc::downgrade(&cluster);
         cluster.supervisor.spawn("snapshot-schedule", move |probe| crate::snapshot_schedule::run(weak.clone(), probe));
+        // A fatal Raft core error (storage failure, say) stops the process
+        // with one line, so systemd restarts it, rather than leaving a node
+        // that answers from a state that can no longer advance.
+        let metrics = cluster.raft.metrics();
+        cluster.supervisor.spawn("raft-core-watch", move |_| {
+            let mut metrics = metrics.clone();
+            async move {
+                loop {
+                    if let Err(e) = &metrics.borrow_and_update().running_state {
+                        crate::fatal(&format!("the Raft core stopped: {e}"));
+                    }
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
         Ok(cluster)
     }
 
@@ -258,6 +287,9 @@ impl Cluster {
     /// [`Self::propose`] within `limit`: retries stop when it has passed, and
     /// a forward tells the leader how long its caller still waits.
     pub async fn propose_within(&self, proposal: Proposal, limit: Duration) -> Result<ProposalOutcome, ClusterError> {
+        if self.removed() {
+            return Err(ClusterError::NotAMember(self.id));
+        }
         let deadline = Instant::now() + limit;
         let mut target: Option<(NodeId, String)> = None;
         loop {
@@ -306,6 +338,7 @@ impl Cluster {
                     }
                     target = known.or_else(|| self.leader_hint());
                 }
+                ProposalOutcome::Refused(msg) if msg.starts_with(NOT_A_MEMBER) => return Err(self.mark_removed()),
                 ProposalOutcome::Refused(msg) => return Err(ClusterError::Membership(msg)),
                 ProposalOutcome::Abandoned => {
                     return Err(ClusterError::Unknown(
@@ -466,6 +499,9 @@ impl Cluster {
     /// Wait until this node has applied everything committed before the call:
     /// afterwards a local read is linearizable.
     pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        if self.removed() {
+            return Err(ClusterError::NotAMember(self.id));
+        }
         let deadline = Instant::now() + self.opts.write_timeout;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -509,12 +545,16 @@ impl Cluster {
         if id == self.id {
             return Err(ClusterError::Unavailable("leadership in flux".into()));
         }
+        // Our id lets the leader refuse a node it removed (0.1.0 ignores it).
         let answer: Result<Option<u64>, String> = self
             .rpc
-            .post(&addr, "/raft/read-index", &(), limit)
+            .post(&addr, "/raft/read-index", &self.id, limit)
             .await
             .map_err(|e| ClusterError::Unavailable(e.to_string()))?;
-        answer.map_err(ClusterError::Unavailable)
+        match answer {
+            Err(msg) if msg.starts_with(NOT_A_MEMBER) => Err(self.mark_removed()),
+            other => other.map_err(ClusterError::Unavailable),
+        }
     }
 
     /// On the leader: the index a linearizable read must wait for.
@@ -530,6 +570,38 @@ impl Cluster {
             }
             Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
         }
+    }
+
+    /// Was this node removed from the membership? (An initialized cluster's
+    /// membership that no longer names it; a node not yet added, with an
+    /// empty membership, is not "removed".)
+    pub fn removed(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let told = self.removed_at.load(std::sync::atomic::Ordering::Relaxed);
+        (membership.nodes().next().is_some() && membership.get_node(&self.id).is_none())
+            || (told != 0 && told == m.last_log_index.unwrap_or(0) + 1)
+    }
+
+    /// Is `id` in this node's view of the membership (voter or learner)?
+    pub fn is_member(&self, id: NodeId) -> bool {
+        self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some()
+    }
+
+    /// The leader refused us as a non-member: a removed node often never
+    /// receives the entry that removes it, so this is how it learns.
+    fn mark_removed(&self) -> ClusterError {
+        let last = self.raft.metrics().borrow().last_log_index.unwrap_or(0);
+        self.removed_at.store(last + 1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("the leader says this node is not a member of the cluster any more");
+        ClusterError::NotAMember(self.id)
+    }
+
+    /// Is the Raft core running? (False after a fatal error or shutdown.)
+    pub fn core_running(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.is_ok() && m.state != openraft::ServerState::Shutdown
     }
 
     /// This node's own report, as other nodes fetch it for cluster status.

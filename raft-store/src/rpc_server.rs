@@ -17,10 +17,10 @@ use model::{codec, Command, Request};
 use serde::{de::DeserializeOwned, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::cluster::{Proposal, ProposalOutcome, WAIT_HEADER};
+use crate::cluster::{Proposal, ProposalOutcome, NOT_A_MEMBER, WAIT_HEADER};
 use crate::group_commit::{BatchError, HeartbeatBatcher};
 use crate::network::SECRET_HEADER;
-use crate::{Cluster, ClusterError, TypeConfig};
+use crate::{Cluster, ClusterError, NodeId, TypeConfig};
 
 /// Largest `/raft` body: a snapshot chunk plus framing.
 pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
@@ -121,6 +121,12 @@ async fn snapshot(State(s): Svc, body: Bytes) -> Result<Response, Response> {
 /// A follower's forwarded proposal; answered only once applied (or refused).
 async fn propose(State(s): Svc, headers: HeaderMap, body: Bytes) -> Result<Response, Response> {
     let proposal: Proposal = decode(&body)?;
+    if let Proposal::Write(req) = &proposal {
+        if s.cluster.is_leader() && !s.cluster.is_member(req.node) {
+            let why = format!("{NOT_A_MEMBER}: node {} is not in the cluster's membership", req.node);
+            return Ok(encoded(&ProposalOutcome::Refused(why)));
+        }
+    }
     // How long the follower's callers still wait (absent from older nodes).
     let wait = headers.get(WAIT_HEADER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).map(Duration::from_millis);
     let proposal = match proposal {
@@ -142,7 +148,15 @@ async fn propose(State(s): Svc, headers: HeaderMap, body: Bytes) -> Result<Respo
     Ok(encoded(&outcome))
 }
 
-async fn read_index(State(s): Svc) -> Response {
+async fn read_index(State(s): Svc, body: Bytes) -> Response {
+    // The asking node's id (absent from 0.1.0 nodes).
+    if let Ok(asker) = model::codec::decode::<NodeId>(&body) {
+        if s.cluster.is_leader() && !s.cluster.is_member(asker) {
+            let answer: Result<Option<u64>, String> =
+                Err(format!("{NOT_A_MEMBER}: node {asker} is not in the cluster's membership"));
+            return encoded(&answer);
+        }
+    }
     let answer = s.cluster.local_read_index(s.cluster.opts.write_timeout).await.map_err(|e| e.to_string());
     encoded(&answer)
 }

@@ -292,6 +292,12 @@ await step("cluster page lists every node with role, term, indexes and lag", asy
   const status = await apiGet("/api/cluster/status");
   assert(rows === status.nodes.length, `rows ${rows} vs ${status.nodes.length}`);
   assert((await page.locator("#nodes-table .role-leader").count()) === 1, "one leader");
+  // The supervised loops of this node, as GET /api/cluster/loops lists them.
+  const loops = await apiGet("/api/cluster/loops");
+  const shown = await page.locator("#loops-table tbody tr").evaluateAll((rs) => rs.map((r) => r.dataset.loop));
+  assert(loops.loops.length >= 7, "loops " + JSON.stringify(loops));
+  assert(JSON.stringify(shown) === JSON.stringify(loops.loops.map((l) => l.name)), `loops shown ${shown}`);
+  assert((await page.locator("#not-a-member").count()) === 0, "no removed-node banner on a member");
   // A bad learner address: the API's error is shown, nothing changes.
   await page.fill('#learner-form input[name="id"]', "9");
   await page.fill('#learner-form input[name="addr"]', "not-a-url");

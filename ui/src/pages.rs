@@ -8,7 +8,7 @@ use askama::Template;
 use model::settings::{Kind, DEFS};
 use model::state::worker::heartbeat_state;
 use model::state::{AuditEntry, Incident, Pool, Worker};
-use model::views::ClusterStatus;
+use model::views::{ClusterStatus, LoopStatus};
 
 use crate::fleet::FleetSummary;
 use crate::format::{ago, metric, thousands, utc};
@@ -27,6 +27,8 @@ pub struct Chrome {
     pub poll_seconds: u64,
     /// Base URLs of every cluster member, for the live view's failover.
     pub nodes: Vec<String>,
+    /// This node was removed from the membership (a banner says so).
+    pub removed: bool,
 }
 
 impl Chrome {
@@ -593,9 +595,17 @@ struct ClusterPage<'a> {
     nodes: &'a [NodeRow],
     healthy_nodes: usize,
     total_nodes: usize,
+    loops: Vec<LoopRow<'a>>,
 }
 
-pub fn cluster(chrome: &Chrome, status: &ClusterStatus) -> String {
+/// One supervised loop as the cluster page lists it.
+struct LoopRow<'a> {
+    s: &'a LoopStatus,
+    last_run: String,
+    last_error: &'a str,
+}
+
+pub fn cluster(chrome: &Chrome, status: &ClusterStatus, loops: &[LoopStatus]) -> String {
     let nodes = NodeRow::rows(status);
     render(&ClusterPage {
         chrome,
@@ -603,6 +613,14 @@ pub fn cluster(chrome: &Chrome, status: &ClusterStatus) -> String {
         nodes: &nodes,
         healthy_nodes: status.healthy_nodes,
         total_nodes: status.total_nodes,
+        loops: loops
+            .iter()
+            .map(|l| LoopRow {
+                s: l,
+                last_run: l.last_run_ms.map(crate::format::utc).unwrap_or_else(|| "never".into()),
+                last_error: l.last_error.as_deref().unwrap_or(""),
+            })
+            .collect(),
     })
 }
 

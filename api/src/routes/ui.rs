@@ -41,6 +41,7 @@ fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome 
         title: title.into(),
         poll_seconds: s.with_settings(|e| e.count("UI_POLL_INTERVAL_SECONDS")).max(1),
         nodes,
+        removed: s.cluster.removed(),
     }
 }
 
@@ -270,7 +271,8 @@ fn settings(s: &AppState) -> Response {
 
 async fn cluster(s: &AppState) -> Response {
     let status = s.cluster.status().await;
-    html(StatusCode::OK, ui::cluster(&chrome(s, "cluster", "Cluster"), &status))
+    let loops = s.cluster.supervisor.statuses();
+    html(StatusCode::OK, ui::cluster(&chrome(s, "cluster", "Cluster"), &status, &loops))
 }
 
 /// `/verifier-engine-room/static/{file}`: CSS, JS and icons from the binary.
