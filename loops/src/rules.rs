@@ -253,9 +253,8 @@ pub fn autoscale(state: &ControlState, now: u64, s: &Effective) -> Vec<Command> 
         let min = pool.min_count.unwrap_or(s.count("AUTOSCALE_MIN_DESIRED") as u32);
         let max = pool.max_count.unwrap_or(s.count("AUTOSCALE_MAX_DESIRED") as u32).max(min);
         let live: Vec<&Worker> = state
-            .workers
-            .values()
-            .filter(|w| w.pool == pool.name && healthy(w, now, grace))
+            .pool_workers(&pool.name)
+            .filter(|w| healthy(w, now, grace))
             .filter(|w| w.desired_state == DesiredState::Running && !w.quarantined)
             .collect();
         let desired = pool.desired_count;

@@ -70,6 +70,12 @@ pub struct ServeArgs {
     /// Most pools; a heartbeat naming a new pool past it gets 429.
     #[arg(long, env = "ENGINE_MAX_POOLS", default_value_t = 1_000)]
     pub max_pools: u64,
+    /// Largest Raft entry a node proposes, in bytes; larger writes get 413.
+    #[arg(long, env = "ENGINE_MAX_ENTRY_BYTES", default_value_t = 8 << 20)]
+    pub max_entry_bytes: usize,
+    /// A heartbeat batch closes at this estimated size as well as at HEARTBEAT_BATCH_MAX.
+    #[arg(long, env = "HEARTBEAT_BATCH_MAX_BYTES", default_value_t = 1 << 20)]
+    pub heartbeat_batch_max_bytes: usize,
     /// Heartbeat batches the leader commits at once (a follower forwards one more).
     #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 1)]
     pub heartbeat_batch_inflight: usize,
@@ -207,14 +213,32 @@ impl ServeArgs {
             rpc_source_ip,
             sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
             limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
+            max_entry_bytes: self.max_entry_bytes,
         };
+        // An entry must fit in one AppendEntries body with room to spare, and
+        // a heartbeat batch (plus one follower's group) under the entry limit.
+        let raft_body = raft_store::rpc_server::RAFT_BODY_LIMIT;
+        if self.max_entry_bytes < (64 << 10) || self.max_entry_bytes > raft_body / 2 {
+            return Err(format!("ENGINE_MAX_ENTRY_BYTES must be 65536..={}, got {}", raft_body / 2, self.max_entry_bytes));
+        }
+        if self.heartbeat_batch_max_bytes < (16 << 10) || self.heartbeat_batch_max_bytes > self.max_entry_bytes / 2 {
+            return Err(format!(
+                "HEARTBEAT_BATCH_MAX_BYTES must be 16384..=ENGINE_MAX_ENTRY_BYTES/2 ({}), got {}",
+                self.max_entry_bytes / 2,
+                self.heartbeat_batch_max_bytes
+            ));
+        }
         if self.heartbeat_batch_max == 0 || self.heartbeat_batch_inflight == 0 {
             return Err("HEARTBEAT_BATCH_MAX and HEARTBEAT_BATCH_INFLIGHT must be at least 1".into());
         }
         let env = model::settings::env_defaults(|k| std::env::var(k).ok())?;
         let settings = api::Settings { env: std::sync::Arc::new(env) };
         let batch =
-            api::BatchOptions { max_batch: self.heartbeat_batch_max, max_inflight: self.heartbeat_batch_inflight };
+            api::BatchOptions {
+                max_batch: self.heartbeat_batch_max,
+                max_inflight: self.heartbeat_batch_inflight,
+                max_batch_bytes: self.heartbeat_batch_max_bytes,
+            };
         Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify })
     }
 }

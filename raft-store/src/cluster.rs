@@ -47,6 +47,9 @@ pub struct ClusterOptions {
     /// Caps on the fleet (`ENGINE_MAX_WORKERS`, `ENGINE_MAX_POOLS`), carried
     /// in each heartbeat batch this node proposes as leader (format 2).
     pub limits: model::state::Limits,
+    /// Largest Raft entry this node proposes (`ENGINE_MAX_ENTRY_BYTES`);
+    /// a larger write is refused with 413 before it reaches the log.
+    pub max_entry_bytes: usize,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +70,9 @@ pub enum ClusterError {
     /// write nor read consistently, and will not again unless re-added.
     #[error("this node ({0}) is not a member of the cluster any more; use another node")]
     NotAMember(NodeId),
+    /// The write would make a Raft entry over `ENGINE_MAX_ENTRY_BYTES`.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl ClusterError {
@@ -79,6 +85,7 @@ impl ClusterError {
             ClusterError::Membership(_) => (StatusCode::CONFLICT, "membership_refused"),
             ClusterError::Fatal(_) => (StatusCode::SERVICE_UNAVAILABLE, "raft_stopped"),
             ClusterError::NotAMember(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_a_member"),
+            ClusterError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "entry_too_large"),
         }
     }
 }
@@ -290,6 +297,9 @@ impl Cluster {
         if self.removed() {
             return Err(ClusterError::NotAMember(self.id));
         }
+        if let Proposal::Write(req) = &proposal {
+            self.check_entry_size(req)?;
+        }
         let deadline = Instant::now() + limit;
         let mut target: Option<(NodeId, String)> = None;
         loop {
@@ -472,6 +482,26 @@ impl Cluster {
             }
             Ok(Err(RaftError::Fatal(e))) => Err(ClusterError::Fatal(e.to_string())),
         }
+    }
+
+    /// Refuse a write whose entry would pass `ENGINE_MAX_ENTRY_BYTES`
+    /// (heartbeat batches are sized by estimate: their byte budget keeps
+    /// them under it; other writes are rare and encoded to be measured).
+    fn check_entry_size(&self, req: &Request) -> Result<(), ClusterError> {
+        let size = match &req.command {
+            Command::HeartbeatBatch { beats } | Command::HeartbeatBatchLimited { beats, .. } => {
+                beats.iter().map(model::state::Heartbeat::approx_encoded_len).sum()
+            }
+            _ => model::codec::encode(req).map(|b| b.len()).unwrap_or(usize::MAX),
+        };
+        if size > self.opts.max_entry_bytes {
+            return Err(ClusterError::TooLarge(format!(
+                "{} would be a {size}-byte Raft entry; the limit is {} (ENGINE_MAX_ENTRY_BYTES)",
+                req.command.name(),
+                self.opts.max_entry_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Shape a write for the cluster format in force: a heartbeat batch

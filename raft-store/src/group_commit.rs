@@ -59,6 +59,8 @@ pub trait BatchObserver: Send + Sync + 'static {
 /// from a worker on this node, or a follower's whole batch.
 struct Pending {
     beats: Vec<Heartbeat>,
+    /// Their estimated encoded size ([`Heartbeat::approx_encoded_len`]).
+    bytes: usize,
     reply: oneshot::Sender<GroupResult>,
     /// When its caller stops waiting.
     deadline: Instant,
@@ -80,6 +82,10 @@ pub struct BatchOptions {
     /// Batches the leader proposes concurrently (a follower forwards one
     /// more); more arrivals wait and grow the next batch.
     pub max_inflight: usize,
+    /// A batch also closes once its heartbeats' estimated encoded size
+    /// reaches this many bytes (`HEARTBEAT_BATCH_MAX_BYTES`, 1 MiB), so an
+    /// entry stays under `ENGINE_MAX_ENTRY_BYTES` whatever the heartbeats hold.
+    pub max_batch_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -129,7 +135,8 @@ impl HeartbeatBatcher {
         let (reply, rx) = oneshot::channel();
         let stopped = || BatchError::Cluster(ClusterError::Unavailable("heartbeat batcher stopped".into()));
         let deadline = Instant::now() + wait;
-        self.tx.send(Pending { beats, reply, deadline }).await.map_err(|_| stopped())?;
+        let bytes = beats.iter().map(Heartbeat::approx_encoded_len).sum();
+        self.tx.send(Pending { beats, bytes, reply, deadline }).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| BatchError::Cluster(ClusterError::Unknown("heartbeat batch dropped".into())))?
     }
 }
@@ -144,16 +151,32 @@ async fn run(
     // way, so that its next batch reaches the leader while the last commits.
     let proposing = Arc::new(Semaphore::new(opts.max_inflight));
     let forwarding = Arc::new(Semaphore::new(opts.max_inflight + 1));
-    while let Some(first) = rx.recv().await {
+    // A group held back by the last batch's byte budget starts the next.
+    let mut carry: Option<Pending> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         // Waiting for a slot is what lets the next batch grow under load.
         let sem = if cluster.is_leader() { &proposing } else { &forwarding };
         let permit = sem.clone().acquire_owned().await.expect("semaphore is never closed");
-        let mut beats = first.beats.len();
+        let (mut beats, mut bytes) = (first.beats.len(), first.bytes);
         let mut batch = vec![first];
-        while beats < opts.max_batch {
+        // A group that would pass the byte budget waits for the next batch
+        // (a group is never split: it is one caller's, or one follower's).
+        while beats < opts.max_batch && bytes < opts.max_batch_bytes {
             match rx.try_recv() {
+                Ok(p) if bytes + p.bytes > opts.max_batch_bytes => {
+                    carry = Some(p);
+                    break;
+                }
                 Ok(p) => {
                     beats += p.beats.len();
+                    bytes += p.bytes;
                     batch.push(p);
                 }
                 Err(_) => break,

@@ -21,7 +21,7 @@ use crate::AppState;
 /// A pool with the live counts of its workers by state.
 fn pool_view(state: &ControlState, p: &Pool, now: u64, grace: u64) -> Value {
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for w in state.workers.values().filter(|w| w.pool == p.name) {
+    for w in state.pool_workers(&p.name) {
         *counts.entry("total").or_default() += 1;
         *counts.entry(heartbeat_state(Some(w.last_heartbeat_ms), now, grace)).or_default() += 1;
         *counts.entry(w.desired_state.as_str()).or_default() += 1;

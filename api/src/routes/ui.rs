@@ -134,7 +134,7 @@ fn workers(s: &AppState, query: &HashMap<String, String>) -> Response {
         };
         let rows = page.into_iter().map(|w| WorkerRow::new(w, now, grace)).collect();
         let mut pools: BTreeSet<String> = applied.state.pools.keys().cloned().collect();
-        pools.extend(applied.state.workers.values().map(|w| w.pool.to_string()));
+        pools.extend(applied.state.by_pool.keys().cloned());
         (WorkerResults { rows, total, filter }, pools.into_iter().collect::<Vec<_>>())
     };
     if query.get("partial").is_some_and(|p| p == "rows") {

@@ -220,9 +220,13 @@ pub fn select<'a>(
         return Err(ApiError::bad_request(format!("limit must be 1..={MAX_PAGE}")));
     }
     let needle = q.q.as_deref().map(str::to_lowercase);
-    let matches = state.workers.values().filter(|w| {
-        q.pool.as_deref().is_none_or(|p| w.pool == p)
-            && desired.is_none_or(|d| w.desired_state == d)
+    // A pool filter walks that pool's index entry, not the fleet.
+    let candidates: Box<dyn Iterator<Item = &Worker>> = match q.pool.as_deref() {
+        Some(p) => Box::new(state.pool_workers(p)),
+        None => Box::new(state.workers.values()),
+    };
+    let matches = candidates.filter(|w| {
+        desired.is_none_or(|d| w.desired_state == d)
             && q.quarantined.is_none_or(|qq| w.quarantined == qq)
             && q.heartbeat_state.as_deref().is_none_or(|h| heartbeat_state(Some(w.last_heartbeat_ms), now, grace) == h)
             && needle.as_deref().is_none_or(|n| {

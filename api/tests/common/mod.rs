@@ -35,6 +35,7 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         rpc_source_ip: None,
         sled_cache_bytes: 8 << 20,
         limits: Default::default(),
+        max_entry_bytes: 8 << 20,
     };
     let cluster = Cluster::start(opts, dir).await.expect("start raft");
     if start == Start::Leader {
@@ -49,5 +50,5 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         assert_eq!(cluster.report().role, "leader", "single node elects itself");
     }
     let env = model::settings::env_defaults(|_| None).unwrap();
-    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2 })
+    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2, max_batch_bytes: 1 << 20 })
 }

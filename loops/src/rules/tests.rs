@@ -121,6 +121,8 @@ fn autoscale_steps_within_bounds_and_canary() {
     for i in 0..2 {
         state.workers.insert(format!("w{i}"), worker(&format!("w{i}"), "busy", now, &[("in_flight", 9.0)]));
     }
+    // Built by hand, not by apply: the pool index is derived, rebuild it.
+    state.reindex();
     let cmds = autoscale(&state, now, &s);
     assert!(matches!(&cmds[..], [model::Command::AutoscalePool { from: 2, to: 3, .. }]), "{cmds:?}");
     state.pools.get_mut("busy").unwrap().desired_count = 3;

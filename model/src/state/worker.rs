@@ -139,6 +139,26 @@ fn seq_in(meta: &SmallMap<String>) -> Option<u64> {
 }
 
 impl Heartbeat {
+    /// An upper bound on this heartbeat's encoded size in a log entry: every
+    /// string with a 9-byte length, every metric 8 bytes plus its key. Used
+    /// to close a batch at its byte budget without encoding it twice.
+    pub fn approx_encoded_len(&self) -> usize {
+        let s = |k: &str| k.len() + 9;
+        let flat = |m: &MetricMap| 9 + m.iter().map(|(k, _)| s(k) + 8).sum::<usize>();
+        let nested = |m: &NestedMetrics| 9 + m.iter().map(|(k, v)| s(k) + flat(v)).sum::<usize>();
+        [&self.worker_id, &self.host, &self.ip, &self.version, &self.status, &self.process_state]
+            .iter()
+            .map(|k| s(k))
+            .sum::<usize>()
+            + self.pool.as_deref().map_or(1, s)
+            + flat(&self.metrics)
+            + nested(&self.stage_metrics)
+            + flat(&self.smtp_metrics)
+            + nested(&self.provider_metrics)
+            + 9
+            + self.meta.iter().map(|(k, v)| s(k) + s(v)).sum::<usize>()
+    }
+
     /// The worker's own ordering number: increasing per worker, so a
     /// heartbeat applied after a newer one (a batch delayed by a partition,
     /// an entry of a deposed leader committed late) is recognised as older.
@@ -786,6 +806,16 @@ mod command_tests {
 
     fn limited(beats: Vec<Heartbeat>, max_workers: u64, max_pools: u64) -> Request {
         req(Command::HeartbeatBatchLimited { beats: beats.into(), limits: Limits { max_workers, max_pools } })
+    }
+
+    #[test]
+    fn the_size_estimate_bounds_the_encoding() {
+        let mut b = beat("w-1", Some("eu"));
+        b.meta.insert("region", "\"eu-west\"".to_string());
+        b.provider_metrics.insert("gmail", MetricMap::from([("accepted", Metric(5.0))]));
+        let exact = crate::codec::encode(&b).unwrap().len();
+        let approx = b.approx_encoded_len();
+        assert!(approx >= exact && approx <= exact * 4, "{approx} vs {exact}");
     }
 
     #[test]
