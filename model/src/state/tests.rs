@@ -108,7 +108,7 @@ fn pools_lifecycle_default_and_archive_rules() {
     let bad = PoolPatch { min_count: Some(9), ..Default::default() };
     assert_eq!(
         s.apply(&req(Command::UpdatePool { name: "eu".into(), patch: bad })).unwrap_err().kind,
-        ErrorKind::Invalid
+        ErrorKind::Conflict
     );
     s.apply(&req(Command::SetDefaultPool { name: "eu".into() })).unwrap();
     assert_eq!(s.default_pool(), "eu");
