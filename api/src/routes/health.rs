@@ -1,10 +1,11 @@
 //! Liveness and readiness, open without a token for load balancers.
 
-use crate::openapi::{Live, Ready};
-use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+
+use crate::openapi::{Live, Ready};
+use crate::AppState;
 
 /// How far (in log entries) a node may trail the leader and still be ready.
 const READY_MAX_LAG: u64 = 1_000;

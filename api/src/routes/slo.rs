@@ -8,7 +8,6 @@ use prometheus::core::Collector;
 use raft_store::cluster::now_ms;
 
 use crate::openapi::{SloLatency, SloView, SloWindow};
-
 use crate::AppState;
 
 const WINDOWS: [(&str, u64); 3] = [("1h", 3_600_000), ("6h", 21_600_000), ("24h", 86_400_000)];
