@@ -47,6 +47,12 @@ echo "== vendor/chunked-wal tests"
 CARGO_TARGET_DIR=target/vendor-chunked-wal cargo test --locked -q \
   --manifest-path vendor/chunked-wal/Cargo.toml || status=$?
 
+# The OpenAPI document against a throwaway 3-node dev cluster: schemathesis
+# with all its checks (undocumented statuses, schema-valid requests refused,
+# answers off their schema, ...) must find nothing.
+echo "== schemathesis (api/schemathesis/run.sh)"
+bash api/schemathesis/run.sh || status=$?
+
 # Operator UI in a real browser (Debian's Chromium via playwright-core)
 # against a 3-node dev cluster started by the script itself.
 echo "== browser tests (ui/browser-tests/run.sh)"

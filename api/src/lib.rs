@@ -98,7 +98,8 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
 
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
-    let (router, doc) = api_routes(state.clone()).split_for_parts();
+    let (router, mut doc) = api_routes(state.clone()).split_for_parts();
+    openapi::add_layer_statuses(&mut doc);
     let doc = Arc::new(doc);
 
     let ui = Router::new()

@@ -1,16 +1,22 @@
 //! The OpenAPI 3 document. Paths come from `#[utoipa::path]` on each handler,
 //! collected by the same `OpenApiRouter` that builds the routes, so a route
-//! cannot exist undocumented. Response shapes built with `json!` are described
-//! by the view types here; tests pin those views to the real output.
-
-#![allow(dead_code)] // view types exist for the schema
+//! cannot exist undocumented. The view types here are what the handlers (and
+//! the UI pages) build and serialize, so the schema is the answer's own type;
+//! request schemas carry the limits validation enforces.
 
 use std::collections::BTreeMap;
 
-use model::state::{AuditEntry, Incident, Notification, Pool, ProviderState, Worker};
+use model::state::{AuditEntry, Incident, Notification, Pool, ProviderState, Worker, MAX_NAME_LEN};
 use serde::Serialize;
+use utoipa::openapi::path::HttpMethod;
+use utoipa::openapi::schema::{
+    AdditionalProperties, AnyOfBuilder, KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes::workers::MAX_ENTRIES;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +38,185 @@ impl Modify for Security {
         );
         c.add_security_scheme("basic", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()));
     }
+}
+
+/// Add what the middleware in front of every `/api` handler can answer to each
+/// operation that does not list it itself: 401 (no or wrong token), 403 (a
+/// browser's state-changing call without the CSRF header) and 413 (a body over
+/// [`crate::API_BODY_LIMIT`]). Run on the document once every route is in.
+pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if path.starts_with("/api/health/") {
+            continue;
+        }
+        let ops = [
+            (HttpMethod::Get, item.get.as_mut()),
+            (HttpMethod::Put, item.put.as_mut()),
+            (HttpMethod::Post, item.post.as_mut()),
+            (HttpMethod::Patch, item.patch.as_mut()),
+            (HttpMethod::Delete, item.delete.as_mut()),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let has_body = op.request_body.is_some();
+            let mut add = |status: &str, text: &str| {
+                op.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(text).into());
+            };
+            add("401", "missing or wrong bearer token");
+            if method != HttpMethod::Get {
+                add("403", "a browser's state-changing call without the CSRF header, or from another origin");
+            }
+            if has_body {
+                add("413", "request body over 64 KiB");
+            }
+        }
+    }
+}
+
+/// An error answer: `{"error": {"code", "message"}}`.
+fn error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+        .build()
+}
+
+// ---- request schemas: the limits validation enforces ----
+
+/// Identifiers (`validate_name`): worker ids, pool and provider names. The
+/// `#[utoipa::path]` attributes spell it out (they take literals); a test
+/// checks that every name parameter in the document uses this one.
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._:@-]{1,128}$";
+
+fn string() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::String)
+}
+
+fn null() -> Schema {
+    Schema::Object(ObjectBuilder::new().schema_type(Type::Null).build())
+}
+
+/// A name as `validate_name` accepts it.
+pub fn name() -> Object {
+    string().pattern(Some(NAME_PATTERN)).min_length(Some(1)).max_length(Some(MAX_NAME_LEN)).build()
+}
+
+/// A heartbeat's `ip`: empty, or an IPv4 or IPv6 address.
+pub fn ip() -> Schema {
+    AnyOfBuilder::new()
+        .item(string().enum_values(Some([""])).build())
+        .item(string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv4))).build())
+        .item(string().format(Some(SchemaFormat::KnownFormat(KnownFormat::Ipv6))).build())
+        .build()
+        .into()
+}
+
+/// A heartbeat's `pool`: a name, or null for the default pool.
+pub fn pool_name() -> Schema {
+    AnyOfBuilder::new().item(name()).item(null()).build().into()
+}
+
+/// A heartbeat's `process_state`; null or absent means `unknown`.
+pub fn process_state() -> Schema {
+    let states = model::state::worker::PROCESS_STATES;
+    AnyOfBuilder::new().item(string().enum_values(Some(states)).build()).item(null()).build().into()
+}
+
+/// Counters by name: finite numbers, at most [`MAX_ENTRIES`] of them.
+pub fn metric_map() -> Object {
+    ObjectBuilder::new()
+        .additional_properties(Some(
+            ObjectBuilder::new().schema_type(Type::Number).format(Some(SchemaFormat::KnownFormat(KnownFormat::Double))),
+        ))
+        .max_properties(Some(MAX_ENTRIES))
+        .build()
+}
+
+/// Counters by group, then name; both levels hold at most [`MAX_ENTRIES`].
+pub fn nested_metrics() -> Object {
+    ObjectBuilder::new()
+        .additional_properties(Some(Schema::Object(metric_map())))
+        .max_properties(Some(MAX_ENTRIES))
+        .build()
+}
+
+/// A heartbeat's counters by provider name, then counter.
+pub fn provider_metrics() -> Object {
+    ObjectBuilder::new()
+        .property_names(Some(name()))
+        .additional_properties(Some(Schema::Object(metric_map())))
+        .max_properties(Some(MAX_ENTRIES))
+        .build()
+}
+
+/// A pool's provider → profile map: provider names as `validate_name` accepts.
+pub fn profiles() -> Schema {
+    let map = ObjectBuilder::new()
+        .property_names(Some(name()))
+        .additional_properties(Some(Ref::from_schema_name("Profile")))
+        .build();
+    AnyOfBuilder::new().item(map).item(null()).build().into()
+}
+
+/// `GET /api/workers?heartbeat_state=`.
+pub fn heartbeat_state() -> Object {
+    string().enum_values(Some(["healthy", "stale", "none"])).build()
+}
+
+/// `GET /api/incidents?state=`.
+pub fn incident_state() -> Object {
+    string().enum_values(Some(["active", "resolved"])).build()
+}
+
+/// A provider mode an operator may set.
+pub fn provider_mode() -> Object {
+    string().enum_values(Some(model::state::provider::MODES)).build()
+}
+
+/// The body of `PUT /api/settings`, for the document (the handler reads a map
+/// and checks each key with [`model::settings::normalize`]).
+pub struct SettingsPatch;
+
+impl utoipa::PartialSchema for SettingsPatch {
+    fn schema() -> utoipa::openapi::RefOr<Schema> {
+        settings_patch().into()
+    }
+}
+
+impl ToSchema for SettingsPatch {}
+
+/// The body of `PUT /api/settings`: any of the known keys, each with the values
+/// [`model::settings::normalize`] accepts (as JSON value or as text), or
+/// `null` to fall back to the env default.
+pub fn settings_patch() -> Schema {
+    use model::settings::{Kind, DEFS};
+    let mut obj = ObjectBuilder::new()
+        .min_properties(Some(1))
+        .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
+    for d in DEFS {
+        let (json, text): (Object, &str) = match d.kind {
+            Kind::Bool => (ObjectBuilder::new().schema_type(Type::Boolean).build(), "^(true|false|yes|no|on|off|0|1)$"),
+            Kind::Seconds => (int().minimum(Some(1u64)).build(), "^[1-9][0-9]{0,18}$"),
+            Kind::Count => (int().minimum(Some(0u64)).build(), "^[0-9]{1,19}$"),
+            Kind::Percent => (num(0.0, 100.0), "^(100(\\.0{1,6})?|[0-9]{1,2}(\\.[0-9]{1,6})?)$"),
+            Kind::Rate => (num(0.0, 1.0), "^(1(\\.0{1,6})?|0(\\.[0-9]{1,6})?)$"),
+        };
+        let mut any = AnyOfBuilder::new().item(json).item(string().pattern(Some(text)).build()).item(null());
+        if d.kind == Kind::Bool {
+            any = any.item(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([0, 1])).build());
+        }
+        let any = any.description(Some(format!("{} (default {})", d.help, d.default))).build();
+        obj = obj.property(d.key, Schema::AnyOf(any));
+    }
+    obj.build().into()
+}
+
+fn int() -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Integer).maximum(Some(u64::MAX))
+}
+
+fn num(min: f64, max: f64) -> Object {
+    ObjectBuilder::new().schema_type(Type::Number).minimum(Some(min)).maximum(Some(max)).build()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -129,7 +314,7 @@ pub struct SettingView {
     pub value: String,
     /// `override`, `env` or `default`.
     pub source: String,
-    pub kind: String,
+    pub kind: model::settings::Kind,
     pub default: String,
     pub help: String,
 }
@@ -197,9 +382,14 @@ pub struct Live {
 #[derive(Serialize, ToSchema)]
 pub struct Ready {
     pub ready: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub leader_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_index: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub lag: Option<u64>,
+    /// Why not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 

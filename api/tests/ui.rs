@@ -92,14 +92,22 @@ async fn every_page_renders_with_navigation_and_state() {
     assert!(root.status.is_redirection());
     assert_eq!(root.headers[header::LOCATION], "/verifier-engine-room/overview");
 
-    for (page, expect) in [
+    let expected = [
         ("overview", "Fleet heartbeat rate"),
         ("workers", "w-2"),
         ("alerts", "Alert rules"),
         ("pools", "eu-west"),
         ("settings", "SSE_INTERVAL_SECONDS"),
         ("cluster", "http://127.0.0.1:9"),
-    ] {
+    ];
+    // The pages under test are the ones the navigation links to, not a list
+    // kept here by hand: a new page needs its expectation above.
+    let nav_html = get(&app, "/verifier-engine-room/overview", Some(BASIC)).await.body;
+    let nav = nav_html.split("<nav>").nth(1).and_then(|n| n.split("</nav>").next()).expect("a <nav>");
+    let linked: std::collections::BTreeSet<&str> =
+        nav.split("href=\"/verifier-engine-room/").skip(1).filter_map(|l| l.split('"').next()).collect();
+    assert_eq!(linked, expected.iter().map(|(p, _)| *p).collect(), "pages linked from the navigation");
+    for (page, expect) in expected {
         let a = get(&app, &format!("/verifier-engine-room/{page}"), Some(BASIC)).await;
         assert_eq!(a.status, StatusCode::OK, "{page}: {}", a.body);
         assert!(a.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"), "{page}");

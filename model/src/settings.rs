@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// How a setting's text is interpreted and bounded.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Bool,

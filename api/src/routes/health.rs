@@ -3,8 +3,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
 
+use crate::openapi::{Live, Ready};
 use crate::AppState;
 
 /// How far (in log entries) a node may trail the leader and still be ready.
@@ -12,25 +12,28 @@ const READY_MAX_LAG: u64 = 1_000;
 
 /// Live while the HTTP server answers and the Raft core runs: after a fatal
 /// Raft error the node answers 503 (and exits; see `raft_store::fatal`).
-#[utoipa::path(get, path = "/api/health/live", tag = "health", responses((status = 200, body = crate::openapi::Live), (status = 503, body = crate::openapi::Live)))]
-pub async fn live(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/api/health/live", tag = "health", responses((status = 200, body = crate::openapi::Live), (status = 503, description = "the Raft core has stopped", body = crate::openapi::Live)))]
+pub async fn live(State(s): State<AppState>) -> (StatusCode, Json<Live>) {
     if s.cluster.core_running() {
-        (StatusCode::OK, Json(json!({"status": "ok"})))
+        (StatusCode::OK, Json(Live { status: "ok".to_string() }))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "raft_stopped"})))
+        (StatusCode::SERVICE_UNAVAILABLE, Json(Live { status: "raft_stopped".to_string() }))
     }
 }
 
 /// Ready when a leader is known and this node has applied close to its log.
-#[utoipa::path(get, path = "/api/health/ready", tag = "health", responses((status = 200, body = crate::openapi::Ready)))]
-pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
+#[utoipa::path(get, path = "/api/health/ready", tag = "health", responses((status = 200, body = crate::openapi::Ready), (status = 503, description = "removed from the cluster, no known leader, leader unreachable, or too far behind", body = crate::openapi::Ready)))]
+pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Ready>) {
+    let not_ready = |leader_id, reason: &str| {
+        let r = Ready { ready: false, leader_id, applied_index: None, lag: None, reason: Some(reason.to_string()) };
+        (StatusCode::SERVICE_UNAVAILABLE, Json(r))
+    };
     if s.cluster.removed() {
-        let reason = "not_a_member: this node was removed from the cluster";
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": reason})));
+        return not_ready(None, "not_a_member: this node was removed from the cluster");
     }
     let me = s.cluster.report();
     let leader = match me.leader_id {
-        None => return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"ready": false, "reason": "no known leader"}))),
+        None => return not_ready(None, "no known leader"),
         Some(l) => l,
     };
     let leader_last = if leader == s.cluster.id {
@@ -39,16 +42,13 @@ pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Value>) {
         let status = s.cluster.status().await;
         match status.nodes.iter().find(|n| n.id == leader).and_then(|n| n.last_log_index) {
             Some(i) => i,
-            None => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"ready": false, "reason": "leader unreachable", "leader_id": leader})),
-                )
-            }
+            None => return not_ready(Some(leader), "leader unreachable"),
         }
     };
     let lag = leader_last.saturating_sub(me.applied_index);
     let ready = lag <= READY_MAX_LAG;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({"ready": ready, "leader_id": leader, "applied_index": me.applied_index, "lag": lag})))
+    let r =
+        Ready { ready, leader_id: Some(leader), applied_index: Some(me.applied_index), lag: Some(lag), reason: None };
+    (code, Json(r))
 }

@@ -6,29 +6,32 @@ use axum::http::HeaderMap;
 use axum::Json;
 use model::{Command, Reply};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
+use crate::openapi::{ProviderHealth, ProviderHealthList, ProviderModeView};
 use crate::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModeBody {
+    #[schema(schema_with = crate::openapi::provider_mode)]
     pub mode: String,
     pub reason: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/providers/{provider}/mode", tag = "settings", params(("provider" = String, Path)), request_body = ModeBody, responses((status = 200, body = crate::openapi::ProviderModeView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/providers/{provider}/mode", tag = "settings", params(("provider" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), request_body = ModeBody, responses((status = 200, body = ProviderModeView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn set_mode(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiPath(provider): ApiPath<String>,
     ApiJson(b): ApiJson<ModeBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ProviderModeView>, ApiError> {
     let cmd = Command::SetProviderMode { provider: provider.clone(), mode: b.mode, auto: false, reason: b.reason };
     match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
-        Reply::Provider(p) => Ok(Json(json!({"provider": provider, "effective_mode": p.effective(), "state": p}))),
+        Reply::Provider(p) => {
+            Ok(Json(ProviderModeView { provider, effective_mode: p.effective().to_string(), state: p }))
+        }
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }
 }
@@ -36,12 +39,12 @@ pub async fn set_mode(
 /// Per provider: mode in force, override, auto-protect decision and counters
 /// summed over the fleet's latest heartbeats.
 #[utoipa::path(get, path = "/api/providers/health", tag = "settings", responses((status = 200, body = crate::openapi::ProviderHealthList), (status = 401, body = crate::openapi::ErrorBody)))]
-pub async fn health(State(s): State<AppState>) -> Json<Value> {
+pub async fn health(State(s): State<AppState>) -> Json<ProviderHealthList> {
     Json(provider_health(&s))
 }
 
 /// The body of `GET /api/providers/health`, shared with the settings page.
-pub fn provider_health(s: &AppState) -> Value {
+pub fn provider_health(s: &AppState) -> ProviderHealthList {
     let applied = s.cluster.state.read();
     let st = &applied.state;
     let mut totals: std::collections::BTreeMap<String, [f64; 4]> = Default::default();
@@ -54,19 +57,26 @@ pub fn provider_health(s: &AppState) -> Value {
         }
     }
     let names: std::collections::BTreeSet<&String> = totals.keys().chain(st.providers.keys()).collect();
-    let providers: Vec<Value> = names
+    let providers = names
         .into_iter()
         .map(|name| {
             let t = totals.get(name).copied().unwrap_or_default();
             let total: f64 = t.iter().sum();
             let rate = |x: f64| if total > 0.0 { x / total } else { 0.0 };
             let p = st.providers.get(name).cloned().unwrap_or_default();
-            json!({
-                "provider": name, "effective_mode": p.effective(), "override_mode": p.override_mode,
-                "auto_mode": p.auto_mode, "auto_reason": p.auto_reason, "probes": total,
-                "accepted_rate": rate(t[0]), "reject_rate": rate(t[1]), "tempfail_rate": rate(t[2]), "unknown_rate": rate(t[3]),
-            })
+            ProviderHealth {
+                provider: name.clone(),
+                effective_mode: p.effective().to_string(),
+                override_mode: p.override_mode,
+                auto_mode: p.auto_mode,
+                auto_reason: p.auto_reason,
+                probes: total,
+                accepted_rate: rate(t[0]),
+                reject_rate: rate(t[1]),
+                tempfail_rate: rate(t[2]),
+                unknown_rate: rate(t[3]),
+            }
         })
         .collect();
-    json!({ "providers": providers })
+    ProviderHealthList { providers }
 }

@@ -8,14 +8,15 @@ use axum::http::HeaderMap;
 use axum::Json;
 use model::settings::{normalize, DEFS};
 use model::{Command, Reply};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::ApiJson;
+use crate::openapi::{SettingView, SettingsPatch, SettingsView};
 use crate::AppState;
 
-fn view(s: &AppState, overrides: &BTreeMap<String, String>) -> Value {
-    let settings: Vec<Value> = DEFS
+fn view(s: &AppState, overrides: &BTreeMap<String, String>) -> SettingsView {
+    let settings = DEFS
         .iter()
         .map(|d| {
             let (value, source) = match overrides.get(d.key) {
@@ -25,26 +26,33 @@ fn view(s: &AppState, overrides: &BTreeMap<String, String>) -> Value {
                     _ => (d.default.to_string(), "default"),
                 },
             };
-            json!({"key": d.key, "value": value, "source": source, "kind": d.kind, "default": d.default, "help": d.help})
+            SettingView {
+                key: d.key.to_string(),
+                value,
+                source: source.to_string(),
+                kind: d.kind,
+                default: d.default.to_string(),
+                help: d.help.to_string(),
+            }
         })
         .collect();
-    json!({ "settings": settings })
+    SettingsView { settings }
 }
 
 #[utoipa::path(get, path = "/api/settings", tag = "settings", responses((status = 200, body = crate::openapi::SettingsView), (status = 401, body = crate::openapi::ErrorBody)))]
-pub async fn get(State(s): State<AppState>) -> Json<Value> {
+pub async fn get(State(s): State<AppState>) -> Json<SettingsView> {
     let overrides = s.cluster.state.read().state.settings.clone();
     Json(view(&s, &overrides))
 }
 
 /// `PUT /api/settings` with `{"KEY": value, ...}`; `null` resets a key to its
 /// env default. All values are validated before anything is written.
-#[utoipa::path(put, path = "/api/settings", tag = "settings", request_body = std::collections::BTreeMap<String, serde_json::Value>, responses((status = 200, body = crate::openapi::SettingsView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(put, path = "/api/settings", tag = "settings", request_body(content = inline(SettingsPatch)), responses((status = 200, body = crate::openapi::SettingsView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn put(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<BTreeMap<String, Value>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SettingsView>, ApiError> {
     if body.is_empty() {
         return Err(ApiError::bad_request("no settings given"));
     }
@@ -53,7 +61,11 @@ pub async fn put(
         let raw = match v {
             Value::Null => None,
             Value::Bool(b) => Some(b.to_string()),
-            Value::Number(n) => Some(n.to_string()),
+            // `3836.0` is a whole number too (JSON Schema's `integer` admits it).
+            Value::Number(n) => Some(match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 9.0e15 => (f as i64).to_string(),
+                _ => n.to_string(),
+            }),
             Value::String(t) => Some(t),
             other => return Err(ApiError::bad_request(format!("{k}: expected a bool, number or string, got {other}"))),
         };

@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::Json;
 use prometheus::core::Collector;
 use raft_store::cluster::now_ms;
-use serde_json::{json, Value};
 
+use crate::openapi::{SloLatency, SloView, SloWindow};
 use crate::AppState;
 
 const WINDOWS: [(&str, u64); 3] = [("1h", 3_600_000), ("6h", 21_600_000), ("24h", 86_400_000)];
@@ -30,36 +30,48 @@ pub fn quantile(buckets: &[(f64, u64)], count: u64, q: f64) -> Option<f64> {
 }
 
 #[utoipa::path(get, path = "/api/slo", tag = "alerts", responses((status = 200, body = crate::openapi::SloView), (status = 401, body = crate::openapi::ErrorBody)))]
-pub async fn get(State(s): State<AppState>) -> Json<Value> {
+pub async fn get(State(s): State<AppState>) -> Json<SloView> {
     Json(slo_view(&s))
 }
 
 /// The body of `GET /api/slo`, shared with the alerts page.
-pub fn slo_view(s: &AppState) -> Value {
+pub fn slo_view(s: &AppState) -> SloView {
     let target = s.with_settings(|e| e.num("SLO_AVAILABILITY_TARGET"));
     let now = now_ms();
-    let windows: Vec<Value> = {
+    let windows: Vec<SloWindow> = {
         let applied = s.cluster.state.read();
         let samples = &applied.state.fleet_samples;
         WINDOWS
             .iter()
             .map(|(name, span)| {
-                let inside: Vec<_> = samples.iter().filter(|x| now.saturating_sub(x.at_ms) <= *span && x.total > 0).collect();
+                let inside: Vec<_> =
+                    samples.iter().filter(|x| now.saturating_sub(x.at_ms) <= *span && x.total > 0).collect();
                 let availability = (!inside.is_empty()).then(|| {
                     100.0 * inside.iter().map(|x| x.healthy as f64 / x.total as f64).sum::<f64>() / inside.len() as f64
                 });
                 let burn = availability.map(|a| if target >= 100.0 { 0.0 } else { (100.0 - a) / (100.0 - target) });
-                json!({"window": name, "samples": inside.len(), "availability_percent": availability, "error_budget_burn_rate": burn})
+                SloWindow {
+                    window: name.to_string(),
+                    samples: inside.len(),
+                    availability_percent: availability,
+                    error_budget_burn_rate: burn,
+                }
             })
             .collect()
     };
     let (buckets, count) = commit_buckets(s);
     let ms = |q| quantile(&buckets, count, q).map(|v| v * 1000.0);
-    json!({
-        "target_availability_percent": target,
-        "windows": windows,
-        "heartbeat_commit_latency_ms": {"node_id": s.cluster.id, "batches": count, "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99)},
-    })
+    SloView {
+        target_availability_percent: target,
+        windows,
+        heartbeat_commit_latency_ms: SloLatency {
+            node_id: s.cluster.id,
+            batches: count,
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+        },
+    }
 }
 
 /// This node's heartbeat commit-latency histogram: cumulative `(upper bound

@@ -182,50 +182,33 @@ fn pools(s: &AppState) -> Response {
     html(StatusCode::OK, ui::pools(&chrome(s, "pools", "Pools"), &rows, &implicit))
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(t) => t.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 fn alerts(s: &AppState) -> Response {
+    // Rendered from the API's own views: a renamed field is a compile error here.
     let rules_view = super::incidents::alert_rules(s);
-    let enabled = rules_view["enabled"].as_bool().unwrap_or(false);
-    let rules: Vec<ui::RuleRow> = rules_view["rules"]
-        .as_array()
-        .map(|rules| {
-            rules
-                .iter()
-                .map(|r| ui::RuleRow {
-                    name: text(&r["name"]),
-                    kind: text(&r["kind"]),
-                    threshold: text(&r["threshold"]),
-                    state: text(&r["state"]),
-                    firing: r["active"]
-                        .as_array()
-                        .map(|a| a.iter().map(|i| text(&i["subject"])).collect())
-                        .unwrap_or_default(),
-                })
-                .collect()
+    let enabled = rules_view.enabled;
+    let rules: Vec<ui::RuleRow> = rules_view
+        .rules
+        .into_iter()
+        .map(|r| ui::RuleRow {
+            name: r.name,
+            kind: r.kind,
+            threshold: r.threshold,
+            state: r.state,
+            firing: r.active.into_iter().map(|i| i.subject).collect(),
         })
-        .unwrap_or_default();
+        .collect();
     let slo_view = super::slo::slo_view(s);
-    let slo: Vec<ui::SloRow> = slo_view["windows"]
-        .as_array()
-        .map(|ws| {
-            ws.iter()
-                .map(|w| ui::SloRow {
-                    window: text(&w["window"]),
-                    availability: w["availability_percent"].as_f64().map(|a| format!("{a:.2}%")).unwrap_or("–".into()),
-                    burn: w["error_budget_burn_rate"].as_f64().map(|b| format!("{b:.2}×")).unwrap_or("–".into()),
-                    samples: w["samples"].as_u64().unwrap_or(0) as usize,
-                })
-                .collect()
+    let slo: Vec<ui::SloRow> = slo_view
+        .windows
+        .into_iter()
+        .map(|w| ui::SloRow {
+            window: w.window,
+            availability: w.availability_percent.map(|a| format!("{a:.2}%")).unwrap_or("–".into()),
+            burn: w.error_budget_burn_rate.map(|b| format!("{b:.2}×")).unwrap_or("–".into()),
+            samples: w.samples,
         })
-        .unwrap_or_default();
-    let target = slo_view["target_availability_percent"].as_f64().unwrap_or(0.0);
+        .collect();
+    let target = slo_view.target_availability_percent;
     let now = now_ms();
     let (active, resolved) = {
         let applied = s.cluster.state.read();
@@ -247,25 +230,22 @@ fn settings(s: &AppState) -> Response {
     let overrides = s.cluster.state.read().state.settings.clone();
     let groups = ui::setting_groups(&s.settings.env, &overrides);
     let health = super::providers::provider_health(s);
-    let pct = |v: &Value| v.as_f64().map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_default();
-    let providers: Vec<ui::ProviderRow> = health["providers"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .map(|p| ui::ProviderRow {
-                    name: text(&p["provider"]),
-                    effective: text(&p["effective_mode"]),
-                    override_mode: text(&p["override_mode"]),
-                    auto_mode: text(&p["auto_mode"]),
-                    auto_reason: text(&p["auto_reason"]),
-                    probes: ui::format::metric(p["probes"].as_f64().unwrap_or(0.0)),
-                    tempfail: pct(&p["tempfail_rate"]),
-                    reject: pct(&p["reject_rate"]),
-                    unknown: pct(&p["unknown_rate"]),
-                })
-                .collect()
+    let pct = |r: f64| format!("{:.1}%", r * 100.0);
+    let providers: Vec<ui::ProviderRow> = health
+        .providers
+        .into_iter()
+        .map(|p| ui::ProviderRow {
+            name: p.provider,
+            effective: p.effective_mode,
+            override_mode: p.override_mode.unwrap_or_default(),
+            auto_mode: p.auto_mode.unwrap_or_default(),
+            auto_reason: p.auto_reason.unwrap_or_default(),
+            probes: ui::format::metric(p.probes),
+            tempfail: pct(p.tempfail_rate),
+            reject: pct(p.reject_rate),
+            unknown: pct(p.unknown_rate),
         })
-        .unwrap_or_default();
+        .collect();
     html(StatusCode::OK, ui::settings(&chrome(s, "settings", "Settings"), &groups, &providers))
 }
 

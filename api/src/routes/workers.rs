@@ -13,58 +13,63 @@ use model::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric,
 use model::{Command, Reply};
 use raft_store::cluster::now_ms;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
+use crate::openapi::{WorkerList, WorkerView};
 use crate::AppState;
 
-/// Longest free-text field (host, version, status, reason) accepted.
+/// Longest free-text field (host, version, status, reason) accepted, in characters.
 const MAX_TEXT: usize = 256;
 /// Most entries in any one metrics map, and unknown top-level fields kept.
-const MAX_ENTRIES: usize = 128;
+pub const MAX_ENTRIES: usize = 128;
 pub const DEFAULT_PAGE: usize = 100;
 pub const MAX_PAGE: usize = 1_000;
 
+/// At most 128 fields beyond the documented ones (kept in the worker's `meta`).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct HeartbeatBody {
     // Short text inline (`Key`), not on the heap: parsed at every heartbeat.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     worker_id: Key,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 256)]
     host: Key,
+    /// Empty, or an IPv4 or IPv6 address.
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::openapi::ip)]
     ip: Key,
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::pool_name)]
     pool: Option<Key>,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 256)]
     version: Key,
     #[serde(default)]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 256)]
     status: Key,
     #[serde(default)]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::openapi::process_state)]
     process_state: Option<Key>,
     #[serde(default)]
-    #[schema(value_type = BTreeMap<String, f64>)]
+    #[schema(schema_with = crate::openapi::metric_map)]
     metrics: MetricMap,
     #[serde(default)]
-    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    #[schema(schema_with = crate::openapi::nested_metrics)]
     stage_metrics: NestedMetrics,
     #[serde(default)]
-    #[schema(value_type = BTreeMap<String, f64>)]
+    #[schema(schema_with = crate::openapi::metric_map)]
     smtp_metrics: MetricMap,
+    /// By provider name (a name as for pools: auto-protect and operators set
+    /// a provider's mode by it), then counter.
     #[serde(default)]
-    #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
+    #[schema(schema_with = crate::openapi::provider_metrics)]
     provider_metrics: NestedMetrics,
     /// The worker's own ordering of its heartbeats: increasing per worker,
     /// also across restarts (wall-clock milliseconds do). A heartbeat whose
     /// `seq` is not above the recorded one is answered with `"stale": true`
     /// and not recorded, so a delayed heartbeat never rolls the worker back.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_opt")]
     #[schema(minimum = 0, maximum = 18446744073709551615u64)]
     seq: Option<u64>,
     /// Unknown fields, kept in the worker's `meta`.
@@ -84,7 +89,8 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
         validate_name("pool", p)?;
     }
     for (field, v) in [("host", &b.host), ("version", &b.version), ("status", &b.status)] {
-        if v.len() > MAX_TEXT {
+        // Bytes first: counting characters only when the bytes could be too many.
+        if v.len() > MAX_TEXT && v.chars().count() > MAX_TEXT {
             return Err(ApiError::bad_request(format!("{field} is longer than {MAX_TEXT} characters")));
         }
     }
@@ -104,6 +110,9 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
         || too_big(b.extra.len())
     {
         return Err(ApiError::bad_request(format!("a metrics map or the body has more than {MAX_ENTRIES} entries")));
+    }
+    for (provider, _) in b.provider_metrics.iter() {
+        validate_name("provider", provider)?;
     }
     let mut meta: SmallMap<String> = b.extra.into_iter().map(|(k, v)| (k, v.to_string())).collect();
     if let Some(seq) = b.seq {
@@ -152,20 +161,13 @@ pub async fn heartbeat(
 }
 
 /// A worker as the API shows it: stored fields plus derived status.
-pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> Value {
-    let mut v = serde_json::to_value(w).unwrap_or(Value::Null);
-    if let Value::Object(obj) = &mut v {
-        let meta: Map<String, Value> = w
-            .meta
-            .iter()
-            .map(|(k, raw)| (k.to_string(), serde_json::from_str(raw).unwrap_or(Value::String(raw.clone()))))
-            .collect();
-        obj.insert("meta".into(), Value::Object(meta));
-        obj.insert("heartbeat_state".into(), json!(heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms)));
-        obj.insert("heartbeat_age_ms".into(), json!(now.saturating_sub(w.last_heartbeat_ms)));
-        obj.insert("runtime_match".into(), json!("unmatched"));
+pub fn worker_view(w: &Worker, now: u64, grace_ms: u64) -> WorkerView {
+    WorkerView {
+        worker: w.clone(),
+        heartbeat_state: heartbeat_state(Some(w.last_heartbeat_ms), now, grace_ms).to_string(),
+        heartbeat_age_ms: now.saturating_sub(w.last_heartbeat_ms),
+        runtime_match: "unmatched".to_string(),
     }
-    v
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -174,26 +176,32 @@ pub struct WorkerQuery {
     #[serde(default)]
     pub consistent: bool,
     pub pool: Option<String>,
+    #[param(value_type = Option<DesiredState>)]
     pub desired_state: Option<String>,
+    /// `healthy`, `stale` or `none`.
+    #[param(schema_with = crate::openapi::heartbeat_state)]
     pub heartbeat_state: Option<String>,
     pub quarantined: Option<bool>,
     pub q: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     #[serde(default)]
+    #[param(maximum = 18446744073709551615u64)]
     pub offset: usize,
 }
 
-#[utoipa::path(get, path = "/api/workers", tag = "workers", params(WorkerQuery), responses((status = 200, body = crate::openapi::WorkerList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
-pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/workers", tag = "workers", params(WorkerQuery), responses((status = 200, body = WorkerList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<WorkerQuery>) -> Result<Json<WorkerList>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
     }
     let (now, grace) = (now_ms(), s.grace_ms());
     let applied = s.cluster.state.read();
     let (total, page) = select(&applied.state, &q, now, grace)?;
-    let page: Vec<Value> = page.into_iter().map(|w| worker_view(w, now, grace)).collect();
+    let workers = page.into_iter().map(|w| worker_view(w, now, grace)).collect();
     let limit = q.limit.unwrap_or(DEFAULT_PAGE);
-    Ok(Json(json!({"workers": page, "total": total, "limit": limit, "offset": q.offset})))
+    Ok(Json(WorkerList { workers, total, limit, offset: q.offset }))
 }
 
 /// The workers matching `q` in id order: how many match in all, and the page
@@ -251,12 +259,12 @@ pub struct ConsistentQuery {
     pub consistent: bool,
 }
 
-#[utoipa::path(get, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id"), ConsistentQuery), responses((status = 200, body = crate::openapi::WorkerView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(get, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id", pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128), ConsistentQuery), responses((status = 200, body = WorkerView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 400, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ConsistentQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerView>, ApiError> {
     if q.consistent {
         s.cluster.read_barrier().await?;
     }
@@ -269,27 +277,22 @@ pub async fn get(
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlBody {
+    #[schema(max_length = 256)]
     pub reason: Option<String>,
 }
 
 /// `POST /api/workers/{id}/{action}` with an optional `{"reason": "..."}`.
-#[utoipa::path(post, path = "/api/workers/{id}/{action}", tag = "workers", params(("id" = String, Path, description = "worker id"), ("action" = String, Path, description = "pause, resume, drain, stop, quarantine or unquarantine")), request_body = Option<ControlBody>, responses((status = 200, body = crate::openapi::WorkerView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/workers/{id}/{action}", tag = "workers", params(("id" = String, Path, description = "worker id", pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128), ("action" = inline(WorkerAction), Path)), request_body = Option<ControlBody>, responses((status = 200, body = WorkerView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn control(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiPath((id, action)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WorkerView>, ApiError> {
     let action =
         WorkerAction::parse(&action).ok_or_else(|| ApiError::not_found(format!("unknown action {action:?}")))?;
-    let body = body.map_err(|r| ApiError::bad_request(r.body_text()))?;
-    let parsed: ControlBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ControlBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
-    };
-    if parsed.reason.as_ref().is_some_and(|r| r.len() > MAX_TEXT) {
+    let parsed: ControlBody = crate::extract::optional_json(body)?;
+    if parsed.reason.as_ref().is_some_and(|r| r.chars().count() > MAX_TEXT) {
         return Err(ApiError::bad_request(format!("reason is longer than {MAX_TEXT} characters")));
     }
     validate_name("worker id", &id)?;

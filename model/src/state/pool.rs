@@ -81,9 +81,14 @@ impl Pool {
                 return invalid(format!("{what} must be at most {MAX_DESIRED_COUNT}"));
             }
         }
+        // Each bound is well-formed alone; the pair (or a bound against the
+        // pool's other one) conflicting is a conflict, not a malformed request.
         if let (Some(lo), Some(hi)) = (next.min_count, next.max_count) {
             if lo > hi {
-                return invalid(format!("min_count {lo} is greater than max_count {hi}"));
+                return Err(CommandError::new(
+                    ErrorKind::Conflict,
+                    format!("min_count {lo} is greater than max_count {hi}"),
+                ));
             }
         }
         next.updated_at_ms = at_ms;
@@ -292,7 +297,7 @@ mod command_tests {
         let bad = PoolPatch { min_count: Some(9), ..Default::default() };
         assert_eq!(
             s.apply(&req(Command::UpdatePool { name: "eu".into(), patch: bad })).unwrap_err().kind,
-            ErrorKind::Invalid
+            ErrorKind::Conflict
         );
         s.apply(&req(Command::SetDefaultPool { name: "eu".into() })).unwrap();
         assert_eq!(s.default_pool(), "eu");

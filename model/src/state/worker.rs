@@ -59,7 +59,7 @@ pub fn heartbeat_state(last_heartbeat_ms: Option<u64>, now_ms: u64, grace_ms: u6
 pub const PROCESS_STATES: [&str; 5] = ["running", "starting", "stopping", "stopped", "unknown"];
 
 /// An operator (or automation) action on one worker.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerAction {
     Pause,
@@ -206,7 +206,10 @@ pub struct Worker {
     pub smtp_metrics: MetricMap,
     #[schema(value_type = BTreeMap<String, BTreeMap<String, f64>>)]
     pub provider_metrics: NestedMetrics,
-    #[schema(value_type = BTreeMap<String, String>)]
+    /// Extra fields of the latest heartbeat, each kept as its JSON text and
+    /// shown by the API as the value the worker sent.
+    #[schema(value_type = Object)]
+    #[serde(serialize_with = "meta_as_values")]
     pub meta: SmallMap<String>,
     pub desired_state: DesiredState,
     pub desired_changed_ms: u64,
@@ -218,6 +221,23 @@ pub struct Worker {
     pub window_errors: f64,
     /// Error rate (percent) over the last completed window with any work.
     pub error_rate: Option<f64>,
+}
+
+/// `meta` as stored and replicated (binary formats) is JSON text per key; a
+/// human-readable format (the API's JSON) shows each value as sent.
+fn meta_as_values<S: serde::Serializer>(meta: &SmallMap<String>, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    if !s.is_human_readable() {
+        return meta.serialize(s);
+    }
+    let mut m = s.serialize_map(Some(meta.len()))?;
+    for (k, raw) in meta.iter() {
+        match serde_json::from_str::<serde_json::Value>(raw) {
+            Ok(v) => m.serialize_entry(k.as_str(), &v)?,
+            Err(_) => m.serialize_entry(k.as_str(), raw)?,
+        }
+    }
+    m.end()
 }
 
 /// Length of the window a worker's error rate is measured over.
