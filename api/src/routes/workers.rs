@@ -324,7 +324,7 @@ pub struct WorkerDeleted {
 
 /// Remove a worker from the replicated state (audited). A worker that
 /// heartbeats again comes back as new, running: stop it first.
-#[utoipa::path(delete, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id", max_length = 128, pattern = r"^[A-Za-z0-9\-_.:@]+$"), DeleteQuery), responses((status = 200, body = WorkerDeleted), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, description = "the cluster format does not know this command yet (a rolling upgrade is under way)", body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(delete, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id", pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128), DeleteQuery), responses((status = 200, body = WorkerDeleted), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, description = "the cluster format does not know this command yet (a rolling upgrade is under way)", body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
     headers: HeaderMap,
