@@ -67,6 +67,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== starting a 3-node dev cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2))"
+# Generous Raft timing: the fuzzer loads a 2-core machine (snapshots on
+# demand included), and an election mid-run answers a legitimate 503 that
+# the server-error check would count.
+export ENGINE_RAFT_HEARTBEAT_MS=${ENGINE_RAFT_HEARTBEAT_MS:-150} ENGINE_ELECTION_MIN_MS=${ENGINE_ELECTION_MIN_MS:-1000} \
+  ENGINE_ELECTION_MAX_MS=${ENGINE_ELECTION_MAX_MS:-2000}
 "$BIN" dev --base-port "$BASE_PORT" --dir "$WORK/cluster" --fresh --workers 12 --token "$TOKEN" >"$WORK/dev.log" 2>&1 &
 DEV_PID=$!
 for i in $(seq 1 120); do

@@ -17,7 +17,8 @@ pub struct HistoryQuery {
     #[param(max_length = 160)]
     pub entity: Option<String>,
     /// Only changes at or before this time (ms since the epoch).
-    pub before_ms: Option<u64>,
+    #[param(minimum = 0)]
+    pub before_ms: Option<i64>,
     /// At most this many (default 100, at most 1000).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
@@ -32,15 +33,21 @@ pub struct HistoryList {
 
 #[utoipa::path(get, path = "/api/history", tag = "cluster", params(HistoryQuery), responses((status = 200, body = HistoryList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
 pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<HistoryQuery>) -> Result<Json<HistoryList>, ApiError> {
-    if q.entity.as_ref().is_some_and(|e| e.len() > 160) {
+    if q.entity.as_ref().is_some_and(|e| e.chars().count() > 160) {
         return Err(ApiError::bad_request("entity is longer than 160 characters"));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000);
+    if q.before_ms.is_some_and(|t| t < 0) {
+        return Err(ApiError::bad_request("before_ms must not be negative"));
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1..=1000"));
+    }
     let applied = s.cluster.state.read();
     let changes = applied
         .state
         .changes_of(q.entity.as_deref())
-        .filter(|c| q.before_ms.is_none_or(|t| c.at_ms <= t))
+        .filter(|c| q.before_ms.is_none_or(|t| c.at_ms <= t as u64))
         .take(limit)
         .cloned()
         .collect();
