@@ -31,6 +31,8 @@ pub struct Metrics {
     workers_heartbeat: IntGaugeVec,
     workers_desired: IntGaugeVec,
     workers_quarantined: IntGauge,
+    loop_panics: IntCounterVec,
+    loop_runs: IntCounterVec,
 }
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
@@ -109,6 +111,15 @@ impl Metrics {
                     .unwrap(),
             ),
             workers_quarantined: register(&r, IntGauge::new("workers_quarantined", "Quarantined workers").unwrap()),
+            loop_panics: register(
+                &r,
+                IntCounterVec::new(Opts::new("loop_panics_total", "Panics of a supervised loop (each restarted)"), &["loop"])
+                    .unwrap(),
+            ),
+            loop_runs: register(
+                &r,
+                IntCounterVec::new(Opts::new("loop_runs_total", "Rounds a supervised loop completed"), &["loop"]).unwrap(),
+            ),
             registry: r,
         }
     }
@@ -140,6 +151,13 @@ impl Metrics {
             self.workers_desired.with_label_values(&[d.as_str()]).set(by_desired.get(d.as_str()).copied().unwrap_or(0));
         }
         self.workers_quarantined.set(quarantined);
+        // The supervisor keeps the counts; the counters catch up at scrape.
+        for l in state.cluster.supervisor.statuses() {
+            for (counter, total) in [(&self.loop_panics, l.panics), (&self.loop_runs, l.runs)] {
+                let c = counter.with_label_values(&[l.name.as_str()]);
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text format is UTF-8")

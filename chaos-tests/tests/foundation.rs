@@ -72,6 +72,20 @@ fn format_caps_delete_history_and_loops() {
     let (_, loops) = c.get(leader, "/api/cluster/loops");
     let format = loops["loops"].as_array().unwrap().iter().find(|l| l["name"] == "format").unwrap().clone();
     assert!(format["last_error"].is_null(), "{format}");
+    // And in /metrics, as counters per loop.
+    let text = reqwest::blocking::Client::new()
+        .get(format!("{}/metrics", c.url(leader)))
+        .bearer_auth(chaos_tests::cluster::TOKEN)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(text.contains("engine_room_loop_panics_total{"), "no loop panic counter");
+    let runs = text
+        .lines()
+        .find(|l| l.starts_with("engine_room_loop_runs_total{") && l.contains("loop=\"format\""))
+        .unwrap_or_else(|| panic!("no format loop runs in /metrics"));
+    assert!(runs.rsplit(' ').next().unwrap().parse::<f64>().unwrap() >= 1.0, "{runs}");
 }
 
 #[test]
