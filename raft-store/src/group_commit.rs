@@ -83,8 +83,9 @@ pub struct BatchOptions {
     /// more); more arrivals wait and grow the next batch.
     pub max_inflight: usize,
     /// A batch also closes once its heartbeats' estimated encoded size
-    /// reaches this many bytes (`HEARTBEAT_BATCH_MAX_BYTES`, 1 MiB), so an
-    /// entry stays under `ENGINE_MAX_ENTRY_BYTES` whatever the heartbeats hold.
+    /// reaches this many bytes (`HEARTBEAT_BATCH_MAX_BYTES`, 1 MiB; passed by
+    /// less than one group), so an entry stays under `ENGINE_MAX_ENTRY_BYTES`
+    /// whatever the heartbeats hold.
     pub max_batch_bytes: usize,
 }
 
@@ -151,29 +152,18 @@ async fn run(
     // way, so that its next batch reaches the leader while the last commits.
     let proposing = Arc::new(Semaphore::new(opts.max_inflight));
     let forwarding = Arc::new(Semaphore::new(opts.max_inflight + 1));
-    // A group held back by the last batch's byte budget starts the next.
-    let mut carry: Option<Pending> = None;
-    loop {
-        let first = match carry.take() {
-            Some(p) => p,
-            None => match rx.recv().await {
-                Some(p) => p,
-                None => return,
-            },
-        };
+    while let Some(first) = rx.recv().await {
         // Waiting for a slot is what lets the next batch grow under load.
         let sem = if cluster.is_leader() { &proposing } else { &forwarding };
         let permit = sem.clone().acquire_owned().await.expect("semaphore is never closed");
         let (mut beats, mut bytes) = (first.beats.len(), first.bytes);
         let mut batch = vec![first];
-        // A group that would pass the byte budget waits for the next batch
-        // (a group is never split: it is one caller's, or one follower's).
+        // Like the count, the byte budget closes the batch once reached: a
+        // group is never split (it is one caller's, or one follower's), so an
+        // entry may pass the budget by less than one follower batch, which
+        // config keeps under ENGINE_MAX_ENTRY_BYTES (budget <= limit / 2).
         while beats < opts.max_batch && bytes < opts.max_batch_bytes {
             match rx.try_recv() {
-                Ok(p) if bytes + p.bytes > opts.max_batch_bytes => {
-                    carry = Some(p);
-                    break;
-                }
                 Ok(p) => {
                     beats += p.beats.len();
                     bytes += p.bytes;
