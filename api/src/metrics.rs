@@ -113,12 +113,16 @@ impl Metrics {
             workers_quarantined: register(&r, IntGauge::new("workers_quarantined", "Quarantined workers").unwrap()),
             loop_panics: register(
                 &r,
-                IntCounterVec::new(Opts::new("loop_panics_total", "Panics of a supervised loop (each restarted)"), &["loop"])
-                    .unwrap(),
+                IntCounterVec::new(
+                    Opts::new("loop_panics_total", "Panics of a supervised loop (each restarted)"),
+                    &["loop"],
+                )
+                .unwrap(),
             ),
             loop_runs: register(
                 &r,
-                IntCounterVec::new(Opts::new("loop_runs_total", "Rounds a supervised loop completed"), &["loop"]).unwrap(),
+                IntCounterVec::new(Opts::new("loop_runs_total", "Rounds a supervised loop completed"), &["loop"])
+                    .unwrap(),
             ),
             registry: r,
         }

@@ -43,7 +43,10 @@ fn format_caps_delete_history_and_loops() {
     let (code, body) = c.post(leader, "/api/workers/heartbeat", beat("w-4", "a"));
     assert_eq!(code, 429, "fifth worker past ENGINE_MAX_WORKERS=4: {body}");
     assert_eq!(c.post(leader, "/api/workers/heartbeat", beat("w-0", "a")).0, 200, "a known worker always beats");
-    assert!(c.get(leader, "/api/workers/w-9").0 == 404 && c.get(leader, "/api/pools/d").0 == 404, "refused changed nothing");
+    assert!(
+        c.get(leader, "/api/workers/w-9").0 == 404 && c.get(leader, "/api/pools/d").0 == 404,
+        "refused changed nothing"
+    );
 
     // Delete: audited, in the history, gone everywhere; a second delete is 404.
     let (code, body) = c.request(other, "DELETE", "/api/workers/w-3?reason=retired", None);

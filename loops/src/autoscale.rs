@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use raft_store::cluster::now_ms;
 
-use raft_store::supervisor::Probe;
 use crate::{rules, LoopContext};
+use raft_store::supervisor::Probe;
 
 pub async fn run(ctx: Arc<LoopContext>, probe: Probe) {
     loop {

@@ -174,7 +174,9 @@ impl Command {
     /// (`SetFormatVersion` is what raises it, so it needs none.)
     pub fn min_format(&self) -> u32 {
         match self {
-            Command::HeartbeatBatchLimited { .. } | Command::DeleteWorker { .. } | Command::RemoveEmptyPools { .. } => 2,
+            Command::HeartbeatBatchLimited { .. } | Command::DeleteWorker { .. } | Command::RemoveEmptyPools { .. } => {
+                2
+            }
             _ => 1,
         }
     }

@@ -219,7 +219,11 @@ impl ServeArgs {
         // a heartbeat batch (plus one follower's group) under the entry limit.
         let raft_body = raft_store::rpc_server::RAFT_BODY_LIMIT;
         if self.max_entry_bytes < (64 << 10) || self.max_entry_bytes > raft_body / 2 {
-            return Err(format!("ENGINE_MAX_ENTRY_BYTES must be 65536..={}, got {}", raft_body / 2, self.max_entry_bytes));
+            return Err(format!(
+                "ENGINE_MAX_ENTRY_BYTES must be 65536..={}, got {}",
+                raft_body / 2,
+                self.max_entry_bytes
+            ));
         }
         if self.heartbeat_batch_max_bytes < (16 << 10) || self.heartbeat_batch_max_bytes > self.max_entry_bytes / 2 {
             return Err(format!(
@@ -233,12 +237,11 @@ impl ServeArgs {
         }
         let env = model::settings::env_defaults(|k| std::env::var(k).ok())?;
         let settings = api::Settings { env: std::sync::Arc::new(env) };
-        let batch =
-            api::BatchOptions {
-                max_batch: self.heartbeat_batch_max,
-                max_inflight: self.heartbeat_batch_inflight,
-                max_batch_bytes: self.heartbeat_batch_max_bytes,
-            };
+        let batch = api::BatchOptions {
+            max_batch: self.heartbeat_batch_max,
+            max_inflight: self.heartbeat_batch_inflight,
+            max_batch_bytes: self.heartbeat_batch_max_bytes,
+        };
         Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify })
     }
 }

@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::election::LeaderContact;
 use crate::network::{NetworkFactory, RpcClient, RpcFailure};
 use crate::state_machine::StateReader;
+use crate::supervisor::Supervisor;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 use model::command::{Command, Request, Response};
 pub use model::views::{ClusterStatus, NodeStatus};
-use crate::supervisor::Supervisor;
 
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
 

@@ -205,7 +205,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (store, seq) = (self.clone(), self.snapshot_seq.fetch_add(1, Ordering::Relaxed));
         let encoding = self.encoding.clone().read_owned().await;
         let built = tokio::task::spawn_blocking(move || {
-            let applied = store.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
+            let applied =
+                store.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
             let snapshot_id = match applied.last_applied {
                 Some(id) => format!("{}-{}-{seq}", id.leader_id, id.index),
                 None => format!("--{seq}"),
@@ -241,7 +242,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
-        let applied = self.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
+        let applied =
+            self.applied.read().unwrap_or_else(|_| crate::fatal("the state lock is poisoned (an apply panicked)"));
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 

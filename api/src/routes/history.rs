@@ -32,7 +32,10 @@ pub struct HistoryList {
 }
 
 #[utoipa::path(get, path = "/api/history", tag = "cluster", params(HistoryQuery), responses((status = 200, body = HistoryList), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody)))]
-pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<HistoryQuery>) -> Result<Json<HistoryList>, ApiError> {
+pub async fn list(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryList>, ApiError> {
     if q.entity.as_ref().is_some_and(|e| e.chars().count() > 160) {
         return Err(ApiError::bad_request("entity is longer than 160 characters"));
     }

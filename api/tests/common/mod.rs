@@ -50,5 +50,11 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         assert_eq!(cluster.report().role, "leader", "single node elects itself");
     }
     let env = model::settings::env_defaults(|_| None).unwrap();
-    AppState::new(cluster, TOKEN, "s", Settings { env: Arc::new(env) }, BatchOptions { max_batch: 64, max_inflight: 2, max_batch_bytes: 1 << 20 })
+    AppState::new(
+        cluster,
+        TOKEN,
+        "s",
+        Settings { env: Arc::new(env) },
+        BatchOptions { max_batch: 64, max_inflight: 2, max_batch_bytes: 1 << 20 },
+    )
 }

@@ -103,7 +103,8 @@ pub fn encode_snapshot<W: std::io::Write>(state: &ControlState, w: &mut W) -> Re
 pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
     let mut state = match bytes.strip_prefix(&SNAPSHOT_MAGIC) {
         Some(rest) => {
-            let (version, body) = rest.split_at_checked(4).ok_or_else(|| CodecError("snapshot: short header".into()))?;
+            let (version, body) =
+                rest.split_at_checked(4).ok_or_else(|| CodecError("snapshot: short header".into()))?;
             let version = u32::from_le_bytes(version.try_into().map_err(|_| CodecError("snapshot header".into()))?);
             if version > FORMAT_VERSION {
                 return Err(CodecError(format!(

@@ -145,7 +145,9 @@ impl ControlState {
             Command::ReconcileIncidents(r) => self.reconcile_incidents(req, r),
             Command::AckIncident { id, note } => self.incident_ack(req, *id, note),
             Command::ClaimNotification { id, until_ms } => self.notification_claim(req, *id, *until_ms),
-            Command::RecordDelivery { id, error, retry_at_ms } => self.notification_record(req, *id, error, *retry_at_ms),
+            Command::RecordDelivery { id, error, retry_at_ms } => {
+                self.notification_record(req, *id, error, *retry_at_ms)
+            }
             Command::SetProviderMode { provider, mode, auto, reason } => {
                 self.provider_mode(req, provider, mode, *auto, reason)
             }

@@ -221,11 +221,7 @@ impl ControlState {
     /// Pools a heartbeat created, that no operator configured, that have no
     /// workers and are not the default: the ones the cleanup loop may remove.
     pub fn empty_implicit_pools(&self) -> Vec<String> {
-        self.implicit_pools
-            .iter()
-            .filter(|name| self.removable(name))
-            .cloned()
-            .collect()
+        self.implicit_pools.iter().filter(|name| self.removable(name)).cloned().collect()
     }
 
     fn removable(&self, name: &str) -> bool {
@@ -283,7 +279,8 @@ mod command_tests {
             let e = s.apply(&req(Command::ScalePool { pool: bad.into(), desired_count: 1 })).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid);
         }
-        let e = s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: MAX_DESIRED_COUNT + 1 })).unwrap_err();
+        let e =
+            s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: MAX_DESIRED_COUNT + 1 })).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Invalid);
         assert_eq!(s, ControlState::default());
     }
@@ -293,7 +290,10 @@ mod command_tests {
         let mut s = ControlState::default();
         let patch = PoolPatch { min_count: Some(1), max_count: Some(4), ..Default::default() };
         s.apply(&req(Command::CreatePool { name: "eu".into(), patch: patch.clone() })).unwrap();
-        assert_eq!(s.apply(&req(Command::CreatePool { name: "eu".into(), patch })).unwrap_err().kind, ErrorKind::Conflict);
+        assert_eq!(
+            s.apply(&req(Command::CreatePool { name: "eu".into(), patch })).unwrap_err().kind,
+            ErrorKind::Conflict
+        );
         let bad = PoolPatch { min_count: Some(9), ..Default::default() };
         assert_eq!(
             s.apply(&req(Command::UpdatePool { name: "eu".into(), patch: bad })).unwrap_err().kind,
@@ -313,8 +313,13 @@ mod command_tests {
     fn autoscale_is_fenced_on_count_and_cooldown() {
         let mut s = ControlState::default();
         s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: 2 })).unwrap();
-        let step =
-            |from, to| Command::AutoscalePool { pool: "p".into(), from, to, reason: "load".into(), cooldown_ms: 60_000 };
+        let step = |from, to| Command::AutoscalePool {
+            pool: "p".into(),
+            from,
+            to,
+            reason: "load".into(),
+            cooldown_ms: 60_000,
+        };
         s.apply(&req(step(2, 3))).unwrap();
         assert_eq!(s.apply(&req(step(2, 3))).unwrap_err().kind, ErrorKind::Conflict, "stale view");
         assert_eq!(s.apply(&req(step(3, 4))).unwrap_err().kind, ErrorKind::Conflict, "cooldown");
@@ -334,7 +339,9 @@ mod command_tests {
         let names = vec!["implicit".into(), "busy".into(), "configured".into(), "nope".into()];
         let r = s.apply(&req(Command::RemoveEmptyPools { names })).unwrap();
         assert_eq!(r, Reply::Removed(vec!["implicit".into()]));
-        assert!(!s.pools.contains_key("implicit") && s.pools.contains_key("busy") && s.pools.contains_key("configured"));
+        assert!(
+            !s.pools.contains_key("implicit") && s.pools.contains_key("busy") && s.pools.contains_key("configured")
+        );
         assert!(s.empty_implicit_pools().is_empty());
     }
 }

@@ -82,7 +82,8 @@ impl ControlState {
     ) -> Response {
         validate_name("provider", provider)?;
         let p = self.set_provider_mode(provider, mode, auto, reason.clone(), req.at_ms)?;
-        let fields = vec![field(if auto { "auto_mode" } else { "override_mode" }, mode), field("effective", p.effective())];
+        let fields =
+            vec![field(if auto { "auto_mode" } else { "override_mode" }, mode), field("effective", p.effective())];
         self.changed(req, format!("provider:{provider}"), fields);
         let detail = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
         self.audit(req, &format!("provider:{provider}"), Some(format!("mode {mode}{detail}")));

@@ -361,7 +361,6 @@ impl Worker {
     }
 }
 
-
 /// Caps on the fleet that the leader carries in each heartbeat batch
 /// (`ENGINE_MAX_WORKERS`, `ENGINE_MAX_POOLS`), so every node refuses the same
 /// heartbeats: a new worker past `max_workers`, a new pool past `max_pools`.
@@ -405,7 +404,10 @@ impl ControlState {
             None => self.default_pool().into(),
         };
         let over = |what: &str, cap: u64| {
-            Err(CommandError::new(ErrorKind::Limit, format!("the fleet is at its cap of {cap} {what}s; no new {what} is accepted")))
+            Err(CommandError::new(
+                ErrorKind::Limit,
+                format!("the fleet is at its cap of {cap} {what}s; no new {what} is accepted"),
+            ))
         };
         let new_pool = !self.pools.contains_key(pool.as_str());
         if let Some(l) = limits {
@@ -761,7 +763,8 @@ mod command_tests {
             assert!(!s.pools.contains_key("elsewhere"), "a stale heartbeat creates no pool");
         }
         // The answer is the worker's current one, not a default.
-        s.apply(&req(Command::WorkerControl { worker: "w".into(), action: WorkerAction::Pause, reason: None })).unwrap();
+        s.apply(&req(Command::WorkerControl { worker: "w".into(), action: WorkerAction::Pause, reason: None }))
+            .unwrap();
         s.apply(&req(Command::ScalePool { pool: "p".into(), desired_count: 7 })).unwrap();
         let a = answers(s.apply(&batch(vec![beat_seq("w", Some(3), 3.0)])));
         assert_eq!((a[0].desired_state, a[0].pool_desired_count, a[0].stale), (DesiredState::Paused, 7, true));
@@ -841,8 +844,9 @@ mod command_tests {
     #[test]
     fn caps_refuse_new_workers_and_pools_alone_and_known_ones_keep_beating() {
         let mut s = at_format_2();
-        let Reply::Heartbeats(a) =
-            s.apply(&limited(vec![beat("w-1", Some("a")), beat("w-2", Some("b")), beat("w-3", Some("a"))], 2, 1)).unwrap()
+        let Reply::Heartbeats(a) = s
+            .apply(&limited(vec![beat("w-1", Some("a")), beat("w-2", Some("b")), beat("w-3", Some("a"))], 2, 1))
+            .unwrap()
         else {
             panic!()
         };
@@ -851,7 +855,8 @@ mod command_tests {
         assert!(a[2].is_ok());
         assert_eq!(s.workers.len(), 2);
         assert_eq!(s.pools.len(), 1);
-        let Reply::Heartbeats(a) = s.apply(&limited(vec![beat("w-4", Some("a")), beat("w-1", Some("a"))], 2, 1)).unwrap()
+        let Reply::Heartbeats(a) =
+            s.apply(&limited(vec![beat("w-4", Some("a")), beat("w-1", Some("a"))], 2, 1)).unwrap()
         else {
             panic!()
         };
