@@ -23,8 +23,8 @@ fn format_caps_delete_history_and_loops() {
     let other = (1..=3).find(|id| *id != leader).unwrap();
 
     // A fresh cluster of one release moves to its format on its own.
-    c.eventually(SECS(20), "cluster format 2 on every node", || {
-        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 2).then_some(())
+    c.eventually(SECS(20), "cluster format 3 on every node", || {
+        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 3).then_some(())
     });
     let (code, h) = c.get(other, "/api/history?entity=cluster:format");
     assert_eq!(code, 200);
@@ -121,4 +121,105 @@ fn sigterm_stops_a_node_within_5_s_with_a_ui_tab_streaming() {
     // The other two still serve writes.
     let (code, body) = c.post(leader, "/api/workers/heartbeat", beat("w-1", "a"));
     assert_eq!(code, 200, "{body}");
+}
+
+/// Issue 18, point 3: a fleet-wide outage. 100,000 workers beat once, then
+/// all go silent at once. With `ENGINE_MAX_ENTRY_BYTES` at 256 KiB (the full
+/// round would be some 8 MB in one entry, refused with 413), the leader's
+/// alert round proposes only the changes, in parts under the limit: every
+/// worker gets its incident, and writes on every node keep being answered
+/// while the parts commit.
+#[test]
+fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
+    const FLEET: usize = 100_000;
+    let c = TestCluster::start(
+        3,
+        Options::default()
+            .env("ENGINE_MAX_ENTRY_BYTES", "262144")
+            .env("HEARTBEAT_BATCH_MAX_BYTES", "65536")
+            .env("ALERT_CHECK_INTERVAL_SECONDS", "2")
+            .env("ALERT_HEARTBEAT_GRACE_SECONDS", "20"),
+    );
+    c.wait_for_leader(SECS(10));
+    c.eventually(SECS(20), "cluster format 3", || {
+        (c.get(1, "/api/history?entity=cluster:format").1["format_version"] == 3).then_some(())
+    });
+
+    // The fleet beats once, spread over the three nodes.
+    let t0 = std::time::Instant::now();
+    let threads = 24;
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let c = &c;
+            s.spawn(move || {
+                let http = reqwest::blocking::Client::new();
+                for i in (t..FLEET).step_by(threads) {
+                    let node = 1 + (i % 3) as u64;
+                    let body = beat(&format!("fleet-{i:06}"), "fleet").to_string();
+                    let mut ok = false;
+                    for _ in 0..20 {
+                        let res = http
+                            .post(format!("{}/api/workers/heartbeat", c.url(node)))
+                            .bearer_auth(chaos_tests::cluster::TOKEN)
+                            .header("content-type", "application/json")
+                            .body(body.clone())
+                            .timeout(SECS(10))
+                            .send();
+                        if res.is_ok_and(|r| r.status().as_u16() == 200) {
+                            ok = true;
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    assert!(ok, "heartbeat of fleet-{i:06} was not accepted");
+                }
+            });
+        }
+    });
+    let beaten = t0.elapsed();
+    eprintln!("{FLEET} workers beat once in {beaten:?}");
+
+    // Writes on every node go on through the outage's alert rounds: each
+    // node scales its own pool every 250 ms and records how long each took.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (opened_after, worst) = std::thread::scope(|s| {
+        let writers: Vec<_> = (1..=3u64)
+            .map(|n| {
+                let (c, stop) = (&c, &stop);
+                s.spawn(move || {
+                    let mut worst = Duration::ZERO;
+                    let mut count = 0u32;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        count = (count + 1) % 50;
+                        let t = std::time::Instant::now();
+                        let body = json!({"desired_count": count});
+                        let path = format!("/api/pools/writes-{n}/scale");
+                        let (code, b) = c.request_timeout(n, "POST", &path, Some(&body), SECS(20));
+                        assert_eq!(code, 200, "write on node {n} during the outage: {b}");
+                        worst = worst.max(t.elapsed());
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    worst
+                })
+            })
+            .collect();
+        // Every worker goes stale together (the grace is 20 s from its beat).
+        let opened = c.eventually(SECS(150), "an incident for every worker of the fleet", || {
+            let (code, v) = c.get(1, "/api/incidents?state=active&kind=heartbeat_missing&limit=1");
+            (code == 200 && v["active"].as_u64() >= Some(FLEET as u64)).then(|| t0.elapsed())
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let worst = writers.into_iter().map(|w| w.join().expect("writer thread")).max().unwrap();
+        (opened, worst)
+    });
+    eprintln!("all {FLEET} incidents active {opened_after:?} after the first beat; slowest write {worst:?}");
+    assert!(worst < SECS(10), "a write took {worst:?} during the outage");
+    // Every node agrees, and no part of a round was refused for its size.
+    for n in 1..=3 {
+        let (code, v) = c.get(n, "/api/incidents?state=active&limit=1&consistent=true");
+        assert_eq!((code, v["active"].as_u64()), (200, Some(FLEET as u64)), "node {n}");
+        let log = std::fs::read_to_string(&c.nodes[&n].log).unwrap_or_default();
+        assert!(!log.contains("alert round refused"), "node {n} refused a part of the alert round");
+        assert!(!log.contains("entry_too_large") && !log.contains("ENGINE_MAX_ENTRY_BYTES"), "node {n}");
+    }
 }

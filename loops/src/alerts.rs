@@ -10,6 +10,9 @@ use raft_store::cluster::now_ms;
 
 use crate::rules::{self, ProviderCounts};
 use crate::LoopContext;
+
+/// Largest part of an alert round, in (estimated) bytes of changes.
+const PART_BYTES: usize = 256 << 10;
 use raft_store::supervisor::Probe;
 
 pub async fn run(ctx: Arc<LoopContext>, probe: Probe) {
@@ -37,7 +40,7 @@ pub async fn round(
     let status = ctx.cluster.status().await;
     let down: Vec<u64> = status.nodes.iter().filter(|n| !n.healthy).map(|n| n.id).collect();
     let now = now_ms();
-    let (reconcile, totals, protect) = {
+    let (round_cmds, totals, protect) = {
         let applied = ctx.cluster.state.read();
         let state = &applied.state;
         ctx.with_settings_of(state, |s| {
@@ -45,20 +48,42 @@ pub async fn round(
             let window = rules::provider_window(&totals, prev);
             let (firing, sample) = rules::evaluate(state, now, s, &window, &down);
             let protect = rules::protect(state, now, s, &firing, &window);
-            let reconcile = Reconcile {
-                firing,
-                kinds_evaluated: rules::KINDS.iter().map(|k| k.to_string()).collect(),
-                channels: ctx.notify.channels(),
-                cooldown_ms: s.ms("ALERT_COOLDOWN_SECONDS"),
-                sample: Some(sample),
+            let channels = ctx.notify.channels();
+            let cooldown_ms = s.ms("ALERT_COOLDOWN_SECONDS");
+            let cmds: Vec<Command> = if state.format() >= 3 {
+                // Only what changed, in parts well under the entry limit.
+                let budget = (ctx.cluster.opts.max_entry_bytes / 4).clamp(16 << 10, PART_BYTES);
+                rules::incident_changes(state, now, &firing, (&channels, cooldown_ms), Some(sample), budget)
+                    .into_iter()
+                    .map(Command::IncidentChanges)
+                    .collect()
+            } else {
+                vec![Command::ReconcileIncidents(Reconcile {
+                    firing,
+                    kinds_evaluated: rules::KINDS.iter().map(|k| k.to_string()).collect(),
+                    channels,
+                    cooldown_ms,
+                    sample: Some(sample),
+                })]
             };
-            (reconcile, totals, protect)
+            (cmds, totals, protect)
         })
     };
-    match ctx.cluster.write(&ctx.actor("alerts"), Command::ReconcileIncidents(reconcile)).await {
-        Ok(Ok(reply)) => tracing::debug!(?reply, "alert round committed"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "alert round refused"),
-        Err(e) => tracing::warn!(error = %e, "alert round not committed"),
+    let parts = round_cmds.len();
+    for (n, cmd) in round_cmds.into_iter().enumerate() {
+        if n > 0 && !ctx.acting_leader().await {
+            break;
+        }
+        match ctx.cluster.write(&ctx.actor("alerts"), cmd).await {
+            Ok(Ok(reply)) => tracing::debug!(?reply, part = n + 1, parts, "alert round committed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, part = n + 1, parts, "alert round refused"),
+            Err(e) => {
+                // The rest is proposed again, as changes against the state
+                // then, by the next round.
+                tracing::warn!(error = %e, part = n + 1, parts, "alert round not committed");
+                break;
+            }
+        }
     }
     for cmd in protect {
         if !ctx.acting_leader().await {

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use model::settings::Effective;
 use model::state::worker::{heartbeat_state, metric};
-use model::state::{ControlState, DesiredState, Firing, FleetSample, IncidentState, Worker, WorkerAction};
+use model::state::{
+    ControlState, DesiredState, Firing, FleetSample, IncidentChanges, IncidentState, Worker, WorkerAction,
+};
 use model::Command;
 
 pub const KINDS: [&str; 7] = [
@@ -140,6 +142,76 @@ pub fn evaluate(
         fire("node_down", &format!("node-{id}"), "critical", format!("node {id} does not answer"));
     }
     (firing, sample)
+}
+
+/// The alert round as changes against the incidents in `state` (cluster
+/// format 3): conditions with no active incident or a new severity are
+/// opened (or updated), active incidents of an evaluated kind that no longer
+/// fire are resolved, and those whose reminder is due are reminded. A steady
+/// state is one small part carrying only the sample; a fleet-wide outage is
+/// split into parts of about `budget` bytes each, so every entry stays well
+/// under `ENGINE_MAX_ENTRY_BYTES`. The sample rides in the first part.
+pub fn incident_changes(
+    state: &ControlState,
+    now: u64,
+    firing: &[Firing],
+    (channels, cooldown_ms): (&[String], u64),
+    sample: Option<FleetSample>,
+    budget: usize,
+) -> Vec<IncidentChanges> {
+    let mut active: HashMap<(&str, &str), &model::state::Incident> = HashMap::new();
+    for i in state.incidents.values().filter(|i| i.state == IncidentState::Active) {
+        active.entry((i.kind.as_str(), i.subject.as_str())).or_insert(i);
+    }
+    let empty = || IncidentChanges { channels: channels.to_vec(), cooldown_ms, ..IncidentChanges::default() };
+    let mut parts = vec![IncidentChanges { sample, ..empty() }];
+    let mut size = 0usize;
+    // The part a change of `bytes` goes into: a new one once the current
+    // one has reached the budget.
+    let mut part = |bytes: usize| -> usize {
+        if size + bytes > budget && size > 0 {
+            parts.push(empty());
+            size = 0;
+        }
+        size += bytes;
+        parts.len() - 1
+    };
+    let mut placed: Vec<(usize, Change)> = Vec::new();
+    let mut firing_now = std::collections::HashSet::new();
+    for f in firing {
+        firing_now.insert((f.kind.as_str(), f.subject.as_str()));
+        match active.get(&(f.kind.as_str(), f.subject.as_str())) {
+            Some(i) if i.severity == f.severity => {
+                if !channels.is_empty() && state.reminder_due(i, cooldown_ms, now) {
+                    placed.push((part(10), Change::Remind(i.id)));
+                }
+            }
+            _ => {
+                let bytes = 16 + f.kind.len() + f.subject.len() + f.severity.len() + f.detail.len();
+                placed.push((part(bytes), Change::Open(f.clone())));
+            }
+        }
+    }
+    for i in state.incidents.values().filter(|i| i.state == IncidentState::Active) {
+        if KINDS.contains(&i.kind.as_str()) && !firing_now.contains(&(i.kind.as_str(), i.subject.as_str())) {
+            placed.push((part(10), Change::Resolve(i.id)));
+        }
+    }
+    for (n, change) in placed {
+        let p = &mut parts[n];
+        match change {
+            Change::Open(f) => p.open.push(f),
+            Change::Resolve(id) => p.resolve.push(id),
+            Change::Remind(id) => p.remind.push(id),
+        }
+    }
+    parts
+}
+
+enum Change {
+    Open(Firing),
+    Resolve(u64),
+    Remind(u64),
 }
 
 /// Auto-protect decisions: quarantine workers whose error rate stays high,

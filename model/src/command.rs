@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::state::{
-    Heartbeat, HeartbeatAnswer, Incident, Limits, Notification, Pool, PoolPatch, ProviderState, Reconcile, Worker,
-    WorkerAction,
+    Heartbeat, HeartbeatAnswer, Incident, IncidentChanges, Limits, Notification, Pool, PoolPatch, ProviderState,
+    Reconcile, Worker, WorkerAction,
 };
 use crate::NodeId;
 
@@ -132,6 +132,10 @@ pub enum Command {
     RemoveEmptyPools {
         names: Vec<String>,
     },
+    // ---- cluster format 3 (release 0.3.0) ----
+    /// One part of the leader's alert round as changes only: what opened,
+    /// changed severity, resolved or is due a reminder.
+    IncidentChanges(IncidentChanges),
 }
 
 impl Command {
@@ -166,6 +170,7 @@ impl Command {
             Command::HeartbeatBatchLimited { .. } => "worker.heartbeat",
             Command::DeleteWorker { .. } => "worker.delete",
             Command::RemoveEmptyPools { .. } => "pool.remove_empty",
+            Command::IncidentChanges(_) => "incident.reconcile",
         }
     }
 
@@ -177,6 +182,7 @@ impl Command {
             Command::HeartbeatBatchLimited { .. } | Command::DeleteWorker { .. } | Command::RemoveEmptyPools { .. } => {
                 2
             }
+            Command::IncidentChanges(_) => 3,
             _ => 1,
         }
     }

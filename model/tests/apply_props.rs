@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use model::state::worker::{MetricMap, SmallMap};
-use model::state::{Firing, Heartbeat, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::state::{Firing, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
 use model::{codec, Command, ControlState, Request};
 use proptest::prelude::*;
 
@@ -101,6 +101,17 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         1 => (name(), prop::option::of(name())).prop_map(|(id, reason)| Command::DeleteWorker { id, reason }),
         1 => prop::collection::vec(name(), 0..3).prop_map(|names| Command::RemoveEmptyPools { names }),
+        // format 3
+        2 => (prop::collection::vec((prop::sample::select(vec!["heartbeat_missing", "error_rate"]), name(), prop::sample::select(vec!["warning", "critical"])), 0..4),
+              prop::collection::vec(0u64..6, 0..3), prop::collection::vec(0u64..6, 0..3), any::<bool>())
+            .prop_map(|(open, resolve, remind, email)| Command::IncidentChanges(IncidentChanges {
+                open: open.into_iter().map(|(kind, subject, severity)| Firing { kind: kind.into(), subject, severity: severity.into(), detail: "d".into() }).collect(),
+                resolve,
+                remind,
+                channels: if email { vec!["email".into()] } else { vec![] },
+                cooldown_ms: 1_000,
+                sample: None,
+            })),
     ]
 }
 
@@ -108,7 +119,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..3, commands in prop::collection::vec(command(), 1..40)) {
+    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..4, commands in prop::collection::vec(command(), 1..40)) {
         let mut state = ControlState { format_version: format, ..Default::default() };
         for (i, command) in commands.into_iter().enumerate() {
             let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
-use model::state::{Firing, FleetSample, Heartbeat, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
+use model::state::{
+    Firing, FleetSample, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction,
+};
 use model::{codec, Command, ControlState, Request};
 
 fn beat(id: &str, seq: u64) -> Heartbeat {
@@ -53,6 +55,7 @@ fn variant(c: &Command) -> &'static str {
         Command::HeartbeatBatchLimited { .. } => "heartbeat_batch_limited",
         Command::DeleteWorker { .. } => "delete_worker",
         Command::RemoveEmptyPools { .. } => "remove_empty_pools",
+        Command::IncidentChanges(_) => "incident_changes",
     }
 }
 
@@ -121,6 +124,20 @@ fn samples() -> Vec<Command> {
         },
         Command::DeleteWorker { id: "w-18".into(), reason: Some("decommissioned".into()) },
         Command::RemoveEmptyPools { names: vec!["edge".into(), "gone".into()] },
+        // ---- format 3 ----
+        Command::IncidentChanges(IncidentChanges {
+            open: vec![Firing {
+                kind: "node_down".into(),
+                subject: "node-2".into(),
+                severity: "critical".into(),
+                detail: "node 2 does not answer".into(),
+            }],
+            resolve: vec![1],
+            remind: vec![3, 4],
+            channels: vec!["email".into()],
+            cooldown_ms: 600_000,
+            sample: Some(FleetSample { at_ms: 1_700_000_090_000, total: 41, healthy: 38 }),
+        }),
     ]
 }
 
@@ -202,7 +219,9 @@ fn populated(format: u32) -> ControlState {
 #[test]
 fn a_populated_snapshot_keeps_its_bytes() {
     let mut missing = Vec::new();
-    for (format, name) in [(1, "snapshot-populated"), (2, "snapshot-populated-format2")] {
+    for (format, name) in
+        [(1, "snapshot-populated"), (2, "snapshot-populated-format2"), (3, "snapshot-populated-format3")]
+    {
         let state = populated(format);
         assert_eq!(state.format(), format);
         if format >= 2 {

@@ -171,3 +171,66 @@ fn sustained_error_rate_quarantines_and_recovery_releases() {
         [model::Command::WorkerControl { action: model::state::WorkerAction::Unquarantine, .. }]
     ));
 }
+
+/// A fleet-wide outage at format 3: 100,000 workers fall silent at once. The
+/// round is proposed as changes in parts that each encode well under the
+/// smallest allowed `ENGINE_MAX_ENTRY_BYTES` (64 KiB here, the budget a
+/// 256 KiB limit gives); applied, they open one incident per worker; the next
+/// round, with nothing changed, is one small part; recovery resolves them all
+/// in parts again.
+#[test]
+fn a_fleet_wide_outage_is_proposed_as_changes_in_bounded_parts() {
+    let env = settings(&[]);
+    let none = BTreeMap::new();
+    let s = Effective { env: &env, overrides: &none };
+    let mut state = ControlState { format_version: 3, ..ControlState::default() };
+    let t0 = 10_000_000;
+    for i in 0..100_000 {
+        let id = format!("worker-{i:06}");
+        state.workers.insert(id.clone(), worker(&id, "p", t0, &[]));
+    }
+    let budget = 64 << 10;
+    let channels = vec!["email".to_string()];
+    let apply_round = |state: &mut ControlState, now: u64| -> (usize, usize, usize) {
+        let (firing, sample) = evaluate(state, now, &s, &BTreeMap::new(), &[]);
+        let parts = incident_changes(state, now, &firing, (&channels, 600_000), Some(sample), budget);
+        let (mut opened, mut resolved) = (0, 0);
+        for (n, p) in parts.iter().enumerate() {
+            assert_eq!(p.sample.is_some(), n == 0, "the sample rides in the first part only");
+            let req = model::Request {
+                at_ms: now,
+                node: 1,
+                actor: "leader:alerts".into(),
+                command: Command::IncidentChanges(p.clone()),
+            };
+            let bytes = model::codec::encode(&req).unwrap().len();
+            assert!(bytes <= budget + 1024, "part {n} is {bytes} bytes, budget {budget}");
+            let reply = state.apply(&req).unwrap();
+            let model::Reply::Reconciled { opened: o, resolved: r } = reply else { panic!("{reply:?}") };
+            (opened, resolved) = (opened + o.len(), resolved + r.len());
+        }
+        (parts.len(), opened, resolved)
+    };
+    // Everyone healthy: one part, nothing opened.
+    assert_eq!(apply_round(&mut state, t0 + 1_000), (1, 0, 0));
+    // All silent past the grace: 100,000 incidents, in many bounded parts.
+    let (parts, opened, _) = apply_round(&mut state, t0 + 130_000);
+    assert_eq!(opened, 100_000);
+    assert!(parts > 20, "{parts} parts");
+    let active = state.incidents.values().filter(|i| i.state == IncidentState::Active).count();
+    assert_eq!(active, 100_000);
+    // Nothing changed since: one part with the sample alone.
+    let (firing, sample) = evaluate(&state, t0 + 150_000, &s, &BTreeMap::new(), &[]);
+    let parts = incident_changes(&state, t0 + 150_000, &firing, (&channels, 600_000), Some(sample), budget);
+    assert_eq!(parts.len(), 1);
+    assert!(parts[0].open.is_empty() && parts[0].resolve.is_empty() && parts[0].remind.is_empty());
+    // Back: every worker beats again, every incident resolves.
+    let back = t0 + 300_000;
+    for w in state.workers.values_mut() {
+        w.last_heartbeat_ms = back;
+    }
+    let (parts, _, resolved) = apply_round(&mut state, back + 1_000);
+    assert_eq!(resolved, 100_000);
+    assert!(parts > 1);
+    assert_eq!(state.incidents.values().filter(|i| i.state == IncidentState::Active).count(), 0);
+}

@@ -12,6 +12,7 @@
 //! |---|---|---|
 //! | 1 | 0.1.0 (3252ddf) | the original vocabulary and snapshot layout |
 //! | 2 | 0.2.0 | `SetFormatVersion`, `HeartbeatBatchLimited`, `DeleteWorker`, `RemoveEmptyPools`; the change history, implicit-pool tracking, pruning of an incident's bookkeeping; the snapshot envelope |
+//! | 3 | 0.3.0 | `IncidentChanges`: the alert round proposes only what changed, in parts under the entry limit |
 //!
 //! Snapshots: at format 1 a snapshot is written in the 0.1.0 layout (the
 //! bare state, so an 0.1.0 follower can install it); from format 2 on it is
@@ -29,7 +30,7 @@ use crate::codec::{self, CodecError};
 use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// The newest replicated format this binary knows.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// First bytes of a versioned snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = [0xff, b'E', b'R', b'S'];

@@ -69,6 +69,27 @@ pub struct Reconcile {
     pub sample: Option<FleetSample>,
 }
 
+/// One part of an alert round as changes only (format 3): the leader
+/// compares what fires with the incidents in the state and proposes the
+/// difference, split into parts that each fit well under the entry limit, so
+/// a fleet-wide outage is many modest entries rather than one huge one, and a
+/// steady state is one small entry per round.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IncidentChanges {
+    /// Conditions that fire with no active incident (opened), or whose
+    /// severity changed (the active incident is updated).
+    pub open: Vec<Firing>,
+    /// Active incidents whose condition no longer fires.
+    pub resolve: Vec<u64>,
+    /// Active incidents whose reminder is due.
+    pub remind: Vec<u64>,
+    /// Channels configured on the leader (`slack`, `email`).
+    pub channels: Vec<String>,
+    pub cooldown_ms: u64,
+    /// The fleet sample of the round (carried by its first part).
+    pub sample: Option<FleetSample>,
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryState {
@@ -142,58 +163,114 @@ impl ControlState {
         }
     }
 
+    /// The active incident of each kind and subject (the lowest id, as
+    /// `active_incident` finds it), gathered once per apply: a fleet-wide
+    /// outage has thousands of firing conditions.
+    fn active_by_key(&self) -> HashMap<String, u64> {
+        let mut active: HashMap<String, u64> = HashMap::new();
+        for i in self.incidents.values().filter(|i| i.state == IncidentState::Active) {
+            active.entry(key(&i.kind, &i.subject)).or_insert(i.id);
+        }
+        active
+    }
+
+    /// Open an incident for `f`, or bring the active one's severity and
+    /// detail up to date (with a reminder when `remind` and its cooldown has
+    /// passed). Returns the id of an incident it opened.
+    fn open_or_update(
+        &mut self,
+        f: &Firing,
+        active: &mut HashMap<String, u64>,
+        (channels, cooldown_ms): (&[String], u64),
+        at: u64,
+        remind: bool,
+    ) -> Option<u64> {
+        let k = key(&f.kind, &f.subject);
+        if let Some(i) = active.get(&k).and_then(|id| self.incidents.get_mut(id)) {
+            let id = i.id;
+            i.severity.clone_from(&f.severity);
+            i.detail.clone_from(&f.detail);
+            if remind {
+                self.remind(id, channels, cooldown_ms, at);
+            }
+            return None;
+        }
+        self.incident_seq += 1;
+        let id = self.incident_seq;
+        self.incidents.insert(
+            id,
+            Incident {
+                id,
+                kind: f.kind.clone(),
+                subject: f.subject.clone(),
+                severity: f.severity.clone(),
+                detail: f.detail.clone(),
+                state: IncidentState::Active,
+                opened_ms: at,
+                resolved_ms: None,
+                acked: false,
+                ack_note: None,
+                acked_by: None,
+                notifications: Vec::new(),
+            },
+        );
+        // A flapping condition re-opened within the cooldown stays quiet.
+        let recently = self.last_notified.get(&k).is_some_and(|t| at.saturating_sub(*t) < cooldown_ms);
+        active.insert(k, id);
+        if !recently {
+            self.notify(id, "opened", channels, at);
+        }
+        Some(id)
+    }
+
+    /// A reminder for an active, unacknowledged incident whose cooldown has
+    /// passed since its last notification; nothing otherwise.
+    fn remind(&mut self, id: u64, channels: &[String], cooldown_ms: u64, at: u64) {
+        if self.incidents.get(&id).is_some_and(|i| self.reminder_due(i, cooldown_ms, at)) {
+            self.notify(id, "reminder", channels, at);
+        }
+    }
+
+    /// Is a reminder of `i` due at `at`: active, unacknowledged, and quiet
+    /// for the cooldown since the last notification of its kind and subject.
+    pub fn reminder_due(&self, i: &Incident, cooldown_ms: u64, at: u64) -> bool {
+        let quiet_since = self.last_notified.get(&key(&i.kind, &i.subject)).copied().unwrap_or(0);
+        i.state == IncidentState::Active && !i.acked && at.saturating_sub(quiet_since) >= cooldown_ms
+    }
+
+    /// Resolve an active incident (notifying where it was notified of).
+    /// Returns false if it was not active.
+    fn resolve_incident(&mut self, id: u64, channels: &[String], at: u64) -> bool {
+        let Some(i) = self.incidents.get_mut(&id).filter(|i| i.state == IncidentState::Active) else {
+            return false;
+        };
+        i.state = IncidentState::Resolved;
+        i.resolved_ms = Some(at);
+        if !i.notifications.is_empty() {
+            self.notify(id, "resolved", channels, at);
+        }
+        true
+    }
+
+    fn push_sample(&mut self, sample: Option<FleetSample>) {
+        if let Some(s) = sample {
+            self.fleet_samples.push_back(s);
+            while self.fleet_samples.len() > KEEP_SAMPLES {
+                self.fleet_samples.pop_front();
+            }
+        }
+    }
+
     /// Apply one round of alert evaluation. Returns (opened, resolved) ids.
     /// Finished incidents are pruned by the caller, after auditing the round
     /// ([`ControlState::apply`] does).
     pub fn reconcile(&mut self, r: &Reconcile, at: u64) -> (Vec<u64>, Vec<u64>) {
         let (mut opened, mut resolved) = (Vec::new(), Vec::new());
-        // The active incident of each kind and subject (the lowest id, as
-        // `active_incident` finds it), looked up once per firing condition:
-        // a fleet-wide outage has thousands of both.
-        let mut active: HashMap<String, u64> = HashMap::new();
-        for i in self.incidents.values().filter(|i| i.state == IncidentState::Active) {
-            active.entry(key(&i.kind, &i.subject)).or_insert(i.id);
-        }
+        let mut active = self.active_by_key();
         for f in &r.firing {
-            let k = key(&f.kind, &f.subject);
-            if let Some(i) = active.get(&k).and_then(|id| self.incidents.get_mut(id)) {
-                let id = i.id;
-                i.severity.clone_from(&f.severity);
-                i.detail.clone_from(&f.detail);
-                let quiet_since = self.last_notified.get(&k).copied().unwrap_or(0);
-                if !i.acked && at.saturating_sub(quiet_since) >= r.cooldown_ms {
-                    self.notify(id, "reminder", &r.channels, at);
-                }
-                continue;
-            }
-            self.incident_seq += 1;
-            let id = self.incident_seq;
-            self.incidents.insert(
-                id,
-                Incident {
-                    id,
-                    kind: f.kind.clone(),
-                    subject: f.subject.clone(),
-                    severity: f.severity.clone(),
-                    detail: f.detail.clone(),
-                    state: IncidentState::Active,
-                    opened_ms: at,
-                    resolved_ms: None,
-                    acked: false,
-                    ack_note: None,
-                    acked_by: None,
-                    notifications: Vec::new(),
-                },
-            );
-            opened.push(id);
-            active.insert(k.clone(), id);
-            // A flapping condition re-opened within the cooldown stays quiet.
-            let recently = self.last_notified.get(&k).is_some_and(|t| at.saturating_sub(*t) < r.cooldown_ms);
-            if !recently {
-                self.notify(id, "opened", &r.channels, at);
-            }
+            opened.extend(self.open_or_update(f, &mut active, (&r.channels, r.cooldown_ms), at, true));
         }
-        let still: std::collections::BTreeSet<String> = r.firing.iter().map(|f| key(&f.kind, &f.subject)).collect();
+        let still: std::collections::HashSet<String> = r.firing.iter().map(|f| key(&f.kind, &f.subject)).collect();
         let to_resolve: Vec<u64> = self
             .incidents
             .values()
@@ -202,21 +279,36 @@ impl ControlState {
             .map(|i| i.id)
             .collect();
         for id in to_resolve {
-            let Some(i) = self.incidents.get_mut(&id) else { continue };
-            i.state = IncidentState::Resolved;
-            i.resolved_ms = Some(at);
-            let was_notified = !i.notifications.is_empty();
-            resolved.push(id);
-            if was_notified {
-                self.notify(id, "resolved", &r.channels, at);
+            if self.resolve_incident(id, &r.channels, at) {
+                resolved.push(id);
             }
         }
-        if let Some(s) = r.sample {
-            self.fleet_samples.push_back(s);
-            while self.fleet_samples.len() > KEEP_SAMPLES {
-                self.fleet_samples.pop_front();
+        self.push_sample(r.sample);
+        (opened, resolved)
+    }
+
+    /// Apply one part of an alert round given as changes (format 3). Each
+    /// change is checked against the state as it is now, so a part applied
+    /// late or twice does no harm: an `open` whose incident is already active
+    /// updates it, a `resolve` or `remind` of an incident that is no longer
+    /// active does nothing. Returns (opened, resolved) ids.
+    pub fn apply_incident_changes(&mut self, d: &IncidentChanges, at: u64) -> (Vec<u64>, Vec<u64>) {
+        let (mut opened, mut resolved) = (Vec::new(), Vec::new());
+        if !d.open.is_empty() {
+            let mut active = self.active_by_key();
+            for f in &d.open {
+                opened.extend(self.open_or_update(f, &mut active, (&d.channels, d.cooldown_ms), at, false));
             }
         }
+        for id in &d.resolve {
+            if self.resolve_incident(*id, &d.channels, at) {
+                resolved.push(*id);
+            }
+        }
+        for id in &d.remind {
+            self.remind(*id, &d.channels, d.cooldown_ms, at);
+        }
+        self.push_sample(d.sample);
         (opened, resolved)
     }
 
@@ -353,6 +445,17 @@ impl ControlState {
     /// and record what opened or resolved, then prune.
     pub(super) fn reconcile_incidents(&mut self, req: &Request, r: &Reconcile) -> Response {
         let (opened, resolved) = self.reconcile(r, req.at_ms);
+        self.record_round(req, opened, resolved)
+    }
+
+    /// One part of an alert round given as changes (format 3).
+    pub(super) fn incident_changes(&mut self, req: &Request, d: &IncidentChanges) -> Response {
+        let (opened, resolved) = self.apply_incident_changes(d, req.at_ms);
+        self.record_round(req, opened, resolved)
+    }
+
+    /// Audit and record what a round opened or resolved, then prune.
+    fn record_round(&mut self, req: &Request, opened: Vec<u64>, resolved: Vec<u64>) -> Response {
         for id in opened.iter().chain(&resolved) {
             let Some(i) = self.incidents.get(id) else { continue };
             let what = if i.state == IncidentState::Active { "opened" } else { "resolved" };
@@ -455,6 +558,131 @@ mod command_tests {
         assert_eq!(s.audit.len() - audited, 699, "one audit entry per resolved incident");
         let finished = s.incidents.values().filter(|i| i.state == IncidentState::Resolved).count();
         assert_eq!(finished, 500, "only the newest finished incidents are kept");
+    }
+
+    fn changes(open: Vec<Firing>, resolve: Vec<u64>, remind: Vec<u64>) -> Command {
+        Command::IncidentChanges(IncidentChanges {
+            open,
+            resolve,
+            remind,
+            channels: vec!["slack".into()],
+            cooldown_ms: 10_000,
+            sample: None,
+        })
+    }
+
+    fn at(at_ms: u64, command: Command) -> Request {
+        Request { at_ms, ..req(command) }
+    }
+
+    /// Format 3: the round as changes. Each change is checked against the
+    /// state, so a part applied twice (or after the incident moved on) is
+    /// harmless, and it needs format 3.
+    #[test]
+    fn incident_changes_open_update_remind_and_resolve_idempotently() {
+        let mut s = ControlState { format_version: 2, ..ControlState::default() };
+        let before = s.clone();
+        let c = changes(vec![firing("heartbeat_missing", "w-1")], vec![], vec![]);
+        assert_eq!(s.apply(&req(c.clone())).unwrap_err().kind, ErrorKind::Invalid, "needs format 3");
+        assert_eq!(s, before, "refused below format 3 and changed nothing");
+        s.format_version = 3;
+        let Reply::Reconciled { opened, .. } = s.apply(&at(1_000, c.clone())).unwrap() else { panic!() };
+        assert_eq!(opened.len(), 1);
+        let id = opened[0];
+        assert_eq!(s.notifications.len(), 1, "opened, one channel");
+        // The same part again updates the open incident: no second one, no notification.
+        let mut worse = firing("heartbeat_missing", "w-1");
+        worse.severity = "critical".into();
+        let Reply::Reconciled { opened, .. } = s.apply(&at(2_000, changes(vec![worse], vec![], vec![]))).unwrap()
+        else {
+            panic!()
+        };
+        assert!(opened.is_empty());
+        assert_eq!((s.incidents.len(), s.incidents[&id].severity.as_str()), (1, "critical"));
+        assert_eq!(s.notifications.len(), 1);
+        // A reminder only once the cooldown has passed, and only if still due.
+        s.apply(&at(5_000, changes(vec![], vec![], vec![id]))).unwrap();
+        assert_eq!(s.notifications.len(), 1, "inside the cooldown");
+        s.apply(&at(11_000, changes(vec![], vec![], vec![id]))).unwrap();
+        assert_eq!(s.notifications.len(), 2, "reminder after the cooldown");
+        s.apply(&at(11_500, changes(vec![], vec![], vec![id]))).unwrap();
+        assert_eq!(s.notifications.len(), 2, "a repeated part does not remind twice");
+        // Resolve: once, audited; a repeat or an unknown id does nothing.
+        let Reply::Reconciled { resolved, .. } = s.apply(&at(12_000, changes(vec![], vec![id], vec![]))).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(resolved, vec![id]);
+        assert_eq!(s.incidents[&id].state, IncidentState::Resolved);
+        assert_eq!(s.notifications.values().filter(|n| n.event == "resolved").count(), 1);
+        let Reply::Reconciled { resolved, .. } =
+            s.apply(&at(12_500, changes(vec![], vec![id, 999], vec![id]))).unwrap()
+        else {
+            panic!()
+        };
+        assert!(resolved.is_empty());
+        assert_eq!(s.notifications.len(), 3, "nothing more for a resolved incident");
+        assert_eq!(s.audit.iter().filter(|a| a.action == "incident.reconcile").count(), 2, "opened and resolved");
+    }
+
+    /// The two forms of a round agree: the same firing conditions given as
+    /// a full `Reconcile` or as the changes the leader derives give the same
+    /// incidents and notifications.
+    #[test]
+    fn a_round_as_changes_matches_the_full_round() {
+        let mut full = ControlState { format_version: 3, ..ControlState::default() };
+        let mut delta = full.clone();
+        let steps: Vec<(u64, Vec<Firing>)> = vec![
+            (1_000, vec![firing("heartbeat_missing", "w-1"), firing("heartbeat_missing", "w-2")]),
+            (2_000, vec![firing("heartbeat_missing", "w-2")]),
+            (15_000, vec![firing("heartbeat_missing", "w-2"), firing("heartbeat_missing", "w-3")]),
+            (16_000, vec![]),
+        ];
+        for (t, f) in steps {
+            round(&mut full, t, f.clone());
+            // The changes, derived the way the leader does it.
+            let active: Vec<&Incident> =
+                delta.incidents.values().filter(|i| i.state == IncidentState::Active).collect();
+            let find = |f: &Firing| active.iter().find(|i| i.kind == f.kind && i.subject == f.subject).copied();
+            let open: Vec<Firing> = f.iter().filter(|f| find(f).is_none()).cloned().collect();
+            let remind: Vec<u64> =
+                f.iter().filter_map(find).filter(|i| delta.reminder_due(i, 10_000, t)).map(|i| i.id).collect();
+            let resolve: Vec<u64> = active
+                .iter()
+                .filter(|i| !f.iter().any(|f| f.kind == i.kind && f.subject == i.subject))
+                .map(|i| i.id)
+                .collect();
+            let d = IncidentChanges {
+                open,
+                resolve,
+                remind,
+                channels: vec!["slack".into(), "email".into()],
+                cooldown_ms: 10_000,
+                sample: Some(FleetSample { at_ms: t, total: 2, healthy: 1 }),
+            };
+            delta.apply_incident_changes(&d, t);
+        }
+        // The same incidents with the same notifications (ids may be given
+        // in another order within a round).
+        type Events = Vec<(String, String, u64)>;
+        let summary = |s: &ControlState| {
+            let mut out: Vec<(u64, IncidentState, Option<u64>, Events)> = Vec::new();
+            for i in s.incidents.values() {
+                let mut events: Events = i
+                    .notifications
+                    .iter()
+                    .map(|n| &s.notifications[n])
+                    .map(|n| (n.event.clone(), n.channel.clone(), n.created_ms))
+                    .collect();
+                events.sort();
+                out.push((i.id, i.state, i.resolved_ms, events));
+            }
+            out
+        };
+        assert_eq!(summary(&full), summary(&delta));
+        assert_eq!(full.notifications.len(), delta.notifications.len());
+        assert_eq!(full.last_notified, delta.last_notified);
+        assert_eq!(full.fleet_samples, delta.fleet_samples);
     }
 
     #[test]

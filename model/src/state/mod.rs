@@ -26,7 +26,9 @@ use crate::command::{Command, CommandError, ErrorKind, Request, Response};
 use crate::NodeId;
 pub use format::{decode_snapshot, encode_snapshot, FORMAT_VERSION};
 pub use history::{Change, HISTORY_CAPACITY};
-pub use incident::{DeliveryState, Firing, FleetSample, Incident, IncidentState, Notification, Reconcile};
+pub use incident::{
+    DeliveryState, Firing, FleetSample, Incident, IncidentChanges, IncidentState, Notification, Reconcile,
+};
 pub use metric::{Key, Metric};
 pub use pool::{Pool, PoolPatch, Profile};
 pub use provider::ProviderState;
@@ -143,6 +145,7 @@ impl ControlState {
             }
             Command::RemoveEmptyPools { names } => self.remove_empty_pools(req, names),
             Command::ReconcileIncidents(r) => self.reconcile_incidents(req, r),
+            Command::IncidentChanges(d) => self.incident_changes(req, d),
             Command::AckIncident { id, note } => self.incident_ack(req, *id, note),
             Command::ClaimNotification { id, until_ms } => self.notification_claim(req, *id, *until_ms),
             Command::RecordDelivery { id, error, retry_at_ms } => {
