@@ -72,6 +72,10 @@ echo "== starting a 3-node dev cluster on 127.0.0.1:$BASE_PORT-$((BASE_PORT + 2)
 # the server-error check would count.
 export ENGINE_RAFT_HEARTBEAT_MS=${ENGINE_RAFT_HEARTBEAT_MS:-150} ENGINE_ELECTION_MIN_MS=${ENGINE_ELECTION_MIN_MS:-1000} \
   ENGINE_ELECTION_MAX_MS=${ENGINE_ELECTION_MAX_MS:-2000}
+# Its authentication checks send wrong credentials on purpose, all from one
+# address; the failed-authentication limit (tested in chaos-tests/tests/
+# security.rs) would then refuse the rest of the run.
+export ENGINE_AUTH_FAIL_BURST=${ENGINE_AUTH_FAIL_BURST:-1000000}
 "$BIN" dev --base-port "$BASE_PORT" --dir "$WORK/cluster" --fresh --workers 12 --token "$TOKEN" >"$WORK/dev.log" 2>&1 &
 DEV_PID=$!
 for i in $(seq 1 120); do

@@ -1,13 +1,35 @@
-//! Bearer-token auth for `/api` and basic auth for the UI (the cluster secret
-//! on `/raft` is checked by `raft_store::rpc_server`). Every comparison is
-//! constant-time.
+//! Who may call what. Every `/api` route declares the scope it needs
+//! ([`Access`], attached where the route is registered by [`scoped`], which
+//! also writes the scope into the route's OpenAPI `security`). A caller
+//! authenticates with `Authorization: Bearer <token>` or, from the UI, basic
+//! auth with the token as password:
+//!
+//! - `CONTROL_PLANE_TOKEN`, the bootstrap token: scope `admin`, audit actor
+//!   `operator` (so existing deployments keep working);
+//! - a named token created through `/api/tokens`: found by the SHA-256 of
+//!   the secret in the replicated state; the audit actor is `token:<name>`.
+//!
+//! The audit actor always comes from the token, never from a header the
+//! client sets. Failed authentication is counted per source address; past a
+//! burst, every request from that address gets 429 until the window ends
+//! (see [`FailLimiter`]). Comparisons with the bootstrap token are
+//! constant-time; named tokens are looked up by hash.
 
-use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use model::state::token::Scope;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa_axum::router::UtoipaMethodRouter;
 
 use crate::error::ApiError;
 use crate::AppState;
@@ -24,13 +46,85 @@ fn header_str<'a>(headers: &'a HeaderMap, name: impl header::AsHeaderName) -> Op
 /// or image cannot set it, so cached basic-auth credentials cannot be abused.
 pub const CSRF_HEADER: &str = "x-engine-csrf";
 
-fn basic_ok(headers: &HeaderMap, token: &str) -> bool {
-    header_str(headers, header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, token)))
-        .unwrap_or(false)
+/// The audit actor of the bootstrap token.
+pub const BOOTSTRAP_ACTOR: &str = "operator";
+
+/// An authenticated caller, put in the request's extensions for handlers.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// `operator` for the bootstrap token, else `token:<name>`.
+    pub actor: Arc<str>,
+    pub scope: Scope,
+    /// A worker token's binding to worker ids with this prefix.
+    pub worker_prefix: Option<Arc<str>>,
+    /// A worker token's binding to one pool.
+    pub pool: Option<Arc<str>>,
+}
+
+impl Caller {
+    fn bootstrap() -> Self {
+        Caller { actor: BOOTSTRAP_ACTOR.into(), scope: Scope::Admin, worker_prefix: None, pool: None }
+    }
+
+    /// The audit actor: the token's name, never a client-supplied header.
+    pub fn actor(&self) -> String {
+        self.actor.to_string()
+    }
+
+    /// Refuse (403) a worker token's heartbeat or job call for a worker or
+    /// pool outside its binding. `pool` is what the worker names (`None`:
+    /// the default pool, which a pool-bound token may not use).
+    pub fn check_worker(&self, worker_id: &str, pool: Option<&str>) -> Result<(), ApiError> {
+        if let Some(prefix) = &self.worker_prefix {
+            if !worker_id.starts_with(prefix.as_ref()) {
+                return Err(forbidden(format!(
+                    "{} may act only for workers whose id starts with {prefix:?}, not {worker_id:?}",
+                    self.actor
+                )));
+            }
+        }
+        if let Some(bound) = &self.pool {
+            if pool != Some(bound.as_ref()) {
+                return Err(forbidden(format!("{} may act only for pool {bound:?}", self.actor)));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn forbidden(message: String) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// The credential a request carries, and whether it came from a browser's
+/// basic auth (which needs the CSRF defence on writes).
+fn credential(headers: &HeaderMap) -> Option<(String, bool)> {
+    let value = header_str(headers, header::AUTHORIZATION)?;
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        return Some((t.trim().to_string(), false));
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
+    let pair = String::from_utf8(raw).ok()?;
+    pair.split_once(':').map(|(_, pw)| (pw.to_string(), true))
+}
+
+/// The caller a token belongs to: the bootstrap token, or a live named token.
+pub fn identify(state: &AppState, token: &str) -> Option<Caller> {
+    if same(token, &state.token) {
+        return Some(Caller::bootstrap());
+    }
+    if token.is_empty() || token.len() > 512 {
+        return None;
+    }
+    let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let applied = state.cluster.state.read();
+    let t = applied.state.tokens.find(&hash)?;
+    Some(Caller {
+        actor: format!("token:{}", t.name).into(),
+        scope: t.scope,
+        worker_prefix: t.worker_prefix.as_deref().map(Into::into),
+        pool: t.pool.as_deref().map(Into::into),
+    })
 }
 
 /// A browser request is same-origin when its Origin (if any) names our Host.
@@ -42,21 +136,90 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// `Authorization: Bearer <CONTROL_PLANE_TOKEN>`, or the UI's basic auth (with
-/// the CSRF header and a same-origin check on anything but GET/HEAD), or 401.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let bearer = header_str(headers, header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| same(t.trim(), &state.token));
-    if bearer {
-        return next.run(req).await;
-    }
-    if basic_ok(headers, &state.token) {
-        let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
-        if safe || (headers.contains_key(CSRF_HEADER) && same_origin(headers)) {
-            return next.run(req).await;
+/// The scope a route needs: `read` for GET and HEAD, `write` for the rest.
+#[derive(Debug, Clone, Copy)]
+pub struct Access {
+    pub read: Scope,
+    pub write: Scope,
+}
+
+impl Access {
+    /// Reads need `read`, changes `operator`: the fleet's controls.
+    pub const OPERATOR: Access = Access { read: Scope::Read, write: Scope::Operator };
+    /// Reads need `read`, changes `admin`: membership, settings.
+    pub const ADMIN_WRITES: Access = Access { read: Scope::Read, write: Scope::Admin };
+    /// Everything needs `admin`: tokens.
+    pub const ADMIN: Access = Access { read: Scope::Admin, write: Scope::Admin };
+    /// A worker's own calls: heartbeats.
+    pub const WORKER: Access = Access { read: Scope::Worker, write: Scope::Worker };
+    /// The Prometheus scrape.
+    pub const METRICS: Access = Access { read: Scope::Metrics, write: Scope::Metrics };
+
+    pub fn need(&self, method: &Method) -> Scope {
+        if method == Method::GET || method == Method::HEAD {
+            self.read
+        } else {
+            self.write
         }
+    }
+}
+
+/// Attach `access` to routes: the middleware that enforces it, and the scope
+/// in each operation's OpenAPI `security` (one declaration, two uses).
+pub fn scoped(state: &AppState, access: Access, routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, router) = routes;
+    for item in paths.paths.values_mut() {
+        let ops = [
+            (Method::GET, item.get.as_mut()),
+            (Method::PUT, item.put.as_mut()),
+            (Method::POST, item.post.as_mut()),
+            (Method::PATCH, item.patch.as_mut()),
+            (Method::DELETE, item.delete.as_mut()),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op else { continue };
+            let scope = access.need(&method).as_str();
+            op.security =
+                Some(vec![SecurityRequirement::new("bearer", [scope]), SecurityRequirement::new("basic", [scope])]);
+        }
+    }
+    let layer = axum::middleware::from_fn_with_state((state.clone(), access), require);
+    (schemas, paths, router.route_layer(layer))
+}
+
+/// Authenticate, check the route's scope, put the [`Caller`] in the
+/// request; or 401, 403 or 429.
+async fn require(State((state, access)): State<(AppState, Access)>, mut req: Request, next: Next) -> Response {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(retry) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
+        return too_many(retry);
+    }
+    let headers = req.headers();
+    let cred = credential(headers);
+    let Some((caller, browser)) = cred.as_ref().and_then(|(t, b)| identify(&state, t).map(|c| (c, *b))) else {
+        if let Some(ip) = ip {
+            if let Some(retry) = state.auth_failures.failed(ip, req.uri().path()) {
+                return too_many(retry);
+            }
+        }
+        let mut res =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
+        // A UI script's call (it always sends the CSRF header) gets the UI's
+        // Basic challenge: browsers only send cached Basic credentials
+        // preemptively under the path they logged in at, and answer a
+        // challenge for the same realm.
+        let challenge = if headers.contains_key(CSRF_HEADER) { BASIC_CHALLENGE } else { "Bearer" };
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+        return res;
+    };
+    let need = access.need(req.method());
+    if !caller.scope.allows(need) {
+        let message =
+            format!("{} has scope {}; this call needs {}", caller.actor, caller.scope.as_str(), need.as_str());
+        return forbidden(message).into_response();
+    }
+    let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+    if browser && !safe && !(headers.contains_key(CSRF_HEADER) && same_origin(headers)) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "csrf",
@@ -64,13 +227,21 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         )
         .into_response();
     }
-    let mut res =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong bearer token").into_response();
-    // A UI script's call (it always sends the CSRF header) gets the UI's Basic
-    // challenge: browsers only send cached Basic credentials preemptively under
-    // the path they logged in at, and answer a challenge for the same realm.
-    let challenge = if headers.contains_key(CSRF_HEADER) { BASIC_CHALLENGE } else { "Bearer" };
-    res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    req.extensions_mut().insert(caller);
+    next.run(req).await
+}
+
+fn too_many(retry: Duration) -> Response {
+    let secs = retry.as_secs().max(1);
+    let mut res = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        format!("too many failed authentications from this address; retry in {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        res.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     res
 }
 
@@ -78,29 +249,85 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
 /// browser reuses the credentials it was given for the pages.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"engine-room\", charset=\"UTF-8\"";
 
-/// HTTP basic auth with any user name and the token as password, or 401.
-pub async fn require_basic(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let ok = header_str(req.headers(), header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
-        .and_then(|raw| String::from_utf8(raw).ok())
-        .and_then(|pair| pair.split_once(':').map(|(_, pw)| same(pw, &state.token)))
-        .unwrap_or(false);
-    if ok {
+/// HTTP basic auth for the UI pages, with any user name and a token that may
+/// read as password (the bootstrap token, or a named `admin`, `operator` or
+/// `read` token; a `read` token sees the pages with the controls hidden), or
+/// 401. The caller goes into the request for the page to consult.
+pub async fn require_basic(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if let Some(retry) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
+        return too_many(retry);
+    }
+    let caller = credential(req.headers())
+        .filter(|(_, browser)| *browser)
+        .and_then(|(t, _)| identify(&state, &t))
+        .filter(|c| c.scope.allows(Scope::Read));
+    if let Some(caller) = caller {
+        req.extensions_mut().insert(caller);
         return next.run(req).await;
+    }
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        if let Some(ip) = ip {
+            if let Some(retry) = state.auth_failures.failed(ip, req.uri().path()) {
+                return too_many(retry);
+            }
+        }
     }
     let mut res = (StatusCode::UNAUTHORIZED, "authentication required").into_response();
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(BASIC_CHALLENGE));
     res
 }
 
-/// Who is acting, for the audit log: `operator`, or `operator:<name>` when the
-/// client names itself with a valid `x-engine-actor` header.
-pub fn actor(headers: &HeaderMap) -> String {
-    match header_str(headers, "x-engine-actor") {
-        Some(name) if model::state::validate_name("actor", name).is_ok() => {
-            format!("operator:{name}")
+/// Failed authentications per source address. Past `burst` failures within
+/// `window`, the address is refused (429) for the rest of the window, even
+/// with a right token. Bounded: at most [`FailLimiter::MAX_ADDRESSES`]
+/// addresses are tracked (expired ones are dropped first; past that, new
+/// addresses are not tracked until room frees up). Logged without the
+/// credential: the first failure of each window and the start of a block.
+pub struct FailLimiter {
+    burst: u32,
+    window: Duration,
+    seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl FailLimiter {
+    pub const MAX_ADDRESSES: usize = 10_000;
+
+    pub fn new(burst: u32, window: Duration) -> Self {
+        FailLimiter { burst: burst.max(1), window, seen: Mutex::new(HashMap::new()) }
+    }
+
+    /// How long `ip` stays refused, if it is.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (start, count) = seen.get(&ip)?;
+        let left = self.window.checked_sub(start.elapsed())?;
+        (*count >= self.burst).then_some(left)
+    }
+
+    /// Count a failure; returns how long `ip` is now refused, if it is.
+    pub fn failed(&self, ip: IpAddr, path: &str) -> Option<Duration> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if seen.len() >= Self::MAX_ADDRESSES && !seen.contains_key(&ip) {
+            seen.retain(|_, (start, _)| now.duration_since(*start) < self.window);
+            if seen.len() >= Self::MAX_ADDRESSES {
+                tracing::warn!(%ip, path, "authentication failed (not tracked: too many failing addresses)");
+                return None;
+            }
         }
-        _ => "operator".to_string(),
+        let entry = seen.entry(ip).or_insert((now, 0));
+        if now.duration_since(entry.0) >= self.window {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        if entry.1 == 1 {
+            tracing::warn!(%ip, path, "authentication failed");
+        }
+        if entry.1 == self.burst {
+            tracing::warn!(%ip, path, failures = entry.1, window_s = self.window.as_secs(),
+                "authentication failing repeatedly; refusing this address for the rest of the window");
+        }
+        (entry.1 >= self.burst).then(|| self.window.saturating_sub(now.duration_since(entry.0)))
     }
 }

@@ -56,10 +56,37 @@ pub struct Handles {
     pub batcher: HeartbeatBatcher,
     /// The `/raft` handlers' handles (the same cluster, batcher and secret).
     pub raft: Arc<RaftService>,
+    /// Failed authentications per source address.
+    pub auth_failures: auth::FailLimiter,
+}
+
+/// The brute-force defence: past `fail_burst` failed authentications from
+/// one address within `fail_window`, that address gets 429 until it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthOptions {
+    pub fail_burst: u32,
+    pub fail_window: std::time::Duration,
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        AuthOptions { fail_burst: 20, fail_window: std::time::Duration::from_secs(60) }
+    }
 }
 
 impl AppState {
     pub fn new(cluster: Arc<Cluster>, token: &str, secret: &str, settings: Settings, batch: BatchOptions) -> Self {
+        Self::with_auth(cluster, token, secret, settings, batch, AuthOptions::default())
+    }
+
+    pub fn with_auth(
+        cluster: Arc<Cluster>,
+        token: &str,
+        secret: &str,
+        settings: Settings,
+        batch: BatchOptions,
+        auth: AuthOptions,
+    ) -> Self {
         let metrics = Arc::new(Metrics::new(cluster.id));
         let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
         let secret: Arc<str> = secret.into();
@@ -72,6 +99,7 @@ impl AppState {
             metrics,
             batcher,
             raft,
+            auth_failures: auth::FailLimiter::new(auth.fail_burst, auth.fail_window),
         }))
     }
 }
@@ -125,36 +153,41 @@ pub fn app(state: AppState) -> Router {
 /// Every documented route: `/api/*` and `/metrics`. Registering a handler here
 /// requires its `#[utoipa::path]`, so the OpenAPI document stays complete.
 pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
-    use routes::{audit, cluster, health, history, incidents, pools, providers, settings, slo, workers};
+    use auth::{scoped, Access};
+    use routes::{audit, cluster, health, history, incidents, pools, providers, settings, slo, tokens, workers};
+    let s = &state;
     let public = OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready));
+    // Every route names the scope it needs (reads: GET and HEAD; writes:
+    // the rest); `scoped` enforces it and writes it into the document.
     let private = OpenApiRouter::new()
-        .routes(routes!(workers::heartbeat))
-        .routes(routes!(workers::list))
-        .routes(routes!(workers::get, workers::delete))
-        .routes(routes!(workers::control))
-        .routes(routes!(pools::list, pools::create))
-        .routes(routes!(pools::get, pools::update))
-        .routes(routes!(pools::scale))
-        .routes(routes!(pools::archive))
-        .routes(routes!(pools::unarchive))
-        .routes(routes!(pools::set_default))
-        .routes(routes!(cluster::status))
-        .routes(routes!(cluster::add_learner))
-        .routes(routes!(cluster::promote))
-        .routes(routes!(cluster::remove))
-        .routes(routes!(cluster::snapshot))
-        .routes(routes!(cluster::loops))
-        .routes(routes!(history::list))
-        .routes(routes!(audit::list))
-        .routes(routes!(incidents::list))
-        .routes(routes!(incidents::ack))
-        .routes(routes!(incidents::alerts))
-        .routes(routes!(settings::get, settings::put))
-        .routes(routes!(slo::get))
-        .routes(routes!(providers::health))
-        .routes(routes!(providers::set_mode))
-        .routes(routes!(metrics_text))
-        .route_layer(middleware::from_fn_with_state(state, auth::require_token))
+        .routes(scoped(s, Access::WORKER, routes!(workers::heartbeat)))
+        .routes(scoped(s, Access::OPERATOR, routes!(workers::list)))
+        .routes(scoped(s, Access::OPERATOR, routes!(workers::get, workers::delete)))
+        .routes(scoped(s, Access::OPERATOR, routes!(workers::control)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::list, pools::create)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::get, pools::update)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::scale)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::archive)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::unarchive)))
+        .routes(scoped(s, Access::OPERATOR, routes!(pools::set_default)))
+        .routes(scoped(s, Access::OPERATOR, routes!(cluster::status)))
+        .routes(scoped(s, Access::ADMIN_WRITES, routes!(cluster::add_learner)))
+        .routes(scoped(s, Access::ADMIN_WRITES, routes!(cluster::promote)))
+        .routes(scoped(s, Access::ADMIN_WRITES, routes!(cluster::remove)))
+        .routes(scoped(s, Access::ADMIN_WRITES, routes!(cluster::snapshot)))
+        .routes(scoped(s, Access::OPERATOR, routes!(cluster::loops)))
+        .routes(scoped(s, Access::OPERATOR, routes!(history::list)))
+        .routes(scoped(s, Access::OPERATOR, routes!(audit::list)))
+        .routes(scoped(s, Access::OPERATOR, routes!(incidents::list)))
+        .routes(scoped(s, Access::OPERATOR, routes!(incidents::ack)))
+        .routes(scoped(s, Access::OPERATOR, routes!(incidents::alerts)))
+        .routes(scoped(s, Access::ADMIN_WRITES, routes!(settings::get, settings::put)))
+        .routes(scoped(s, Access::OPERATOR, routes!(slo::get)))
+        .routes(scoped(s, Access::OPERATOR, routes!(providers::health)))
+        .routes(scoped(s, Access::OPERATOR, routes!(providers::set_mode)))
+        .routes(scoped(s, Access::ADMIN, routes!(tokens::list, tokens::create)))
+        .routes(scoped(s, Access::ADMIN, routes!(tokens::revoke)))
+        .routes(scoped(s, Access::METRICS, routes!(metrics_text)))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private)
 }

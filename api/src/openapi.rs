@@ -23,7 +23,7 @@ use crate::routes::workers::MAX_ENTRIES;
     info(title = "Engine Room API", description = "Highly available control plane for worker fleets."),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),
-    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "health"))
+    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "tokens"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -42,7 +42,9 @@ impl Modify for Security {
 
 /// Add what the middleware in front of every `/api` handler can answer to each
 /// operation that does not list it itself: 401 (no or wrong token), 403 (a
-/// browser's state-changing call without the CSRF header) and 413 (a body over
+/// scope that does not cover the call, or a browser's state-changing call
+/// without the CSRF header), 429 (an address past the failed-authentication
+/// burst) and 413 (a body over
 /// [`crate::API_BODY_LIMIT`]). Run on the document once every route is in.
 pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -64,8 +66,14 @@ pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
             };
             add("401", "missing or wrong bearer token");
             if method != HttpMethod::Get {
-                add("403", "a browser's state-changing call without the CSRF header, or from another origin");
+                add("403", "the token's scope does not cover this call, or a browser's state-changing call without the CSRF header or from another origin");
+            } else {
+                add("403", "the token's scope does not cover this call");
             }
+            add(
+                "429",
+                "too many failed authentications from this address: refused until the window ends (Retry-After)",
+            );
             if has_body {
                 add("413", "request body over 64 KiB");
             }

@@ -23,8 +23,8 @@ fn format_caps_delete_history_and_loops() {
     let other = (1..=3).find(|id| *id != leader).unwrap();
 
     // A fresh cluster of one release moves to its format on its own.
-    c.eventually(SECS(20), "cluster format 3 on every node", || {
-        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 3).then_some(())
+    c.eventually(SECS(20), "cluster format 4 on every node", || {
+        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 4).then_some(())
     });
     let (code, h) = c.get(other, "/api/history?entity=cluster:format");
     assert_eq!(code, 200);
@@ -141,8 +141,8 @@ fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
             .env("ALERT_HEARTBEAT_GRACE_SECONDS", "20"),
     );
     c.wait_for_leader(SECS(10));
-    c.eventually(SECS(20), "cluster format 3", || {
-        (c.get(1, "/api/history?entity=cluster:format").1["format_version"] == 3).then_some(())
+    c.eventually(SECS(20), "cluster format 4", || {
+        (c.get(1, "/api/history?entity=cluster:format").1["format_version"] == 4).then_some(())
     });
 
     // The fleet beats once, spread over the three nodes.

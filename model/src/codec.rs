@@ -50,6 +50,12 @@ pub fn read_framed<T: DeserializeOwned, R: std::io::Read>(mut r: R) -> std::io::
     decode(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Decode a value from the front of `bytes`; returns it and the bytes it
+/// took (for layouts that put one encoding after another).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), CodecError> {
+    bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError(e.to_string()))
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (value, _) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError(e.to_string()))?;
     Ok(value)

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::state::token::{ApiToken, NewToken};
 use crate::state::{
     Heartbeat, HeartbeatAnswer, Incident, IncidentChanges, Limits, Notification, Pool, PoolPatch, ProviderState,
     Reconcile, Worker, WorkerAction,
@@ -136,6 +137,13 @@ pub enum Command {
     /// One part of the leader's alert round as changes only: what opened,
     /// changed severity, resolved or is due a reminder.
     IncidentChanges(IncidentChanges),
+    // ---- cluster format 4 ----
+    /// An admin creates a named, scoped API token (its SHA-256 only).
+    CreateToken(NewToken),
+    /// An admin revokes a token: it stops authenticating at once.
+    RevokeToken {
+        name: String,
+    },
 }
 
 impl Command {
@@ -171,6 +179,8 @@ impl Command {
             Command::DeleteWorker { .. } => "worker.delete",
             Command::RemoveEmptyPools { .. } => "pool.remove_empty",
             Command::IncidentChanges(_) => "incident.reconcile",
+            Command::CreateToken(_) => "token.create",
+            Command::RevokeToken { .. } => "token.revoke",
         }
     }
 
@@ -183,6 +193,7 @@ impl Command {
                 2
             }
             Command::IncidentChanges(_) => 3,
+            Command::CreateToken(_) | Command::RevokeToken { .. } => 4,
             _ => 1,
         }
     }
@@ -206,6 +217,8 @@ pub enum Reply {
     Notification(Notification),
     Provider(ProviderState),
     Settings(BTreeMap<String, String>),
+    /// Format 4.
+    Token(ApiToken),
 }
 
 /// Why a command was refused by the state machine. Refusals are deterministic:

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, SmallMap};
 use model::state::{Firing, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
-use model::{codec, Command, ControlState, Request};
+use model::{Command, ControlState, Request};
 use proptest::prelude::*;
 
 fn name() -> impl Strategy<Value = String> {
@@ -112,6 +113,10 @@ fn command() -> impl Strategy<Value = Command> {
                 cooldown_ms: 1_000,
                 sample: None,
             })),
+        // format 4
+        2 => (prop::sample::select(vec!["ops", "fleet", "bad name"]), prop::sample::select(Scope::ALL.to_vec()), 0u8..3, prop::option::of(prop::sample::select(vec!["eu-", "us-"])), prop::option::of(name()))
+            .prop_map(|(name, scope, seed, worker_prefix, pool)| Command::CreateToken(NewToken { name: name.into(), scope, sha256: [seed; 32], worker_prefix: worker_prefix.map(String::from), pool })),
+        1 => prop::sample::select(vec!["ops", "fleet", "nope"]).prop_map(|name| Command::RevokeToken { name: name.into() }),
     ]
 }
 
@@ -119,20 +124,28 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..4, commands in prop::collection::vec(command(), 1..40)) {
+    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..5, commands in prop::collection::vec(command(), 1..40)) {
         let mut state = ControlState { format_version: format, ..Default::default() };
         for (i, command) in commands.into_iter().enumerate() {
             let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
             let workers_before = state.workers.len() as u64;
-            let before = codec::encode(&state).unwrap();
+            // The snapshot encoding: every replicated field, the format-4
+            // section included.
+            let snapshot = |s: &ControlState| {
+                let mut bytes = Vec::new();
+                model::state::encode_snapshot(s, &mut bytes).unwrap();
+                bytes
+            };
+            let before = snapshot(&state);
             let result = state.apply(&req);
             if let Err(e) = &result {
-                prop_assert_eq!(codec::encode(&state).unwrap(), before, "refused {} ({}) changed the state", req.command.name(), e);
+                prop_assert_eq!(snapshot(&state), before, "refused {} ({}) changed the state", req.command.name(), e);
             }
             // The derived pool index always matches the workers.
             let mut reindexed = state.clone();
             reindexed.reindex();
             prop_assert_eq!(&reindexed.by_pool, &state.by_pool, "index after {}", req.command.name());
+            prop_assert_eq!(&reindexed.tokens, &state.tokens, "token index after {}", req.command.name());
             // A heartbeat batch refused per beat (a cap) changes nothing for that beat.
             if let (Command::HeartbeatBatchLimited { beats, limits }, Ok(model::Reply::Heartbeats(answers))) = (&req.command, &result) {
                 prop_assert!(state.workers.len() as u64 <= limits.max_workers.max(workers_before));

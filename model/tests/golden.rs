@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
 use model::state::{
     Firing, FleetSample, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction,
@@ -56,6 +57,8 @@ fn variant(c: &Command) -> &'static str {
         Command::DeleteWorker { .. } => "delete_worker",
         Command::RemoveEmptyPools { .. } => "remove_empty_pools",
         Command::IncidentChanges(_) => "incident_changes",
+        Command::CreateToken(_) => "create_token",
+        Command::RevokeToken { .. } => "revoke_token",
     }
 }
 
@@ -138,6 +141,15 @@ fn samples() -> Vec<Command> {
             cooldown_ms: 600_000,
             sample: Some(FleetSample { at_ms: 1_700_000_090_000, total: 41, healthy: 38 }),
         }),
+        // ---- format 4 ----
+        Command::CreateToken(NewToken {
+            name: "fleet-eu".into(),
+            scope: Scope::Worker,
+            sha256: std::array::from_fn(|i| i as u8 * 7),
+            worker_prefix: Some("eu-".into()),
+            pool: Some("edge".into()),
+        }),
+        Command::RevokeToken { name: "old-ci".into() },
     ]
 }
 
@@ -219,14 +231,18 @@ fn populated(format: u32) -> ControlState {
 #[test]
 fn a_populated_snapshot_keeps_its_bytes() {
     let mut missing = Vec::new();
-    for (format, name) in
-        [(1, "snapshot-populated"), (2, "snapshot-populated-format2"), (3, "snapshot-populated-format3")]
-    {
+    for (format, name) in [
+        (1, "snapshot-populated"),
+        (2, "snapshot-populated-format2"),
+        (3, "snapshot-populated-format3"),
+        (4, "snapshot-populated-format4"),
+    ] {
         let state = populated(format);
         assert_eq!(state.format(), format);
         if format >= 2 {
             assert!(!state.history.is_empty(), "format 2 records changes");
         }
+        assert_eq!(state.tokens.by_name.is_empty(), format < 4, "tokens from format 4 on");
         let mut bytes = Vec::new();
         model::state::encode_snapshot(&state, &mut bytes).unwrap();
         if let Some(old) = check(name, &bytes, &mut missing) {

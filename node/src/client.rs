@@ -109,3 +109,50 @@ impl PoolsCmd {
         Ok(())
     }
 }
+
+#[derive(Debug, Args)]
+pub struct TokensCmd {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    action: TokensAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a named token; its secret is printed once.
+    Create {
+        /// admin, operator, read, worker, metrics or producer.
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        name: String,
+        /// Worker tokens: act only for worker ids starting with this.
+        #[arg(long)]
+        worker_prefix: Option<String>,
+        /// Worker tokens: act only for this pool.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name.
+    Revoke { name: String },
+}
+
+impl TokensCmd {
+    pub async fn run(self) -> anyhow::Result<()> {
+        use reqwest::Method;
+        let t = &self.target;
+        let v = match self.action {
+            TokensAction::Create { scope, name, worker_prefix, pool } => {
+                let body = json!({"name": name, "scope": scope, "worker_prefix": worker_prefix, "pool": pool});
+                t.call(Method::POST, "/api/tokens", Some(body)).await?
+            }
+            TokensAction::List => t.call(Method::GET, "/api/tokens", None).await?,
+            TokensAction::Revoke { name } => t.call(Method::DELETE, &format!("/api/tokens/{name}"), None).await?,
+        };
+        print(&v);
+        Ok(())
+    }
+}

@@ -98,6 +98,12 @@ pub struct ServeArgs {
     /// `opportunistic` (STARTTLS when offered), `required` or `none`.
     #[arg(long, env = "SMTP_TLS", default_value = "opportunistic")]
     pub smtp_tls: String,
+    /// Failed authentications from one address within the window before it gets 429.
+    #[arg(long, env = "ENGINE_AUTH_FAIL_BURST", default_value_t = 20)]
+    pub auth_fail_burst: u32,
+    /// The window of ENGINE_AUTH_FAIL_BURST, in seconds; a refused address waits out its rest.
+    #[arg(long, env = "ENGINE_AUTH_FAIL_WINDOW_SECONDS", default_value_t = 60)]
+    pub auth_fail_window_seconds: u64,
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -116,6 +122,7 @@ pub struct NodeConfig {
     pub settings: api::Settings,
     pub batch: api::BatchOptions,
     pub notify: loops::NotifyConfig,
+    pub auth: api::AuthOptions,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -242,7 +249,17 @@ impl ServeArgs {
             max_inflight: self.heartbeat_batch_inflight,
             max_batch_bytes: self.heartbeat_batch_max_bytes,
         };
-        Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify })
+        if !(1..=86_400).contains(&self.auth_fail_window_seconds) || self.auth_fail_burst == 0 {
+            return Err(format!(
+                "ENGINE_AUTH_FAIL_BURST must be at least 1 and ENGINE_AUTH_FAIL_WINDOW_SECONDS 1..=86400, got {} and {}",
+                self.auth_fail_burst, self.auth_fail_window_seconds
+            ));
+        }
+        let auth = api::AuthOptions {
+            fail_burst: self.auth_fail_burst,
+            fail_window: Duration::from_secs(self.auth_fail_window_seconds),
+        };
+        Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify, auth })
     }
 }
 

@@ -31,6 +31,8 @@ enum Cmd {
     Cluster(client::ClusterCmd),
     /// List and scale pools.
     Pools(client::PoolsCmd),
+    /// Create, list and revoke named, scoped API tokens.
+    Tokens(client::TokensCmd),
 }
 
 /// mimalloc 3 keeps freed memory for a second before giving it back to the
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

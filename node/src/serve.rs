@@ -26,7 +26,14 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(), peers = ?cfg.peers, "starting engine-room node");
 
     let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir).await.context("cannot start raft")?;
-    let state = AppState::new(cluster.clone(), &cfg.token, &cfg.cluster.secret, cfg.settings.clone(), cfg.batch);
+    let state = AppState::with_auth(
+        cluster.clone(),
+        &cfg.token,
+        &cfg.cluster.secret,
+        cfg.settings.clone(),
+        cfg.batch,
+        cfg.auth,
+    );
     let listener =
         tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(addr = %cfg.listen, "listening");
@@ -63,7 +70,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             std::process::exit(0);
         });
     };
-    axum::serve(listener, api::app(state)).with_graceful_shutdown(stop).await.context("http server failed")?;
+    // The peer address is kept for the failed-authentication limit.
+    let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("http server failed")?;
     tracing::info!("shutting down raft");
     let _ = cluster.raft.shutdown().await;
     Ok(())

@@ -1,13 +1,13 @@
 //! Incidents (active and resolved, with filters), acknowledgement, and the
 //! alert rules with their current state.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::Json;
 use model::state::IncidentState;
 use model::{Command, Reply};
 use serde::Deserialize;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::{ActiveRef, AlertRule, AlertsView, IncidentList, IncidentView};
@@ -72,7 +72,7 @@ pub struct AckBody {
 #[utoipa::path(post, path = "/api/incidents/{id}/ack", tag = "alerts", params(("id" = u64, Path)), request_body = Option<AckBody>, responses((status = 200, body = model::state::Incident), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn ack(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<u64>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<model::state::Incident>, ApiError> {
@@ -80,7 +80,7 @@ pub async fn ack(
     if note.as_ref().is_some_and(|n| n.chars().count() > 1_000) {
         return Err(ApiError::bad_request("note is longer than 1000 characters"));
     }
-    match s.cluster.write(&crate::auth::actor(&headers), Command::AckIncident { id, note }).await?? {
+    match s.cluster.write(&caller.actor(), Command::AckIncident { id, note }).await?? {
         Reply::Incident(i) => Ok(Json(i)),
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }

@@ -9,6 +9,7 @@ pub mod pools;
 pub mod providers;
 pub mod settings;
 pub mod slo;
+pub mod tokens;
 pub mod ui;
 pub mod workers;
 

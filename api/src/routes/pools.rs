@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::Json;
 use model::state::worker::heartbeat_state;
 use model::state::{ControlState, Pool, PoolPatch, Profile};
@@ -13,6 +12,7 @@ use raft_store::cluster::now_ms;
 use serde::Deserialize;
 
 use super::ReadOpts;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::openapi::{PoolList, PoolView};
@@ -101,8 +101,8 @@ pub struct CreateBody {
     pub profiles: Option<BTreeMap<String, Profile>>,
 }
 
-async fn write_pool(s: &AppState, headers: &HeaderMap, cmd: Command) -> Result<Json<PoolView>, ApiError> {
-    match s.cluster.write(&crate::auth::actor(headers), cmd).await?? {
+async fn write_pool(s: &AppState, caller: &Caller, cmd: Command) -> Result<Json<PoolView>, ApiError> {
+    match s.cluster.write(&caller.actor(), cmd).await?? {
         Reply::Pool(p) => {
             let grace = s.grace_ms();
             let applied = s.cluster.state.read();
@@ -115,7 +115,7 @@ async fn write_pool(s: &AppState, headers: &HeaderMap, cmd: Command) -> Result<J
 #[utoipa::path(post, path = "/api/pools", tag = "pools", request_body = CreateBody, responses((status = 200, body = PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiJson(b): ApiJson<CreateBody>,
 ) -> Result<Json<PoolView>, ApiError> {
     let patch = PoolPatch {
@@ -124,44 +124,44 @@ pub async fn create(
         max_count: b.max_count,
         profiles: b.profiles,
     };
-    write_pool(&s, &headers, Command::CreatePool { name: b.name, patch }).await
+    write_pool(&s, &caller, Command::CreatePool { name: b.name, patch }).await
 }
 
 #[utoipa::path(method(patch, put), path = "/api/pools/{pool}", tag = "pools", params(("pool" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), request_body = PoolBody, responses((status = 200, body = PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<PoolBody>,
 ) -> Result<Json<PoolView>, ApiError> {
-    write_pool(&s, &headers, Command::UpdatePool { name, patch: b.into() }).await
+    write_pool(&s, &caller, Command::UpdatePool { name, patch: b.into() }).await
 }
 
 #[utoipa::path(post, path = "/api/pools/{pool}/archive", tag = "pools", params(("pool" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), responses((status = 200, body = PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn archive(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PoolView>, ApiError> {
-    write_pool(&s, &headers, Command::ArchivePool { name, archived: true }).await
+    write_pool(&s, &caller, Command::ArchivePool { name, archived: true }).await
 }
 
 #[utoipa::path(post, path = "/api/pools/{pool}/unarchive", tag = "pools", params(("pool" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), responses((status = 200, body = PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn unarchive(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PoolView>, ApiError> {
-    write_pool(&s, &headers, Command::ArchivePool { name, archived: false }).await
+    write_pool(&s, &caller, Command::ArchivePool { name, archived: false }).await
 }
 
 #[utoipa::path(post, path = "/api/pools/{pool}/default", tag = "pools", params(("pool" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), responses((status = 200, body = PoolView), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn set_default(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<PoolView>, ApiError> {
-    write_pool(&s, &headers, Command::SetDefaultPool { name }).await
+    write_pool(&s, &caller, Command::SetDefaultPool { name }).await
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -175,9 +175,9 @@ pub struct ScaleBody {
 #[utoipa::path(post, path = "/api/pools/{pool}/scale", tag = "pools", params(("pool" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), request_body = ScaleBody, responses((status = 200, body = PoolView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn scale(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(pool): ApiPath<String>,
     ApiJson(body): ApiJson<ScaleBody>,
 ) -> Result<Json<PoolView>, ApiError> {
-    write_pool(&s, &headers, Command::ScalePool { pool, desired_count: body.desired_count }).await
+    write_pool(&s, &caller, Command::ScalePool { pool, desired_count: body.desired_count }).await
 }

@@ -1,12 +1,12 @@
 //! Provider modes: operator override (`POST /api/providers/{provider}/mode`)
 //! and the health auto-protect sees.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::Json;
 use model::{Command, Reply};
 use serde::Deserialize;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::openapi::{ProviderHealth, ProviderHealthList, ProviderModeView};
@@ -23,12 +23,12 @@ pub struct ModeBody {
 #[utoipa::path(post, path = "/api/providers/{provider}/mode", tag = "settings", params(("provider" = String, Path, pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)), request_body = ModeBody, responses((status = 200, body = ProviderModeView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn set_mode(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(provider): ApiPath<String>,
     ApiJson(b): ApiJson<ModeBody>,
 ) -> Result<Json<ProviderModeView>, ApiError> {
     let cmd = Command::SetProviderMode { provider: provider.clone(), mode: b.mode, auto: false, reason: b.reason };
-    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+    match s.cluster.write(&caller.actor(), cmd).await?? {
         Reply::Provider(p) => {
             Ok(Json(ProviderModeView { provider, effective_mode: p.effective().to_string(), state: p }))
         }

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Extension, State};
 use axum::Json;
 use model::settings::{normalize, DEFS};
 use model::{Command, Reply};
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::openapi::{SettingView, SettingsPatch, SettingsView};
@@ -50,7 +50,7 @@ pub async fn get(State(s): State<AppState>) -> Json<SettingsView> {
 #[utoipa::path(put, path = "/api/settings", tag = "settings", request_body(content = inline(SettingsPatch)), responses((status = 200, body = crate::openapi::SettingsView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 415, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn put(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<BTreeMap<String, Value>>,
 ) -> Result<Json<SettingsView>, ApiError> {
     if body.is_empty() {
@@ -77,7 +77,7 @@ pub async fn put(
         };
         changes.insert(k, raw);
     }
-    match s.cluster.write(&crate::auth::actor(&headers), Command::UpdateSettings { changes }).await?? {
+    match s.cluster.write(&caller.actor(), Command::UpdateSettings { changes }).await?? {
         Reply::Settings(overrides) => Ok(Json(view(&s, &overrides))),
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }

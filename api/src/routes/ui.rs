@@ -15,7 +15,6 @@ use futures::Stream;
 use model::state::worker::heartbeat_state;
 use model::state::IncidentState;
 use raft_store::cluster::now_ms;
-use serde_json::{json, Value};
 use ui::{Chrome, WorkerFilter, WorkerResults, WorkerRow};
 
 use super::workers::{select, WorkerQuery};
@@ -273,15 +272,22 @@ struct Ticker {
 }
 
 impl Ticker {
-    async fn snapshot(&mut self) -> Value {
+    async fn snapshot(&mut self) -> LiveSnapshot {
         let s = &self.s;
         let status = s.cluster.status().await;
         let me = s.cluster.report();
         let (now, grace) = (now_ms(), s.grace_ms());
         let (fleet, incidents) = {
             let applied = s.cluster.state.read();
-            let incidents: Vec<Value> = recent_active(&applied.state)
-                .map(|i| json!({"id": i.id, "kind": i.kind, "subject": i.subject, "severity": i.severity, "detail": i.detail, "opened_ms": i.opened_ms}))
+            let incidents: Vec<LiveIncident> = recent_active(&applied.state)
+                .map(|i| LiveIncident {
+                    id: i.id,
+                    kind: i.kind.clone(),
+                    subject: i.subject.clone(),
+                    severity: i.severity.clone(),
+                    detail: i.detail.clone(),
+                    opened_ms: i.opened_ms,
+                })
                 .collect();
             (ui::summarize(&applied.state, now, grace), incidents)
         };
@@ -295,24 +301,75 @@ impl Ticker {
             .collect();
         let n = count.saturating_sub(*prev_count);
         let ms = |q| super::slo::quantile(&delta, n, q).map(|v| (v * 1000.0 * 100.0).round() / 100.0);
-        let latency = json!({"batches": n, "p50": ms(0.5), "p99": ms(0.99)});
+        let commit_latency_ms = CommitLatency { batches: n, p50: ms(0.5), p99: ms(0.99) };
         self.prev = (buckets, count);
-        json!({
-            "at_ms": now,
-            "node_id": s.cluster.id,
-            "role": me.role,
-            "leader_id": status.leader_id,
-            "term": me.term,
-            "healthy_nodes": status.healthy_nodes,
-            "total_nodes": status.total_nodes,
-            "nodes": status.nodes.iter().map(|n| json!({"id": n.id, "addr": n.addr, "role": n.role, "healthy": n.healthy, "lag": n.lag})).collect::<Vec<_>>(),
-            "fleet": fleet,
-            "incidents": incidents,
-            "healthy_percent": fleet.healthy_percent(),
-            "commit_latency_ms": latency,
-            "interval_seconds": s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1),
-        })
+        let nodes = status
+            .nodes
+            .iter()
+            .map(|n| LiveNode { id: n.id, addr: n.addr.clone(), role: n.role.clone(), healthy: n.healthy, lag: n.lag })
+            .collect();
+        LiveSnapshot {
+            at_ms: now,
+            node_id: s.cluster.id,
+            role: me.role.to_string(),
+            leader_id: status.leader_id,
+            term: me.term,
+            healthy_nodes: status.healthy_nodes,
+            total_nodes: status.total_nodes,
+            nodes,
+            healthy_percent: fleet.healthy_percent(),
+            fleet,
+            incidents,
+            commit_latency_ms,
+            interval_seconds: s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1),
+        }
     }
+}
+
+/// One tick of the overview's live stream (`/verifier-engine-room/events`),
+/// as `ui/static/app.js` reads it.
+#[derive(Debug, serde::Serialize)]
+struct LiveSnapshot {
+    at_ms: u64,
+    node_id: u64,
+    role: String,
+    leader_id: Option<u64>,
+    term: u64,
+    healthy_nodes: usize,
+    total_nodes: usize,
+    nodes: Vec<LiveNode>,
+    fleet: ui::FleetSummary,
+    incidents: Vec<LiveIncident>,
+    healthy_percent: u64,
+    commit_latency_ms: CommitLatency,
+    interval_seconds: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LiveNode {
+    id: u64,
+    addr: String,
+    role: String,
+    healthy: bool,
+    lag: Option<u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct LiveIncident {
+    id: u64,
+    kind: String,
+    subject: String,
+    severity: String,
+    detail: String,
+    opened_ms: u64,
+}
+
+/// Commit latency of heartbeat batches over the last interval.
+#[derive(Debug, serde::Serialize)]
+struct CommitLatency {
+    batches: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
 }
 
 /// `/verifier-engine-room/events`: one JSON snapshot right away, then one per

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
 use axum::Json;
 use model::state::worker::{heartbeat_state, Key, MetricMap, NestedMetrics, SmallMap, PROCESS_STATES, SEQ_KEY};
 use model::state::{validate_name, ControlState, DesiredState, Heartbeat, Metric, Worker, WorkerAction};
@@ -15,6 +15,7 @@ use raft_store::cluster::now_ms;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::openapi::{WorkerList, WorkerView};
@@ -134,9 +135,10 @@ pub fn parse_heartbeat(body: &[u8]) -> Result<Heartbeat, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "workers", request_body = HeartbeatBody, responses((status = 200, body = model::state::HeartbeatAnswer), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 413, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
+#[utoipa::path(post, path = "/api/workers/heartbeat", tag = "workers", request_body = HeartbeatBody, responses((status = 200, body = model::state::HeartbeatAnswer), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 403, description = "a worker token bound to other workers or another pool", body = crate::openapi::ErrorBody), (status = 413, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn heartbeat(
     State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<model::state::HeartbeatAnswer>, ApiError> {
     s.metrics.heartbeats_received.inc();
@@ -152,6 +154,8 @@ pub async fn heartbeat(
         }
     })?;
     let beat = parse_heartbeat(&body)?;
+    // A worker token acts only for the workers (and pool) it is bound to.
+    caller.check_worker(&beat.worker_id, beat.pool.as_deref())?;
     let answer = s.batcher.submit(beat).await?;
     if answer.stale {
         s.metrics.heartbeats_stale.inc();
@@ -285,7 +289,7 @@ pub struct ControlBody {
 #[utoipa::path(post, path = "/api/workers/{id}/{action}", tag = "workers", params(("id" = String, Path, description = "worker id", pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128), ("action" = inline(WorkerAction), Path)), request_body = Option<ControlBody>, responses((status = 200, body = WorkerView), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn control(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath((id, action)): ApiPath<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WorkerView>, ApiError> {
@@ -297,7 +301,7 @@ pub async fn control(
     }
     validate_name("worker id", &id)?;
     let cmd = Command::WorkerControl { worker: id, action, reason: parsed.reason };
-    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+    match s.cluster.write(&caller.actor(), cmd).await?? {
         Reply::Worker(w) => Ok(Json(worker_view(&w, now_ms(), s.grace_ms()))),
         other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
     }
@@ -327,7 +331,7 @@ pub struct WorkerDeleted {
 #[utoipa::path(delete, path = "/api/workers/{id}", tag = "workers", params(("id" = String, Path, description = "worker id", pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128), DeleteQuery), responses((status = 200, body = WorkerDeleted), (status = 400, body = crate::openapi::ErrorBody), (status = 401, body = crate::openapi::ErrorBody), (status = 404, body = crate::openapi::ErrorBody), (status = 409, description = "the cluster format does not know this command yet (a rolling upgrade is under way)", body = crate::openapi::ErrorBody), (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeleteQuery>,
 ) -> Result<Json<WorkerDeleted>, ApiError> {
@@ -336,7 +340,7 @@ pub async fn delete(
         return Err(ApiError::bad_request(format!("reason is longer than {MAX_TEXT} characters")));
     }
     let cmd = Command::DeleteWorker { id: id.clone(), reason: q.reason };
-    match s.cluster.write(&crate::auth::actor(&headers), cmd).await?? {
+    match s.cluster.write(&caller.actor(), cmd).await?? {
         Reply::Removed(_) => Ok(Json(WorkerDeleted { deleted: id })),
         _ => Err(ApiError::internal("unexpected reply to worker.delete".to_string())),
     }

@@ -13,10 +13,15 @@
 //! | 1 | 0.1.0 (3252ddf) | the original vocabulary and snapshot layout |
 //! | 2 | 0.2.0 | `SetFormatVersion`, `HeartbeatBatchLimited`, `DeleteWorker`, `RemoveEmptyPools`; the change history, implicit-pool tracking, pruning of an incident's bookkeeping; the snapshot envelope |
 //! | 3 | 0.3.0 | `IncidentChanges`: the alert round proposes only what changed, in parts under the entry limit |
+//! | 4 | 0.3.0 | `CreateToken`, `RevokeToken`: named, scoped API tokens; the snapshot's format-4 section |
 //!
 //! Snapshots: at format 1 a snapshot is written in the 0.1.0 layout (the
 //! bare state, so an 0.1.0 follower can install it); from format 2 on it is
 //! [`SNAPSHOT_MAGIC`], the format as a little-endian u32, then the state.
+//! From format 4 on, state added by a format travels in that format's
+//! *section*, encoded after the state (whose own fields, and so the layout of
+//! formats 2 and 3, never change again): format 4's section holds the tokens.
+//! A later format appends its own section after the earlier ones.
 //! A 0.1.0 snapshot never starts with `0xff` (bincode's varint never does),
 //! so the two are told apart by the first byte.
 
@@ -25,12 +30,13 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::history::field;
+use super::token::{ApiToken, Tokens};
 use super::{AuditEntry, ControlState, FleetSample, Incident, Notification, Pool, ProviderState, Worker};
 use crate::codec::{self, CodecError};
 use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// The newest replicated format this binary knows.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// First bytes of a versioned snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = [0xff, b'E', b'R', b'S'];
@@ -97,7 +103,22 @@ pub fn encode_snapshot<W: std::io::Write>(state: &ControlState, w: &mut W) -> Re
     }
     w.write_all(&SNAPSHOT_MAGIC).map_err(|e| CodecError(e.to_string()))?;
     w.write_all(&state.format().to_le_bytes()).map_err(|e| CodecError(e.to_string()))?;
-    codec::encode_into_writer(state, w)
+    codec::encode_into_writer(state, w)?;
+    if state.format() >= 4 {
+        codec::encode_into_writer(&Section4Ref { tokens: &state.tokens.by_name }, w)?;
+    }
+    Ok(())
+}
+
+/// What format 4 adds to a snapshot, after the state.
+#[derive(Serialize)]
+struct Section4Ref<'a> {
+    tokens: &'a BTreeMap<String, ApiToken>,
+}
+
+#[derive(Deserialize)]
+struct Section4 {
+    tokens: BTreeMap<String, ApiToken>,
 }
 
 /// Read a snapshot of any format up to [`FORMAT_VERSION`].
@@ -112,7 +133,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
                     "snapshot is format {version}; this binary knows up to {FORMAT_VERSION}: upgrade it"
                 )));
             }
-            codec::decode::<ControlState>(body)?
+            let (mut state, used) = codec::decode_prefix::<ControlState>(body)?;
+            if version >= 4 {
+                let rest = body.get(used..).unwrap_or_default();
+                let section: Section4 = codec::decode(rest)?;
+                state.tokens = Tokens::from_map(section.tokens);
+            }
+            state
         }
         None => {
             let v = codec::decode::<V1>(bytes)?;

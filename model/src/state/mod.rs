@@ -3,7 +3,8 @@
 //!
 //! One module per command family owns its commands' validation, apply and
 //! unit tests: `worker` (heartbeats, controls, removal), `pool`, `incident`
-//! (incidents and notifications), `provider`, `setting`, and `format` (the
+//! (incidents and notifications), `provider`, `setting`, `token` (API
+//! tokens and scopes), and `format` (the
 //! cluster format version and the snapshot layout). [`ControlState::apply`]
 //! is only the dispatch; adding a command touches its family module, the
 //! dispatch and its route. Families record their entities' changes in one
@@ -16,6 +17,7 @@ pub mod metric;
 pub mod pool;
 pub mod provider;
 pub mod setting;
+pub mod token;
 pub mod worker;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -82,6 +84,12 @@ pub struct ControlState {
     /// counts and autoscale do not scan the fleet. Rebuilt after a decode.
     #[serde(skip)]
     pub by_pool: BTreeMap<String, BTreeSet<String>>,
+    // ---- format 4: carried by the snapshot's format-4 section (see
+    // `format`), not by this struct's own encoding, so that the layout of
+    // formats 2 and 3 stays byte for byte what it was ----
+    /// Named, scoped API tokens (their hashes).
+    #[serde(skip)]
+    pub tokens: token::Tokens,
 }
 
 /// One operator or automation action, as recorded for `GET /api/audit`.
@@ -156,6 +164,8 @@ impl ControlState {
             }
             Command::UpdateSettings { changes } => self.update_settings(req, changes),
             Command::SetFormatVersion { version } => self.set_format_version(req, *version),
+            Command::CreateToken(t) => self.create_token(req, t),
+            Command::RevokeToken { name } => self.revoke_token(req, name),
         }
     }
 
@@ -176,6 +186,7 @@ impl ControlState {
 
     /// Rebuild the derived index (after a snapshot decode).
     pub fn reindex(&mut self) {
+        self.tokens.reindex();
         self.by_pool.clear();
         for w in self.workers.values() {
             self.by_pool.entry(w.pool.to_string()).or_default().insert(w.id.clone());
