@@ -249,6 +249,11 @@ fn too_many(retry: Duration) -> Response {
 /// browser reuses the credentials it was given for the pages.
 pub const BASIC_CHALLENGE: &str = "Basic realm=\"engine-room\", charset=\"UTF-8\"";
 
+tokio::task_local! {
+    /// Whether the page being rendered is for a viewer who may only read.
+    pub static READ_ONLY: bool;
+}
+
 /// HTTP basic auth for the UI pages, with any user name and a token that may
 /// read as password (the bootstrap token, or a named `admin`, `operator` or
 /// `read` token; a `read` token sees the pages with the controls hidden), or
@@ -263,8 +268,9 @@ pub async fn require_basic(State(state): State<AppState>, mut req: Request, next
         .and_then(|(t, _)| identify(&state, &t))
         .filter(|c| c.scope.allows(Scope::Read));
     if let Some(caller) = caller {
+        let read_only = !caller.scope.allows(Scope::Operator);
         req.extensions_mut().insert(caller);
-        return next.run(req).await;
+        return READ_ONLY.scope(read_only, next.run(req)).await;
     }
     if req.headers().contains_key(header::AUTHORIZATION) {
         if let Some(ip) = ip {

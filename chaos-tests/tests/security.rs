@@ -124,6 +124,25 @@ fn every_route_allows_exactly_its_scopes_and_tokens_are_bound_audited_revoked_an
     assert_eq!(doc["paths"]["/metrics"]["get"]["security"][0]["bearer"][0], "metrics");
     assert_eq!(doc["paths"]["/api/pools/{pool}/scale"]["post"]["security"][0]["bearer"][0], "operator");
 
+    // The UI: a read token sees the pages with the controls hidden; an
+    // operator's pages have them; a worker or metrics token gets no pages.
+    let page = |secret: &str| {
+        let res = http
+            .get(format!("{}/verifier-engine-room/pools", c.url(other)))
+            .basic_auth("someone", Some(secret))
+            .send()
+            .unwrap();
+        (res.status().as_u16(), res.text().unwrap_or_default())
+    };
+    let (code, html) = page(&secrets["read"]);
+    assert_eq!(code, 200);
+    assert!(html.contains("data-read-only=\"true\""), "read-only pages for a read token");
+    let (code, html) = page(&secrets["operator"]);
+    assert_eq!(code, 200);
+    assert!(!html.contains("data-read-only"), "controls for an operator");
+    assert_eq!(page(&secrets["worker"]).0, 401);
+    assert_eq!(page(&secrets["metrics"]).0, 401);
+
     // A worker token bound to a prefix and a pool beats only for those.
     let (code, body) = c.post(
         leader,

@@ -29,6 +29,9 @@ pub struct Chrome {
     pub nodes: Vec<String>,
     /// This node was removed from the membership (a banner says so).
     pub removed: bool,
+    /// The viewer's token may only read (scope `read`): controls are hidden
+    /// (the API would refuse them with 403 anyway).
+    pub read_only: bool,
 }
 
 impl Chrome {

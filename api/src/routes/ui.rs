@@ -41,6 +41,7 @@ fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome 
         poll_seconds: s.with_settings(|e| e.count("UI_POLL_INTERVAL_SECONDS")).max(1),
         nodes,
         removed: s.cluster.removed(),
+        read_only: crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false),
     }
 }
 
