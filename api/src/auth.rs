@@ -169,16 +169,10 @@ impl Access {
 pub fn scoped(state: &AppState, access: Access, routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
     let (schemas, mut paths, router) = routes;
     for item in paths.paths.values_mut() {
-        let ops = [
-            (Method::GET, item.get.as_mut()),
-            (Method::PUT, item.put.as_mut()),
-            (Method::POST, item.post.as_mut()),
-            (Method::PATCH, item.patch.as_mut()),
-            (Method::DELETE, item.delete.as_mut()),
-        ];
-        for (method, op) in ops {
+        for (method, op) in crate::openapi::operations_mut(item) {
             let Some(op) = op else { continue };
-            let scope = access.need(&method).as_str();
+            let read = method == utoipa::openapi::path::HttpMethod::Get;
+            let scope = if read { access.read } else { access.write }.as_str();
             op.security =
                 Some(vec![SecurityRequirement::new("bearer", [scope]), SecurityRequirement::new("basic", [scope])]);
         }

@@ -51,14 +51,7 @@ pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
         if path.starts_with("/api/health/") {
             continue;
         }
-        let ops = [
-            (HttpMethod::Get, item.get.as_mut()),
-            (HttpMethod::Put, item.put.as_mut()),
-            (HttpMethod::Post, item.post.as_mut()),
-            (HttpMethod::Patch, item.patch.as_mut()),
-            (HttpMethod::Delete, item.delete.as_mut()),
-        ];
-        for (method, op) in ops {
+        for (method, op) in operations_mut(item) {
             let Some(op) = op else { continue };
             let has_body = op.request_body.is_some();
             let mut add = |status: &str, text: &str| {
@@ -79,6 +72,19 @@ pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
             }
         }
     }
+}
+
+/// The operations of a path item, with their methods (the ones this API uses).
+pub fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> [(HttpMethod, Option<&mut utoipa::openapi::path::Operation>); 5] {
+    [
+        (HttpMethod::Get, item.get.as_mut()),
+        (HttpMethod::Put, item.put.as_mut()),
+        (HttpMethod::Post, item.post.as_mut()),
+        (HttpMethod::Patch, item.patch.as_mut()),
+        (HttpMethod::Delete, item.delete.as_mut()),
+    ]
 }
 
 /// An error answer: `{"error": {"code", "message"}}`.
