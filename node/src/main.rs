@@ -63,13 +63,16 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Serve(args) => match args.validate() {
-            Ok(cfg) => runtime.block_on(serve::run(cfg)),
-            Err(e) => {
-                eprintln!("engine-room: config error: {e}");
-                return ExitCode::from(2);
+        Cmd::Serve(args) => {
+            config::private_umask();
+            match args.validate() {
+                Ok(cfg) => runtime.block_on(serve::run(cfg)),
+                Err(e) => {
+                    eprintln!("engine-room: config error: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),

@@ -25,7 +25,8 @@ pub use model::views::{ClusterStatus, NodeStatus};
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
 
 /// How a node runs its Raft instance; filled from the node's configuration.
-#[derive(Debug, Clone)]
+/// `Debug` leaves the cluster secret out.
+#[derive(Clone)]
 pub struct ClusterOptions {
     pub id: NodeId,
     pub cluster_name: String,
@@ -50,6 +51,26 @@ pub struct ClusterOptions {
     /// Largest Raft entry this node proposes (`ENGINE_MAX_ENTRY_BYTES`);
     /// a larger write is refused with 413 before it reaches the log.
     pub max_entry_bytes: usize,
+}
+
+impl std::fmt::Debug for ClusterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterOptions")
+            .field("id", &self.id)
+            .field("cluster_name", &self.cluster_name)
+            .field("secret", &"<redacted>")
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("election_min_ms", &self.election_min_ms)
+            .field("election_max_ms", &self.election_max_ms)
+            .field("snapshot_logs", &self.snapshot_logs)
+            .field("keep_logs", &self.keep_logs)
+            .field("write_timeout", &self.write_timeout)
+            .field("rpc_source_ip", &self.rpc_source_ip)
+            .field("sled_cache_bytes", &self.sled_cache_bytes)
+            .field("limits", &self.limits)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
