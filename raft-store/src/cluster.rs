@@ -164,6 +164,10 @@ pub struct Cluster {
     /// Set (to its last log index + 1) when the leader said this node is
     /// not a member; cleared in effect once the log moves again (re-added).
     removed_at: std::sync::atomic::AtomicU64,
+    /// Highest commit index a leader announced to this node in an
+    /// AppendEntries it did not refuse for a stale term: how far this follower should have applied, known
+    /// without asking anyone (readiness).
+    leader_commit: std::sync::atomic::AtomicU64,
 }
 
 /// How a leader's refusal to a node outside its membership begins.
@@ -239,6 +243,7 @@ impl Cluster {
             hold_forward_file,
             supervisor: Supervisor::default(),
             removed_at: Default::default(),
+            leader_commit: Default::default(),
         });
         let weak = Arc::downgrade(&cluster);
         cluster.supervisor.spawn("election", move |_| crate::election::run(weak.clone()));
@@ -435,9 +440,20 @@ impl Cluster {
         &self,
         rpc: AppendEntriesRequest<TypeConfig>,
     ) -> RaftResult<AppendEntriesResponse<NodeId>> {
+        let commit = rpc.leader_commit.map_or(0, |l| l.index);
         let resp = self.raft.append_entries(rpc).await;
         self.contact.note_append(&resp);
+        // Any answer but "your term is stale" accepts the sender as leader,
+        // and its commit index as committed, even if our log conflicts.
+        if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.leader_commit.fetch_max(commit, std::sync::atomic::Ordering::Relaxed);
+        }
         resp
+    }
+
+    /// The highest commit index a leader has told this node of (0: none yet).
+    pub fn leader_commit(&self) -> u64 {
+        self.leader_commit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A real vote request, through openraft; a granted vote is noted.
