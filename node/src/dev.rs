@@ -44,7 +44,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let peers: Vec<String> = (1..=args.nodes).map(|n| format!("{n}={}", url(n))).collect();
     let peers = peers.join(",");
 
-    let weak = args.token.len() < crate::config::MIN_SECRET_BYTES;
+    let weak = args.token.len() < crate::secrets::MIN_SECRET_BYTES;
     let mut children = Vec::new();
     for n in 1..=args.nodes {
         let log_path = args.dir.join(format!("node-{n}.log"));

@@ -7,6 +7,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod config;
 mod dev;
+mod secrets;
 mod serve;
 mod sim;
 
@@ -64,7 +65,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Cmd::Serve(args) => {
-            config::private_umask();
+            secrets::private_umask();
             match args.validate() {
                 Ok(cfg) => runtime.block_on(serve::run(cfg)),
                 Err(e) => {
