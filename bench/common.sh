@@ -6,7 +6,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BIN_DIR=${BIN_DIR:-$ROOT/target/release}
 ER_BIN=$BIN_DIR/engine-room
 BENCH_BIN=$BIN_DIR/er-bench
-TOKEN=${TOKEN:-bench-token}
+# Token and cluster secret: 32 bytes or more, as a node outside `dev` requires.
+TOKEN=${TOKEN:-bench-token-0123456789abcdef0123456789abcdef}
+CLUSTER_SECRET_VALUE=${CLUSTER_SECRET_VALUE:-bench-secret-0123456789abcdef0123456789abcdef}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/er-bench.XXXXXX")
 PIDS=()
 # The three nodes (or etcd members) share this machine, so each gets an equal
@@ -58,7 +60,7 @@ er_start_node() {
     for i in 1 2 3; do peers+="${peers:+,}$i=http://127.0.0.1:$((base + i))"; done
     mkdir -p "$WORK/er-$n"
     ENGINE_NODE_ID=$n ENGINE_LISTEN=127.0.0.1:$((base + n)) ENGINE_PEERS=$peers \
-        ENGINE_DATA_DIR=$WORK/er-$n/data CONTROL_PLANE_TOKEN=$TOKEN CLUSTER_SECRET=bench-secret \
+        ENGINE_DATA_DIR=$WORK/er-$n/data CONTROL_PLANE_TOKEN=$TOKEN CLUSTER_SECRET=$CLUSTER_SECRET_VALUE \
         TOKIO_WORKER_THREADS=$NODE_THREADS "$ER_BIN" serve >>"$WORK/er-$n/node.log" 2>&1 &
     ER_PID[$n]=$!
     PIDS+=("$!")

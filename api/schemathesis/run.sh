@@ -20,7 +20,8 @@ BIN="${ENGINE_ROOM_BIN:-$TARGET/debug/engine-room}"
 REPORT_DIR="${REPORT_DIR:-$TARGET/schemathesis}"
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-75}"
 SCHEMATHESIS_VERSION="4.32.5"
-TOKEN="st-test-$RANDOM$RANDOM"
+# 32 bytes or more, like any token outside a weak-secrets escape hatch.
+TOKEN="st-test-$(od -An -N24 -tx1 /dev/urandom | tr -d " \n")"
 
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "== installing schemathesis $SCHEMATHESIS_VERSION"

@@ -124,6 +124,33 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&s))
 }
 
+/// Content-Security-Policy of every UI answer. Scripts and styles come only
+/// from this node's own `/static` files (no inline script, no `eval`); no page
+/// may be framed. Inline `style` attributes stay allowed: the server renders
+/// bar widths into them. `connect-src` admits other origins because the
+/// overview's live-view failover probes the other nodes, at addresses the
+/// operator may have typed into the browser (see the cluster page).
+pub const UI_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+    img-src 'self'; connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; \
+    form-action 'self'; frame-ancestors 'none'";
+
+/// Browser hardening on every UI answer, the 401 asking for a password included.
+async fn ui_headers(req: axum::extract::Request, next: middleware::Next) -> axum::response::Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, header::HeaderValue::from_static(UI_CSP));
+    h.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+    res
+}
+
+/// `X-Content-Type-Options: nosniff` on every answer: a browser never takes a
+/// JSON error or a text body for HTML or script.
+async fn nosniff(mut res: axum::response::Response) -> axum::response::Response {
+    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    res
+}
+
 /// The whole HTTP surface of one node.
 pub fn app(state: AppState) -> Router {
     let (router, mut doc) = api_routes(state.clone()).split_for_parts();
@@ -137,7 +164,8 @@ pub fn app(state: AppState) -> Router {
         .route("/verifier-engine-room/static/{file}", get(routes::ui::asset))
         .route("/verifier-engine-room/workers/{id}", get(routes::ui::worker))
         .route("/verifier-engine-room/{page}", get(routes::ui::page))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic))
+        .layer(middleware::from_fn(ui_headers));
 
     Router::new()
         .merge(router)
@@ -148,6 +176,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
+        .layer(middleware::map_response(nosniff))
 }
 
 /// Every documented route: `/api/*` and `/metrics`. Registering a handler here

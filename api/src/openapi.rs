@@ -208,14 +208,19 @@ pub fn settings_patch() -> Schema {
         .min_properties(Some(1))
         .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)));
     for d in DEFS {
-        let (json, text): (Object, &str) = match d.kind {
-            Kind::Bool => (ObjectBuilder::new().schema_type(Type::Boolean).build(), "^(true|false|yes|no|on|off|0|1)$"),
-            Kind::Seconds => (int().minimum(Some(1u64)).build(), "^[1-9][0-9]{0,18}$"),
-            Kind::Count => (int().minimum(Some(0u64)).build(), "^[0-9]{1,19}$"),
-            Kind::Percent => (num(0.0, 100.0), "^(100(\\.0{1,6})?|[0-9]{1,2}(\\.[0-9]{1,6})?)$"),
-            Kind::Rate => (num(0.0, 1.0), "^(1(\\.0{1,6})?|0(\\.[0-9]{1,6})?)$"),
+        let (json, text): (Object, String) = match d.kind {
+            Kind::Bool => (
+                ObjectBuilder::new().schema_type(Type::Boolean).build(),
+                "^(true|false|yes|no|on|off|0|1)$".to_string(),
+            ),
+            Kind::Seconds => {
+                (int(d.max).minimum(Some(1u64)).build(), format!("^[1-9][0-9]{{0,{}}}$", digits(d.max) - 1))
+            }
+            Kind::Count => (int(d.max).minimum(Some(0u64)).build(), format!("^[0-9]{{1,{}}}$", digits(d.max))),
+            Kind::Percent => (num(0.0, 100.0), "^(100(\\.0{1,6})?|[0-9]{1,2}(\\.[0-9]{1,6})?)$".to_string()),
+            Kind::Rate => (num(0.0, 1.0), "^(1(\\.0{1,6})?|0(\\.[0-9]{1,6})?)$".to_string()),
         };
-        let mut any = AnyOfBuilder::new().item(json).item(string().pattern(Some(text)).build()).item(null());
+        let mut any = AnyOfBuilder::new().item(json).item(string().pattern(Some(text.as_str())).build()).item(null());
         if d.kind == Kind::Bool {
             any = any.item(ObjectBuilder::new().schema_type(Type::Integer).enum_values(Some([0, 1])).build());
         }
@@ -225,8 +230,14 @@ pub fn settings_patch() -> Schema {
     obj.build().into()
 }
 
-fn int() -> ObjectBuilder {
-    ObjectBuilder::new().schema_type(Type::Integer).maximum(Some(u64::MAX))
+/// An integer up to `max` (a setting's bound, 10^k − 1).
+fn int(max: u64) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Integer).maximum(Some(max))
+}
+
+/// Decimal digits of `max`; the text form of a bounded setting is at most that long.
+fn digits(max: u64) -> usize {
+    max.to_string().len()
 }
 
 fn num(min: f64, max: f64) -> Object {

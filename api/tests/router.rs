@@ -70,6 +70,12 @@ async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
         ("POST", "/api/pools/p/scale", bearer(), r#"{"desired_count": 1, "extra": 2}"#.into(), 400),
         ("PUT", "/api/settings", bearer(), r#"{"ALERT_CHECK_INTERVAL_SECONDS": -5}"#.into(), 400),
         ("PUT", "/api/settings", bearer(), r#"{"NO_SUCH_KEY": 1}"#.into(), 400),
+        // Past their bounds: a TTL that would wrap to 384 ms in milliseconds,
+        // a count that would narrow to 4 as a u32.
+        ("PUT", "/api/settings", bearer(), r#"{"STALE_WORKER_TTL_SECONDS": 18446744073709552}"#.into(), 400),
+        ("PUT", "/api/settings", bearer(), r#"{"STALE_WORKER_TTL_SECONDS": "18446744073709552"}"#.into(), 400),
+        ("PUT", "/api/settings", bearer(), r#"{"AUTOSCALE_MAX_DESIRED": 4294967300}"#.into(), 400),
+        ("PUT", "/api/settings", bearer(), r#"{"UI_POLL_INTERVAL_SECONDS": 1e300}"#.into(), 400),
         ("GET", "/api/incidents?state=sideways", bearer(), "".into(), 400),
         ("POST", "/api/cluster/learners", bearer(), r#"{"id": 4, "addr": "ftp://x"}"#.into(), 400),
         ("GET", "/api/nope", bearer(), "".into(), 404),

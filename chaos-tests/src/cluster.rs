@@ -8,8 +8,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "chaos-token";
-pub const SECRET: &str = "chaos-secret";
+/// The test cluster's API token and cluster secret: 32 bytes or more, as a
+/// node outside `dev` requires.
+pub const TOKEN: &str = "chaos-token-0123456789abcdef0123456789abcdef";
+pub const SECRET: &str = "chaos-secret-0123456789abcdef0123456789abcdef";
+
+/// An `Authorization` header value for HTTP basic auth.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
 
 /// Knobs for a test cluster; `env` adds or overrides node environment.
 #[derive(Debug, Clone, Default)]

@@ -287,10 +287,16 @@ fn bad_config_stops_the_node_with_one_line() {
         cmd.output().expect("run binary")
     };
     let d = dir.path().to_str().unwrap();
+    let (tok, sec) = (chaos_tests::cluster::TOKEN, chaos_tests::cluster::SECRET);
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{sec}\n")).unwrap();
+    let secret_file = secret_file.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let missing = missing.to_str().unwrap();
     let peers = "1=http://127.0.0.1:7951,2=http://127.0.0.1:7952";
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (
-            vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CLUSTER_SECRET", "s")],
+            vec![("ENGINE_NODE_ID", "1"), ("ENGINE_PEERS", peers), ("ENGINE_DATA_DIR", d), ("CLUSTER_SECRET", sec)],
             "CONTROL_PLANE_TOKEN",
         ),
         (
@@ -298,8 +304,8 @@ fn bad_config_stops_the_node_with_one_line() {
                 ("ENGINE_NODE_ID", "3"),
                 ("ENGINE_PEERS", peers),
                 ("ENGINE_DATA_DIR", d),
-                ("CONTROL_PLANE_TOKEN", "t"),
-                ("CLUSTER_SECRET", "s"),
+                ("CONTROL_PLANE_TOKEN", tok),
+                ("CLUSTER_SECRET", sec),
             ],
             "not in ENGINE_PEERS",
         ),
@@ -308,8 +314,8 @@ fn bad_config_stops_the_node_with_one_line() {
                 ("ENGINE_NODE_ID", "1"),
                 ("ENGINE_PEERS", peers),
                 ("ENGINE_DATA_DIR", "/proc/engine-room-no"),
-                ("CONTROL_PLANE_TOKEN", "t"),
-                ("CLUSTER_SECRET", "s"),
+                ("CONTROL_PLANE_TOKEN", tok),
+                ("CLUSTER_SECRET", sec),
             ],
             "ENGINE_DATA_DIR",
         ),
@@ -318,11 +324,63 @@ fn bad_config_stops_the_node_with_one_line() {
                 ("ENGINE_NODE_ID", "1"),
                 ("ENGINE_PEERS", peers),
                 ("ENGINE_DATA_DIR", d),
-                ("CONTROL_PLANE_TOKEN", "t"),
-                ("CLUSTER_SECRET", "s"),
+                ("CONTROL_PLANE_TOKEN", tok),
+                ("CLUSTER_SECRET", sec),
                 ("ALERT_CHECK_INTERVAL_SECONDS", "-1"),
             ],
             "ALERT_CHECK_INTERVAL_SECONDS",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", "t"),
+                ("CLUSTER_SECRET", sec),
+            ],
+            "CONTROL_PLANE_TOKEN is 1 bytes, shorter than 32",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", sec),
+                ("CLUSTER_SECRET_FILE", secret_file),
+            ],
+            "CONTROL_PLANE_TOKEN equals CLUSTER_SECRET",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", tok),
+                ("CLUSTER_SECRET", sec),
+                ("CLUSTER_SECRET_FILE", secret_file),
+            ],
+            "set CLUSTER_SECRET or CLUSTER_SECRET_FILE, not both",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN_FILE", missing),
+                ("CLUSTER_SECRET", sec),
+            ],
+            "CONTROL_PLANE_TOKEN_FILE",
+        ),
+        (
+            vec![
+                ("ENGINE_NODE_ID", "1"),
+                ("ENGINE_PEERS", peers),
+                ("ENGINE_DATA_DIR", d),
+                ("CONTROL_PLANE_TOKEN", tok),
+                ("CLUSTER_SECRET", sec),
+                ("STALE_WORKER_TTL_SECONDS", "18446744073709551"),
+            ],
+            "STALE_WORKER_TTL_SECONDS",
         ),
     ];
     for (envs, needle) in cases {

@@ -99,9 +99,10 @@ fn sigterm_stops_a_node_within_5_s_with_a_ui_tab_streaming() {
     let addr = c.url(node).trim_start_matches("http://").to_string();
     let mut tab = std::net::TcpStream::connect(&addr).expect("connect");
     tab.set_read_timeout(Some(SECS(10))).unwrap();
-    // Basic auth with the API token as password ("ui:chaos-token").
+    // Basic auth with the API token as password.
+    let basic = chaos_tests::cluster::basic_auth("ui", chaos_tests::cluster::TOKEN);
     let req = format!(
-        "GET /verifier-engine-room/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic dWk6Y2hhb3MtdG9rZW4=\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /verifier-engine-room/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {basic}\r\nAccept: text/event-stream\r\n\r\n"
     );
     tab.write_all(req.as_bytes()).unwrap();
     let mut seen = Vec::new();

@@ -576,6 +576,7 @@ fn settings_apply_without_restart_and_slo_reports_the_fleet() {
         json!({"ALERTS_ENABLED": true, "ALERT_COOLDOWN_SECONDS": "soon"}),
         json!({"NO_SUCH_SETTING": 1}),
         json!({"ALERTS_ENABLED": [true]}),
+        json!({"STALE_WORKER_TTL_SECONDS": 18_446_744_073_709_552u64}),
     ] {
         let (code, body) = c.request(via, "PUT", "/api/settings", Some(&bad));
         assert_eq!(code, 400, "{bad} -> {body}");

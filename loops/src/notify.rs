@@ -34,11 +34,15 @@ const PER_ROUND: usize = 16;
 pub enum SmtpTls {
     /// STARTTLS when the server offers it.
     Opportunistic,
+    /// STARTTLS, or no delivery.
     Required,
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
     None,
 }
 
-#[derive(Debug, Clone)]
+/// SMTP delivery settings. `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct SmtpConfig {
     pub host: String,
     pub port: u16,
@@ -49,10 +53,36 @@ pub struct SmtpConfig {
     pub tls: SmtpTls,
 }
 
-#[derive(Debug, Clone, Default)]
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// Where incident notifications go. The Slack webhook URL is a credential
+/// (whoever has it can post to the channel): `Debug` leaves it out, and no
+/// error or log line carries it.
+#[derive(Clone, Default)]
 pub struct NotifyConfig {
     pub slack_webhook: Option<String>,
     pub smtp: Option<SmtpConfig>,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifyConfig")
+            .field("slack_webhook", &self.slack_webhook.as_ref().map(|_| "<redacted>"))
+            .field("smtp", &self.smtp)
+            .finish()
+    }
 }
 
 impl NotifyConfig {
@@ -134,6 +164,22 @@ async fn deliver(ctx: &LoopContext, http: &reqwest::Client, id: u64) {
     }
 }
 
+/// Worker-supplied text (incident subjects and details name workers, pools
+/// and providers as the workers report them) made inert for Slack's mrkdwn,
+/// where `<...>` is a link or a mention such as `<!channel>`.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Subject and body; the body names the sending node so a duplicate can be traced.
 fn text(n: &Notification, i: &Incident, node: u64) -> (String, String) {
     let subject = format!("[engine-room] {} {} {} {}", n.event, i.severity, i.kind, i.subject);
@@ -148,16 +194,22 @@ async fn send_slack(ctx: &LoopContext, http: &reqwest::Client, n: &Notification,
     let url = ctx.notify.slack_webhook.as_deref().ok_or("SLACK_WEBHOOK_URL is not set on the leader")?;
     let (subject, body) = text(n, i, ctx.cluster.id);
     let payload = json!({
-        "text": format!("*{subject}*\n{body}"),
+        "text": format!("*{}*\n{}", slack_escape(&subject), slack_escape(&body)),
         "engine_room": {"notification_id": n.id, "incident_id": i.id, "event": n.event, "kind": i.kind, "subject": i.subject, "node": ctx.cluster.id}
     });
+    post_slack(http, url, n.id, &payload).await
+}
+
+/// POST one message to the webhook. The error names neither the URL nor the
+/// response body: it is logged and replicated as the notification's last_error.
+async fn post_slack(http: &reqwest::Client, url: &str, id: u64, payload: &serde_json::Value) -> Result<(), String> {
     let res = http
         .post(url)
-        .header("x-engine-room-notification-id", n.id.to_string())
-        .json(&payload)
+        .header("x-engine-room-notification-id", id.to_string())
+        .json(payload)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("slack webhook: {}", e.without_url()))?;
     if res.status().is_success() {
         Ok(())
     } else {
@@ -183,6 +235,7 @@ async fn send_email(ctx: &LoopContext, n: &Notification, i: &Incident) -> Result
         .tls(match cfg.tls {
             SmtpTls::Opportunistic => Tls::Opportunistic(tls()?),
             SmtpTls::Required => Tls::Required(tls()?),
+            SmtpTls::Implicit => Tls::Wrapper(tls()?),
             SmtpTls::None => Tls::None,
         });
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
@@ -194,6 +247,52 @@ async fn send_email(ctx: &LoopContext, n: &Notification, i: &Incident) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slack_text_is_escaped() {
+        assert_eq!(
+            slack_escape("w-1 <!channel> & <https://evil|click>"),
+            "w-1 &lt;!channel&gt; &amp; &lt;https://evil|click&gt;"
+        );
+        assert_eq!(slack_escape("plain *bold* text"), "plain *bold* text");
+    }
+
+    #[test]
+    fn debug_output_leaves_the_secrets_out() {
+        let cfg = NotifyConfig {
+            slack_webhook: Some("https://hooks.slack.com/services/T0/B0/very-secret-hook".into()),
+            smtp: Some(SmtpConfig {
+                host: "smtp.example.com".into(),
+                port: 587,
+                username: Some("alerts".into()),
+                password: Some("smtp-very-secret-password".into()),
+                from: "a@example.com".into(),
+                to: vec!["b@example.com".into()],
+                tls: SmtpTls::Required,
+            }),
+        };
+        let dbg = format!("{cfg:?} {:#?}", cfg);
+        assert!(!dbg.contains("very-secret-hook") && !dbg.contains("hooks.slack.com"), "{dbg}");
+        assert!(!dbg.contains("smtp-very-secret-password"), "{dbg}");
+        assert!(dbg.contains("smtp.example.com") && dbg.contains("<redacted>"), "{dbg}");
+    }
+
+    /// A failed send's error is replicated (the notification's last_error) and
+    /// logged: it must not carry the webhook URL, which reqwest's errors do.
+    #[tokio::test]
+    async fn a_failed_slack_send_does_not_name_the_webhook() {
+        // A port that was free a moment ago: the connection is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/services/T0/B0/very-secret-hook");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+        let raw = http.post(&url).send().await.unwrap_err();
+        assert!(raw.to_string().contains("very-secret-hook"), "reqwest's own error names the URL: {raw}");
+        let e = post_slack(&http, &url, 7, &json!({"text": "x"})).await.unwrap_err();
+        assert!(
+            e.starts_with("slack webhook: ") && !e.contains("very-secret-hook") && !e.contains("/services/"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

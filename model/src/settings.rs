@@ -28,34 +28,49 @@ pub struct SettingDef {
     pub kind: Kind,
     pub default: &'static str,
     pub help: &'static str,
+    /// Largest value of a `Seconds` or `Count` setting. Values are multiplied
+    /// (seconds to ms) and narrowed (counts to u32) where they are used, so an
+    /// unbounded one could wrap: a TTL of 2^64/1000 s would become 384 ms.
+    /// Always 10^k − 1, so the OpenAPI document can state it as a digit count.
+    pub max: u64,
 }
 
+/// Largest `Seconds` or `Count` value unless a setting names its own (11.5 days).
+const DEFAULT_MAX: u64 = 999_999;
+
 const fn def(key: &'static str, kind: Kind, default: &'static str, help: &'static str) -> SettingDef {
-    SettingDef { key, kind, default, help }
+    SettingDef { key, kind, default, help, max: DEFAULT_MAX }
+}
+
+impl SettingDef {
+    const fn up_to(self, max: u64) -> Self {
+        SettingDef { max, ..self }
+    }
 }
 
 /// Every runtime setting, by its reference env key.
 pub const DEFS: &[SettingDef] = &[
     def("ALERTS_ENABLED", Kind::Bool, "true", "evaluate alert rules and open incidents"),
-    def("ALERT_CHECK_INTERVAL_SECONDS", Kind::Seconds, "30", "how often alert rules are evaluated"),
+    def("ALERT_CHECK_INTERVAL_SECONDS", Kind::Seconds, "30", "how often alert rules are evaluated").up_to(99_999),
     def("ALERT_HEARTBEAT_GRACE_SECONDS", Kind::Seconds, "120", "heartbeat age after which a worker is stale"),
     def("ALERT_COOLDOWN_SECONDS", Kind::Seconds, "300", "at most one notification per incident per cooldown"),
     def("ALERT_ERROR_RATE_THRESHOLD", Kind::Percent, "10", "worker error rate (percent) that opens an incident"),
     def("STUCK_DESIRED_GRACE_SECONDS", Kind::Seconds, "600", "time a worker may take to reach its desired state"),
-    def("STALE_WORKER_TTL_SECONDS", Kind::Seconds, "86400", "silent workers are removed after this long"),
+    def("STALE_WORKER_TTL_SECONDS", Kind::Seconds, "86400", "silent workers are removed after this long")
+        .up_to(99_999_999),
     def("AUTO_ACTIONS_ENABLED", Kind::Bool, "false", "quarantine workers automatically"),
     def("QUARANTINE_ERROR_RATE_THRESHOLD", Kind::Percent, "15", "error rate (percent) that quarantines a worker"),
     def("AUTOSCALE_ENABLED", Kind::Bool, "false", "step pool desired counts from load"),
-    def("AUTOSCALE_INTERVAL_SECONDS", Kind::Seconds, "30", "how often autoscale looks at pools"),
+    def("AUTOSCALE_INTERVAL_SECONDS", Kind::Seconds, "30", "how often autoscale looks at pools").up_to(99_999),
     def("AUTOSCALE_COOLDOWN_SECONDS", Kind::Seconds, "120", "minimum time between two steps of one pool"),
-    def("AUTOSCALE_MIN_DESIRED", Kind::Count, "1", "lower bound for pools without their own min"),
-    def("AUTOSCALE_MAX_DESIRED", Kind::Count, "4", "upper bound for pools without their own max"),
+    def("AUTOSCALE_MIN_DESIRED", Kind::Count, "1", "lower bound for pools without their own min").up_to(99_999),
+    def("AUTOSCALE_MAX_DESIRED", Kind::Count, "4", "upper bound for pools without their own max").up_to(99_999),
     def("AUTOSCALE_CANARY_PERCENT", Kind::Percent, "100", "share of pools autoscale may act on"),
     def("AUTOSCALE_WORKER_CAPACITY", Kind::Count, "10", "in-flight jobs one worker handles at full load"),
     def("AUTOSCALE_UP_UTILIZATION", Kind::Rate, "0.8", "utilization above which a pool grows"),
     def("AUTOSCALE_DOWN_UTILIZATION", Kind::Rate, "0.3", "utilization below which a pool shrinks"),
     def("PROVIDER_AUTOPROTECT_ENABLED", Kind::Bool, "false", "switch providers to cautious mode when critical"),
-    def("PROVIDER_MIN_VOLUME", Kind::Count, "50", "probes needed before provider rates count"),
+    def("PROVIDER_MIN_VOLUME", Kind::Count, "50", "probes needed before provider rates count").up_to(999_999_999),
     def("PROVIDER_TEMPFAIL_WARN_RATE", Kind::Rate, "0.30", "tempfail share that warns"),
     def("PROVIDER_TEMPFAIL_CRITICAL_RATE", Kind::Rate, "0.55", "tempfail share that is critical"),
     def("PROVIDER_REJECT_WARN_RATE", Kind::Rate, "0.20", "reject share that warns"),
@@ -63,8 +78,8 @@ pub const DEFS: &[SettingDef] = &[
     def("PROVIDER_UNKNOWN_WARN_RATE", Kind::Rate, "0.20", "unknown share that warns"),
     def("PROVIDER_UNKNOWN_CRITICAL_RATE", Kind::Rate, "0.35", "unknown share that is critical"),
     def("SLO_AVAILABILITY_TARGET", Kind::Percent, "99", "target share of healthy workers"),
-    def("SSE_INTERVAL_SECONDS", Kind::Seconds, "2", "overview live-update cadence"),
-    def("UI_POLL_INTERVAL_SECONDS", Kind::Seconds, "10", "workers/pools/alerts page refresh"),
+    def("SSE_INTERVAL_SECONDS", Kind::Seconds, "2", "overview live-update cadence").up_to(9_999),
+    def("UI_POLL_INTERVAL_SECONDS", Kind::Seconds, "10", "workers/pools/alerts page refresh").up_to(9_999),
 ];
 
 pub fn find(key: &str) -> Option<&'static SettingDef> {
@@ -85,13 +100,13 @@ pub fn normalize(key: &str, raw: &str) -> Result<String, String> {
             _ => Err(format!("{key} must be true or false, got {raw:?}")),
         },
         Kind::Seconds => match raw.parse::<u64>() {
-            Ok(v) if v >= 1 => Ok(v.to_string()),
-            _ => Err(format!("{key} must be a whole number of seconds, at least 1, got {raw:?}")),
+            Ok(v) if (1..=d.max).contains(&v) => Ok(v.to_string()),
+            _ => Err(format!("{key} must be a whole number of seconds from 1 to {}, got {raw:?}", d.max)),
         },
-        Kind::Count => raw
-            .parse::<u64>()
-            .map(|v| v.to_string())
-            .map_err(|_| format!("{key} must be a whole number ≥ 0, got {raw:?}")),
+        Kind::Count => match raw.parse::<u64>() {
+            Ok(v) if v <= d.max => Ok(v.to_string()),
+            _ => Err(format!("{key} must be a whole number from 0 to {}, got {raw:?}", d.max)),
+        },
         Kind::Percent => match num()? {
             v if (0.0..=100.0).contains(&v) => Ok(v.to_string()),
             _ => Err(format!("{key} must be between 0 and 100, got {raw:?}")),
@@ -141,8 +156,11 @@ impl Effective<'_> {
         self.raw(key).parse().unwrap_or(0.0)
     }
 
+    /// The value, never above its bound (an override stored before bounds
+    /// existed is read as the bound).
     pub fn count(&self, key: &str) -> u64 {
-        self.raw(key).parse().unwrap_or(0)
+        let max = find(key).map_or(DEFAULT_MAX, |d| d.max);
+        self.raw(key).parse::<u64>().unwrap_or(0).min(max)
     }
 
     pub fn secs(&self, key: &str) -> Duration {
@@ -166,6 +184,35 @@ mod tests {
         assert!(normalize("PROVIDER_REJECT_WARN_RATE", "1.5").is_err());
         assert_eq!(normalize("ALERT_ERROR_RATE_THRESHOLD", "12.5").unwrap(), "12.5");
         assert!(normalize("NOPE", "1").is_err());
+    }
+
+    #[test]
+    fn seconds_and_counts_have_upper_bounds() {
+        // 2^64 / 1000 + 1 seconds: multiplied to ms it would wrap to 384 ms.
+        let wraps = (u64::MAX / 1000 + 1).to_string();
+        let e = normalize("STALE_WORKER_TTL_SECONDS", &wraps).unwrap_err();
+        assert!(e.contains("from 1 to 99999999"), "{e}");
+        assert_eq!(normalize("STALE_WORKER_TTL_SECONDS", "99999999").unwrap(), "99999999");
+        assert!(normalize("STALE_WORKER_TTL_SECONDS", "100000000").is_err());
+        // 2^32 + 4 would narrow to 4 where pool bounds are u32.
+        assert!(normalize("AUTOSCALE_MAX_DESIRED", "4294967300").is_err());
+        assert!(normalize("UI_POLL_INTERVAL_SECONDS", "10000").is_err());
+        assert!(env_defaults(|k| (k == "ALERT_COOLDOWN_SECONDS").then(|| "18446744073709551615".into())).is_err());
+        for d in DEFS.iter().filter(|d| matches!(d.kind, Kind::Seconds | Kind::Count)) {
+            let digits = d.max.to_string();
+            assert!(digits.chars().all(|c| c == '9'), "{}: max {} is not 10^k - 1", d.key, d.max);
+            assert!(d.max.saturating_mul(1000) < u64::MAX / 2 && d.max < u32::MAX as u64, "{}", d.key);
+            normalize(d.key, d.default).unwrap_or_else(|e| panic!("default of {}: {e}", d.key));
+        }
+    }
+
+    #[test]
+    fn a_stored_value_above_its_bound_is_read_as_the_bound() {
+        let env = env_defaults(|_| None).unwrap();
+        let overrides = BTreeMap::from([("STALE_WORKER_TTL_SECONDS".to_string(), u64::MAX.to_string())]);
+        let eff = Effective { env: &env, overrides: &overrides };
+        assert_eq!(eff.count("STALE_WORKER_TTL_SECONDS"), 99_999_999);
+        assert_eq!(eff.ms("STALE_WORKER_TTL_SECONDS"), 99_999_999_000);
     }
 
     #[test]

@@ -8,8 +8,11 @@ use std::time::Duration;
 use clap::Args;
 use raft_store::ClusterOptions;
 
+use crate::secrets;
+
 /// Flags for `engine-room serve`; every one has an environment fallback.
-#[derive(Debug, Clone, Args)]
+/// Its `Debug` leaves the secrets out (see [`crate::secrets`]).
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     /// This node's Raft id (u64); must appear in ENGINE_PEERS.
     #[arg(long, env = "ENGINE_NODE_ID")]
@@ -29,9 +32,20 @@ pub struct ServeArgs {
     /// API bearer token and UI basic-auth password.
     #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// File holding CONTROL_PLANE_TOKEN (a trailing newline is dropped).
+    #[arg(long, env = "CONTROL_PLANE_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
     /// Shared secret authenticating `/raft/*` between nodes.
     #[arg(long, env = "CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// File holding CLUSTER_SECRET (a trailing newline is dropped).
+    #[arg(long, env = "CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Start even with a token or secret shorter than 32 bytes, or a token
+    /// equal to the secret (for upgrades; logs a warning at every start).
+    #[arg(long, env = "ENGINE_ALLOW_WEAK_SECRETS", default_value_t = false, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_weak_secrets: bool,
     /// Name of the cluster, reported as cluster_id.
     #[arg(long, env = "ENGINE_CLUSTER_ID", default_value = "engine-room")]
     pub cluster_id: String,
@@ -90,14 +104,24 @@ pub struct ServeArgs {
     pub smtp_username: Option<String>,
     #[arg(long, env = "SMTP_PASSWORD", hide_env_values = true)]
     pub smtp_password: Option<String>,
+    /// File holding SMTP_PASSWORD (a trailing newline is dropped).
+    #[arg(long, env = "SMTP_PASSWORD_FILE")]
+    pub smtp_password_file: Option<PathBuf>,
     #[arg(long, env = "SMTP_FROM")]
     pub smtp_from: Option<String>,
     /// Comma-separated recipients.
     #[arg(long, env = "SMTP_TO")]
     pub smtp_to: Option<String>,
-    /// `opportunistic` (STARTTLS when offered), `required` or `none`.
-    #[arg(long, env = "SMTP_TLS", default_value = "opportunistic")]
-    pub smtp_tls: String,
+    /// `required` (STARTTLS), `implicit` (TLS from the first byte, port 465),
+    /// `opportunistic` (STARTTLS when offered) or `none`. Default: `implicit`
+    /// on port 465, else `required` with credentials, else `opportunistic`.
+    #[arg(long, env = "SMTP_TLS")]
+    pub smtp_tls: Option<String>,
+    /// Allow SMTP credentials over `opportunistic` or `none` TLS, where a
+    /// network attacker can read the password.
+    #[arg(long, env = "SMTP_ALLOW_PLAINTEXT_AUTH", default_value_t = false, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub smtp_allow_plaintext_auth: bool,
     /// Failed authentications from one address within the window before it gets 429.
     #[arg(long, env = "ENGINE_AUTH_FAIL_BURST", default_value_t = 20)]
     pub auth_fail_burst: u32,
@@ -109,8 +133,9 @@ pub struct ServeArgs {
     pub log_format: String,
 }
 
-/// Validated configuration of one node.
-#[derive(Debug, Clone)]
+/// Validated configuration of one node. Its `Debug` leaves the secrets out
+/// (see [`crate::secrets`]).
+#[derive(Clone)]
 pub struct NodeConfig {
     pub node_id: u64,
     pub listen: String,
@@ -123,6 +148,8 @@ pub struct NodeConfig {
     pub batch: api::BatchOptions,
     pub notify: loops::NotifyConfig,
     pub auth: api::AuthOptions,
+    /// Problems that do not stop the node, logged once logging is up.
+    pub warnings: Vec<String>,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -159,7 +186,12 @@ pub fn parse_peers(raw: &str) -> Result<BTreeMap<u64, String>, String> {
 }
 
 impl ServeArgs {
-    pub fn validate(self) -> Result<NodeConfig, String> {
+    pub fn validate(mut self) -> Result<NodeConfig, String> {
+        self.token = secrets::secret_value(self.token.take(), self.token_file.take(), "CONTROL_PLANE_TOKEN")?;
+        self.cluster_secret =
+            secrets::secret_value(self.cluster_secret.take(), self.cluster_secret_file.take(), "CLUSTER_SECRET")?;
+        self.smtp_password =
+            secrets::secret_value(self.smtp_password.take(), self.smtp_password_file.take(), "SMTP_PASSWORD")?;
         let notify = notify_config(&self)?;
         let node_id: u64 = required(self.node_id, "ENGINE_NODE_ID", "node-id")?
             .parse()
@@ -197,6 +229,8 @@ impl ServeArgs {
         check_data_dir(&data_dir)?;
         let token = required(self.token, "CONTROL_PLANE_TOKEN", "token")?;
         let secret = required(self.cluster_secret, "CLUSTER_SECRET", "cluster-secret")?;
+        let warnings: Vec<String> =
+            secrets::check_secret_strength(&token, &secret, self.allow_weak_secrets)?.into_iter().collect();
         if self.election_min_ms <= self.raft_heartbeat_ms || self.election_max_ms <= self.election_min_ms {
             return Err("need ENGINE_RAFT_HEARTBEAT_MS < ENGINE_ELECTION_MIN_MS < ENGINE_ELECTION_MAX_MS".into());
         }
@@ -259,15 +293,29 @@ impl ServeArgs {
             fail_burst: self.auth_fail_burst,
             fail_window: Duration::from_secs(self.auth_fail_window_seconds),
         };
-        Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify, auth })
+        Ok(NodeConfig {
+            node_id,
+            listen,
+            advertise,
+            data_dir,
+            peers,
+            token,
+            cluster,
+            settings,
+            batch,
+            notify,
+            auth,
+            warnings,
+        })
     }
 }
 
 fn notify_config(a: &ServeArgs) -> Result<loops::NotifyConfig, String> {
     let set = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let slack_webhook = set(&a.slack_webhook_url);
+    // The webhook URL is itself the credential: the error does not echo it.
     if let Some(url) = &slack_webhook {
-        check_url("SLACK_WEBHOOK_URL", url)?;
+        check_url("SLACK_WEBHOOK_URL", url).map_err(|_| "SLACK_WEBHOOK_URL must be an https:// or http:// URL")?;
     }
     let smtp = match set(&a.smtp_host) {
         None => None,
@@ -284,29 +332,27 @@ fn notify_config(a: &ServeArgs) -> Result<loops::NotifyConfig, String> {
                     return Err(format!("{addr:?} is not an email address (SMTP_FROM/SMTP_TO)"));
                 }
             }
-            let tls = match a.smtp_tls.as_str() {
-                "opportunistic" => loops::notify::SmtpTls::Opportunistic,
-                "required" => loops::notify::SmtpTls::Required,
-                "none" => loops::notify::SmtpTls::None,
-                other => return Err(format!("SMTP_TLS must be opportunistic, required or none, got {other:?}")),
-            };
-            Some(loops::SmtpConfig {
-                host,
-                port: a.smtp_port,
-                username: set(&a.smtp_username),
-                password: set(&a.smtp_password),
-                from,
-                to,
-                tls,
-            })
+            let (username, password) = (set(&a.smtp_username), set(&a.smtp_password));
+            let tls = secrets::smtp_tls(a, username.is_some() || password.is_some())?;
+            Some(loops::SmtpConfig { host, port: a.smtp_port, username, password, from, to, tls })
         }
     };
     Ok(loops::NotifyConfig { slack_webhook, smtp })
 }
 
-/// The data dir must exist (or be creatable) and be writable by us.
+/// The data dir must exist (or be creatable) and be writable by us. It is
+/// made private: the directory 0700, whatever is already in it 0600 (files)
+/// or 0700 (directories); what the node creates later is private by the
+/// umask `main` sets ([`secrets::private_umask`]).
 fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("ENGINE_DATA_DIR {} cannot be created: {e}", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("ENGINE_DATA_DIR {} cannot be created: {e}", dir.display()))?;
+    secrets::restrict(dir)
+        .map_err(|e| format!("ENGINE_DATA_DIR {} cannot be made private (0700): {e}", dir.display()))?;
     let probe = dir.join(".write-probe");
     std::fs::write(&probe, b"ok")
         .and_then(|_| std::fs::remove_file(&probe))
@@ -339,22 +385,26 @@ mod tests {
         assert!(parse_peers("1=http://a:1,1=http://b:1").is_err());
     }
 
+    const TOKEN: &str = "test-token-0123456789abcdef0123456789";
+    const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
     #[test]
     fn contradictions_are_one_line_errors() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
         let base = ["--peers", "1=http://127.0.0.1:7001,2=http://127.0.0.1:7002", "--data-dir", d];
-        let e = args(&[&base[..], &["--node-id", "3", "--token", "t", "--cluster-secret", "s"]].concat())
+        let e = args(&[&base[..], &["--node-id", "3", "--token", TOKEN, "--cluster-secret", SECRET]].concat())
             .validate()
             .unwrap_err();
         assert!(e.contains("not in ENGINE_PEERS"), "{e}");
-        let e = args(&[&base[..], &["--node-id", "1", "--cluster-secret", "s"]].concat()).validate().unwrap_err();
+        let e = args(&[&base[..], &["--node-id", "1", "--cluster-secret", SECRET]].concat()).validate().unwrap_err();
         assert!(e.contains("CONTROL_PLANE_TOKEN"), "{e}");
-        let ok = args(&[&base[..], &["--node-id", "1", "--token", "t", "--cluster-secret", "s"]].concat())
+        let ok = args(&[&base[..], &["--node-id", "1", "--token", TOKEN, "--cluster-secret", SECRET]].concat())
             .validate()
             .unwrap();
         assert_eq!(ok.listen, "0.0.0.0:7001");
         assert_eq!(ok.advertise, "http://127.0.0.1:7001");
+        assert!(ok.warnings.is_empty());
         assert!(!e.contains('\n'));
     }
 }

@@ -19,8 +19,9 @@ pub struct DevArgs {
     /// Where node data and logs go.
     #[arg(long, default_value = ".engine-room-dev")]
     pub dir: PathBuf,
-    /// Token for the API and UI.
-    #[arg(long, env = "CONTROL_PLANE_TOKEN", default_value = "dev-token", hide_env_values = true)]
+    /// Token for the API and UI. The default is fixed and public: the dev
+    /// cluster listens on loopback only.
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", default_value = DEV_TOKEN, hide_env_values = true)]
     pub token: String,
     /// Start from empty data dirs.
     #[arg(long)]
@@ -29,6 +30,9 @@ pub struct DevArgs {
     #[arg(long, default_value_t = 36)]
     pub workers: usize,
 }
+
+/// The dev cluster's default token: long enough for the node's secret check.
+pub const DEV_TOKEN: &str = "dev-token-loopback-only-0123456789abcdef";
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     if args.fresh && args.dir.exists() {
@@ -40,6 +44,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let peers: Vec<String> = (1..=args.nodes).map(|n| format!("{n}={}", url(n))).collect();
     let peers = peers.join(",");
 
+    let weak = args.token.len() < crate::secrets::MIN_SECRET_BYTES;
     let mut children = Vec::new();
     for n in 1..=args.nodes {
         let log_path = args.dir.join(format!("node-{n}.log"));
@@ -51,7 +56,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .env("ENGINE_DATA_DIR", args.dir.join(format!("node-{n}")))
             .env("ENGINE_PEERS", &peers)
             .env("CONTROL_PLANE_TOKEN", &args.token)
-            .env("CLUSTER_SECRET", format!("dev-secret-{}", args.token))
+            .env("CLUSTER_SECRET", format!("dev-secret-{}-{}", args.token, "0123456789abcdef0123456789abcdef"))
+            // A short --token is fine on loopback; the node then warns once.
+            .env("ENGINE_ALLOW_WEAK_SECRETS", weak.to_string())
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

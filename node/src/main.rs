@@ -7,6 +7,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod client;
 mod config;
 mod dev;
+mod secrets;
 mod serve;
 mod sim;
 
@@ -65,13 +66,16 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Serve(args) => match args.validate() {
-            Ok(cfg) => runtime.block_on(serve::run(cfg)),
-            Err(e) => {
-                eprintln!("engine-room: config error: {e}");
-                return ExitCode::from(2);
+        Cmd::Serve(args) => {
+            secrets::private_umask();
+            match args.validate() {
+                Ok(cfg) => runtime.block_on(serve::run(cfg)),
+                Err(e) => {
+                    eprintln!("engine-room: config error: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        },
+        }
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),

@@ -24,6 +24,9 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     init_logging(std::env::var("ENGINE_LOG_FORMAT").as_deref() == Ok("json"));
     tracing::info!(node_id = cfg.node_id, listen = %cfg.listen, advertise = %cfg.advertise,
         data_dir = %cfg.data_dir.display(), peers = ?cfg.peers, "starting engine-room node");
+    for warning in &cfg.warnings {
+        tracing::warn!("{warning}");
+    }
 
     let cluster = Cluster::start(cfg.cluster.clone(), &cfg.data_dir).await.context("cannot start raft")?;
     let state = AppState::with_auth(

@@ -25,7 +25,8 @@ pub use model::views::{ClusterStatus, NodeStatus};
 type RaftResult<T> = Result<T, RaftError<NodeId>>;
 
 /// How a node runs its Raft instance; filled from the node's configuration.
-#[derive(Debug, Clone)]
+/// `Debug` leaves the cluster secret out.
+#[derive(Clone)]
 pub struct ClusterOptions {
     pub id: NodeId,
     pub cluster_name: String,
@@ -50,6 +51,26 @@ pub struct ClusterOptions {
     /// Largest Raft entry this node proposes (`ENGINE_MAX_ENTRY_BYTES`);
     /// a larger write is refused with 413 before it reaches the log.
     pub max_entry_bytes: usize,
+}
+
+impl std::fmt::Debug for ClusterOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterOptions")
+            .field("id", &self.id)
+            .field("cluster_name", &self.cluster_name)
+            .field("secret", &"<redacted>")
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .field("election_min_ms", &self.election_min_ms)
+            .field("election_max_ms", &self.election_max_ms)
+            .field("snapshot_logs", &self.snapshot_logs)
+            .field("keep_logs", &self.keep_logs)
+            .field("write_timeout", &self.write_timeout)
+            .field("rpc_source_ip", &self.rpc_source_ip)
+            .field("sled_cache_bytes", &self.sled_cache_bytes)
+            .field("limits", &self.limits)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -143,6 +164,10 @@ pub struct Cluster {
     /// Set (to its last log index + 1) when the leader said this node is
     /// not a member; cleared in effect once the log moves again (re-added).
     removed_at: std::sync::atomic::AtomicU64,
+    /// Highest commit index a leader announced to this node in an
+    /// AppendEntries it did not refuse for a stale term: how far this follower should have applied, known
+    /// without asking anyone (readiness).
+    leader_commit: std::sync::atomic::AtomicU64,
 }
 
 /// How a leader's refusal to a node outside its membership begins.
@@ -218,6 +243,7 @@ impl Cluster {
             hold_forward_file,
             supervisor: Supervisor::default(),
             removed_at: Default::default(),
+            leader_commit: Default::default(),
         });
         let weak = Arc::downgrade(&cluster);
         cluster.supervisor.spawn("election", move |_| crate::election::run(weak.clone()));
@@ -414,9 +440,20 @@ impl Cluster {
         &self,
         rpc: AppendEntriesRequest<TypeConfig>,
     ) -> RaftResult<AppendEntriesResponse<NodeId>> {
+        let commit = rpc.leader_commit.map_or(0, |l| l.index);
         let resp = self.raft.append_entries(rpc).await;
         self.contact.note_append(&resp);
+        // Any answer but "your term is stale" accepts the sender as leader,
+        // and its commit index as committed, even if our log conflicts.
+        if matches!(&resp, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.leader_commit.fetch_max(commit, std::sync::atomic::Ordering::Relaxed);
+        }
         resp
+    }
+
+    /// The highest commit index a leader has told this node of (0: none yet).
+    pub fn leader_commit(&self) -> u64 {
+        self.leader_commit.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// A real vote request, through openraft; a granted vote is noted.

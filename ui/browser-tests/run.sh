@@ -10,7 +10,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET/debug/engine-room"
 SHOT_DIR="${SHOT_DIR:-$TARGET/ui-screenshots}"
-TOKEN="ui-test-$RANDOM$RANDOM"
+# 32 bytes or more, like any token outside a weak-secrets escape hatch.
+TOKEN="ui-test-$(od -An -N24 -tx1 /dev/urandom | tr -d " \n")"
 export DEBIAN_FRONTEND=noninteractive
 
 if [ ! -x /usr/bin/chromium ]; then

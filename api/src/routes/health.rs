@@ -21,7 +21,14 @@ pub async fn live(State(s): State<AppState>) -> (StatusCode, Json<Live>) {
     }
 }
 
-/// Ready when a leader is known and this node has applied close to its log.
+/// How long a follower may go without hearing from its leader, in election
+/// timeouts (`ENGINE_ELECTION_MAX_MS`), and still be ready.
+const READY_MAX_QUIET_ELECTIONS: u32 = 4;
+
+/// Ready when this node is a member, knows a leader, has heard from it
+/// recently (a follower), and has applied close to the commit index it last
+/// heard of. Answered from local state alone: a load balancer polling every
+/// node costs no RPC between nodes, and a dead peer cannot slow the answer.
 #[utoipa::path(get, path = "/api/health/ready", tag = "health", responses((status = 200, body = crate::openapi::Ready), (status = 503, description = "removed from the cluster, no known leader, leader unreachable, or too far behind", body = crate::openapi::Ready)))]
 pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Ready>) {
     let not_ready = |leader_id, reason: &str| {
@@ -36,16 +43,17 @@ pub async fn ready(State(s): State<AppState>) -> (StatusCode, Json<Ready>) {
         None => return not_ready(None, "no known leader"),
         Some(l) => l,
     };
-    let leader_last = if leader == s.cluster.id {
+    let target = if leader == s.cluster.id {
         me.last_log_index
     } else {
-        let status = s.cluster.status().await;
-        match status.nodes.iter().find(|n| n.id == leader).and_then(|n| n.last_log_index) {
-            Some(i) => i,
-            None => return not_ready(Some(leader), "leader unreachable"),
+        let quiet = s.cluster.contact.elapsed();
+        let limit = std::time::Duration::from_millis(s.cluster.opts.election_max_ms) * READY_MAX_QUIET_ELECTIONS;
+        if quiet > limit {
+            return not_ready(Some(leader), &format!("leader unreachable: nothing heard for {} ms", quiet.as_millis()));
         }
+        s.cluster.leader_commit()
     };
-    let lag = leader_last.saturating_sub(me.applied_index);
+    let lag = target.saturating_sub(me.applied_index);
     let ready = lag <= READY_MAX_LAG;
     let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let r =
