@@ -111,10 +111,10 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
                     "snapshot is format {version}; this binary knows up to {FORMAT_VERSION}: upgrade it"
                 )));
             }
-            codec::decode::<ControlState>(body)?
+            codec::decode_snapshot_body::<ControlState>(body)?
         }
         None => {
-            let v = codec::decode::<V1>(bytes)?;
+            let v = codec::decode_snapshot_body::<V1>(bytes)?;
             ControlState {
                 pools: v.pools,
                 workers: v.workers,
