@@ -81,11 +81,12 @@ fn snapshot_chunk(offset: u64, data: Vec<u8>) -> openraft::raft::InstallSnapshot
 /// message, random bytes, and one body over the size limit.
 fn crafted(route: &str) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![("empty".to_string(), vec![]), ("0xff".into(), vec![0xff; 3])];
-    let mut u64_prefix = vec![253u8];
-    u64_prefix.extend_from_slice(&u64::MAX.to_le_bytes());
-    let u32_prefix = vec![252u8, 0xff, 0xff, 0xff, 0xff];
+    // Without a limit, u64::MAX overflows a capacity (a panic), 2^50 asks
+    // the allocator for a petabyte (an abort), u32::MAX for 4 GiB.
+    let prefix = |len: u64| [&[253u8][..], &len.to_le_bytes()].concat();
+    let (max, peta, u32max) = (prefix(u64::MAX), prefix(1 << 50), vec![252u8, 0xff, 0xff, 0xff, 0xff]);
     for at in 0..12 {
-        for (name, marker) in [("u64", &u64_prefix), ("u32", &u32_prefix)] {
+        for (name, marker) in [("u64::MAX", &max), ("2^50", &peta), ("u32::MAX", &u32max)] {
             let mut b = vec![1u8; at];
             b.extend_from_slice(marker);
             b.extend_from_slice(b"tail");
@@ -290,12 +291,13 @@ impl FakePeer {
         let (served, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
         let (s, st) = (served.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
+            let counters = [AtomicUsize::new(0), AtomicUsize::new(0)];
             let deadline = Instant::now() + Duration::from_secs(120);
             while !st.load(Ordering::Relaxed) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let n = s.fetch_add(1, Ordering::Relaxed);
-                        let _ = answer(stream, n);
+                        s.fetch_add(1, Ordering::Relaxed);
+                        let _ = answer(stream, &counters);
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -314,8 +316,9 @@ impl Drop for FakePeer {
     }
 }
 
-/// Read one request (headers and its body), then write crafted reply `n`.
-fn answer(mut stream: TcpStream, n: usize) -> std::io::Result<()> {
+/// Read one request (headers and its body), then write a crafted reply:
+/// the `n`th kind, counted apart for `/raft/report` (status asks for few).
+fn answer(mut stream: TcpStream, counters: &[AtomicUsize; 2]) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -335,6 +338,8 @@ fn answer(mut stream: TcpStream, n: usize) -> std::io::Result<()> {
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let report = head.starts_with("post /raft/report ");
+    let n = counters[usize::from(report)].fetch_add(1, Ordering::Relaxed);
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:").and_then(|v| v.trim().parse().ok()))
@@ -353,8 +358,14 @@ fn answer(mut stream: TcpStream, n: usize) -> std::io::Result<()> {
         r.extend_from_slice(body);
         r
     };
-    let mut huge_prefix = vec![253u8];
-    huge_prefix.extend_from_slice(&u64::MAX.to_le_bytes());
+    // A petabyte length prefix (without a decode limit: an allocation
+    // failure, which aborts) after 0..6 one-byte fields, so that it lands on
+    // the length of a string or list of whichever reply is expected; for a
+    // report, right after its id, on the length of its role.
+    let ones = if report { 1 } else { (n / 7) % 6 };
+    let mut huge_prefix = vec![1u8; ones];
+    huge_prefix.push(253);
+    huge_prefix.extend_from_slice(&(1u64 << 50).to_le_bytes());
     huge_prefix.extend_from_slice(b"junk");
     let error_body = format!(r#"{{"error":{{"code":"<b>{MARKER}</b>","message":"{MARKER} secret=hunter2"}}}}"#);
     let garbage: Vec<u8> = (0..1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
