@@ -371,13 +371,13 @@ mod tests {
     fn peer_error_bodies_are_reduced_to_a_clean_code_and_message() {
         let ours = br#"{"error":{"code":"not_found","message":"no such raft rpc"}}"#;
         assert_eq!(peer_error_summary(ours), "not_found: no such raft rpc");
-        let crafted = format!(
-            r#"{{"error":{{"code":"x<script>
-{}","message":"{}[31m"}}}}"#,
-            "a".repeat(500),
-            "m".repeat(500)
-        );
+        let crafted = serde_json::json!({"error": {
+            "code": format!("x<script>\n{}", "a".repeat(500)),
+            "message": format!("{}\u{1b}[31m\n", "m".repeat(500)),
+        }})
+        .to_string();
         let s = peer_error_summary(crafted.as_bytes());
+        assert!(s.starts_with("xscript"), "{s}");
         assert!(s.len() <= 40 + 2 + 160 && !s.contains('<') && !s.contains('\n') && !s.contains('\u{1b}'), "{s}");
         assert_eq!(peer_error_summary(b"<html>secret stack trace</html>"), "no error code");
         let f = RpcFailure::NotDelivered(format!("HTTP 401: {}", peer_error_summary(ours)));
