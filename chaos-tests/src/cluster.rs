@@ -127,6 +127,8 @@ impl TestCluster {
             .env("ENGINE_PEERS", peers)
             .env("CONTROL_PLANE_TOKEN", TOKEN)
             .env("CLUSTER_SECRET", SECRET)
+            // Test nodes live on 127.0.0.x; a test about the default list unsets it.
+            .env("ENGINE_PEER_ALLOWLIST", "127.0.0.0/8")
             .env("RUST_LOG", "info,openraft=warn,sled=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

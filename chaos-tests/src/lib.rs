@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod net;
+pub mod peer;
 pub mod receivers;
 pub mod scenarios;
 pub mod workload;

@@ -131,6 +131,17 @@ pub struct ServeArgs {
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    // Peer admission and authentication (issue 19, points 4-5).
+    /// Addresses a learner may have: comma-separated exact URLs and CIDRs
+    /// (default: the hosts of the current members and of ENGINE_PEERS).
+    #[arg(long, env = "ENGINE_PEER_ALLOWLIST")]
+    pub peer_allowlist: Option<String>,
+    /// Tolerated clock difference between nodes for signed /raft requests, in seconds.
+    #[arg(long, env = "ENGINE_PEER_CLOCK_SKEW_SECS", default_value_t = 30)]
+    pub peer_clock_skew_secs: u64,
+    /// Rolling upgrade from a release that sent CLUSTER_SECRET in clear: send and accept it too.
+    #[arg(long, env = "ENGINE_ALLOW_PLAIN_SECRET", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_plain_secret: bool,
 }
 
 /// Validated configuration of one node. Its `Debug` leaves the secrets out
@@ -241,6 +252,8 @@ impl ServeArgs {
             let ip = listen.parse::<std::net::SocketAddr>().ok()?.ip();
             (!ip.is_unspecified()).then_some(ip)
         });
+        let peer_security =
+            peer_security(self.peer_allowlist.as_deref(), self.peer_clock_skew_secs, self.allow_plain_secret, &peers)?;
         let cluster = ClusterOptions {
             id: node_id,
             cluster_name: self.cluster_id,
@@ -255,6 +268,7 @@ impl ServeArgs {
             sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
             limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
             max_entry_bytes: self.max_entry_bytes,
+            peer_security,
         };
         // An entry must fit in one AppendEntries body with room to spare, and
         // a heartbeat batch (plus one follower's group) under the entry limit.
@@ -308,6 +322,25 @@ impl ServeArgs {
             warnings,
         })
     }
+}
+
+/// Peer admission and authentication settings, checked.
+fn peer_security(
+    allowlist: Option<&str>,
+    skew_secs: u64,
+    allow_plain_secret: bool,
+    peers: &BTreeMap<u64, String>,
+) -> Result<raft_store::cluster::PeerSecurity, String> {
+    let allowlist = raft_store::peer_allowlist::PeerAllowlist::parse(allowlist.unwrap_or(""))?;
+    if !(1..=3600).contains(&skew_secs) {
+        return Err(format!("ENGINE_PEER_CLOCK_SKEW_SECS must be 1..=3600, got {skew_secs}"));
+    }
+    Ok(raft_store::cluster::PeerSecurity {
+        allowlist,
+        initial_peers: peers.values().cloned().collect(),
+        clock_skew: Duration::from_secs(skew_secs),
+        allow_plain_secret,
+    })
 }
 
 fn notify_config(a: &ServeArgs) -> Result<loops::NotifyConfig, String> {
@@ -406,5 +439,25 @@ mod tests {
         assert_eq!(ok.advertise, "http://127.0.0.1:7001");
         assert!(ok.warnings.is_empty());
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn peer_security_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let base = ["--peers", "1=http://127.0.0.1:7001", "--data-dir", d, "--node-id", "1", "--token", "t"];
+        let with = |extra: &[&str]| args(&[&base[..], &["--cluster-secret", "s"], extra].concat()).validate();
+        let ok = with(&[]).unwrap().cluster.peer_security;
+        assert_eq!(ok.initial_peers, vec!["http://127.0.0.1:7001".to_string()]);
+        assert!(!ok.allow_plain_secret, "the plain secret is off by default");
+        assert_eq!(ok.clock_skew, Duration::from_secs(30));
+        let e = with(&["--peer-allowlist", "10.0.0.0/8,nonsense"]).unwrap_err();
+        assert!(e.starts_with("ENGINE_PEER_ALLOWLIST") && e.contains("nonsense"), "{e}");
+        let e = with(&["--peer-clock-skew-secs", "0"]).unwrap_err();
+        assert!(e.contains("ENGINE_PEER_CLOCK_SKEW_SECS"), "{e}");
+        let on =
+            with(&["--allow-plain-secret", "true", "--peer-allowlist", "10.0.0.0/8"]).unwrap().cluster.peer_security;
+        assert!(on.allow_plain_secret);
+        assert!(on.allowlist.check("http://10.9.9.9:7001", []).is_ok());
     }
 }

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::election::LeaderContact;
 use crate::network::{NetworkFactory, RpcClient, RpcFailure};
+use crate::peer_allowlist::PeerAllowlist;
+use crate::peer_auth::PeerAuth;
 use crate::state_machine::StateReader;
 use crate::supervisor::Supervisor;
 use crate::types::{Node, NodeId, Raft, TypeConfig};
@@ -51,6 +53,34 @@ pub struct ClusterOptions {
     /// Largest Raft entry this node proposes (`ENGINE_MAX_ENTRY_BYTES`);
     /// a larger write is refused with 413 before it reaches the log.
     pub max_entry_bytes: usize,
+    /// Who may be a peer and how peers prove it.
+    pub peer_security: PeerSecurity,
+}
+
+/// Peer authentication and admission (`ENGINE_PEER_ALLOWLIST`,
+/// `ENGINE_PEER_CLOCK_SKEW_SECS`, `ENGINE_ALLOW_PLAIN_SECRET`).
+#[derive(Debug, Clone)]
+pub struct PeerSecurity {
+    /// Addresses a learner may have.
+    pub allowlist: PeerAllowlist,
+    /// The `ENGINE_PEERS` URLs, allowed hosts when the allowlist is unset.
+    pub initial_peers: Vec<String>,
+    /// Tolerated clock difference for signed peer requests.
+    pub clock_skew: Duration,
+    /// Rolling upgrade from a release that sent `CLUSTER_SECRET` in clear:
+    /// send and accept that header too.
+    pub allow_plain_secret: bool,
+}
+
+impl Default for PeerSecurity {
+    fn default() -> Self {
+        Self {
+            allowlist: PeerAllowlist::default(),
+            initial_peers: Vec::new(),
+            clock_skew: crate::peer_auth::DEFAULT_SKEW,
+            allow_plain_secret: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClusterOptions {
@@ -156,6 +186,10 @@ pub struct Cluster {
     pub opts: ClusterOptions,
     /// Last word from a leader, for the pre-vote (see [`crate::election`]).
     pub contact: LeaderContact,
+    /// Checks the signature of every `/raft` request this node receives.
+    pub peer_auth: PeerAuth,
+    /// The snapshot being received, to refuse chunks out of its bounds.
+    snapshot_progress: tokio::sync::Mutex<SnapshotProgress>,
     /// Fault injection for tests (`ENGINE_TEST_HOLD_FORWARD_FILE`): while
     /// this file exists, heartbeat batches wait before being forwarded.
     hold_forward_file: Option<std::path::PathBuf>,
@@ -168,6 +202,49 @@ pub struct Cluster {
     /// AppendEntries it did not refuse for a stale term: how far this follower should have applied, known
     /// without asking anyone (readiness).
     leader_commit: std::sync::atomic::AtomicU64,
+}
+
+/// Largest snapshot a node receives, in bytes; a stream going past it is refused.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+
+/// How far the snapshot being streamed to this node has come.
+#[derive(Debug, Default)]
+pub struct SnapshotProgress {
+    id: Option<String>,
+    received: u64,
+}
+
+impl SnapshotProgress {
+    /// Check a chunk: it starts a snapshot (offset 0) or continues the one
+    /// in progress no further than its received end (a resent chunk may
+    /// start earlier). Returns the chunk's end.
+    pub fn admit(&self, rpc: &InstallSnapshotRequest<TypeConfig>) -> Result<u64, String> {
+        let end = rpc.offset.checked_add(rpc.data.len() as u64).filter(|end| *end <= MAX_SNAPSHOT_BYTES).ok_or_else(
+            || format!("snapshot chunk at offset {} would pass the {MAX_SNAPSHOT_BYTES}-byte limit", rpc.offset),
+        )?;
+        if rpc.offset > 0 {
+            let current = self.id.as_deref() == Some(rpc.meta.snapshot_id.as_str());
+            let received = if current { self.received } else { 0 };
+            if rpc.offset > received {
+                return Err(format!(
+                    "snapshot chunk at offset {} but only {received} bytes of snapshot {:?} were received",
+                    rpc.offset, rpc.meta.snapshot_id
+                ));
+            }
+        }
+        Ok(end)
+    }
+
+    /// openraft took the chunk ending at `end`.
+    pub fn accepted(&mut self, id: String, end: u64, done: bool) {
+        if done {
+            *self = Self::default();
+        } else if self.id.as_deref() == Some(id.as_str()) {
+            self.received = self.received.max(end);
+        } else {
+            *self = Self { id: Some(id), received: end };
+        }
+    }
 }
 
 /// How a leader's refusal to a node outside its membership begins.
@@ -226,7 +303,10 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Fatal(format!("invalid raft config: {e}")))?;
-        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip);
+        let peers = &opts.peer_security;
+        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip)
+            .with_plain_secret(&opts.secret, peers.allow_plain_secret);
+        let peer_auth = PeerAuth::new(&opts.secret, peers.clock_skew, peers.allow_plain_secret);
         let state = sm.reader();
         let network = NetworkFactory { rpc: rpc.clone() };
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
@@ -240,6 +320,8 @@ impl Cluster {
             rpc,
             opts,
             contact: LeaderContact::new(),
+            peer_auth,
+            snapshot_progress: Default::default(),
             hold_forward_file,
             supervisor: Supervisor::default(),
             removed_at: Default::default(),
@@ -464,14 +546,27 @@ impl Cluster {
     }
 
     /// A snapshot chunk from a leader, through openraft, noted for the pre-vote.
+    /// A chunk that starts beyond what was received of its snapshot, or
+    /// would take it past [`MAX_SNAPSHOT_BYTES`], is refused (`Err`) before
+    /// openraft sees it: openraft seeks its in-memory buffer to any offset
+    /// it is given, and writing there grows the buffer to that size.
     pub async fn install_snapshot(
         &self,
         rpc: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        let sender = rpc.vote;
+    ) -> Result<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>, String> {
+        // Held across the install, so chunks are checked in the order they land.
+        let mut progress = self.snapshot_progress.lock().await;
+        let end = progress.admit(&rpc)?;
+        let (sender, id, done) = (rpc.vote, rpc.meta.snapshot_id.clone(), rpc.done);
         let resp = self.raft.install_snapshot(rpc).await;
+        if let Ok(r) = &resp {
+            // Accepted (openraft answers a newer vote when it refuses).
+            if r.vote <= sender {
+                progress.accepted(id, end, done);
+            }
+        }
         self.contact.note_snapshot(&sender, &resp);
-        resp
+        Ok(resp)
     }
 
     /// Does this node believe it leads (no quorum round; see below for that)?
@@ -502,7 +597,14 @@ impl Cluster {
                         () = self.leadership_gone(self.id) => Ok(ProposalOutcome::Abandoned),
                     };
                 }
-                Proposal::AddLearner { id, addr } => self.raft.add_learner(id, Node { addr }, true).await,
+                Proposal::AddLearner { id, addr } => {
+                    // The leader checks too: a follower with a looser list
+                    // cannot add a peer this one would refuse.
+                    if let Err(why) = self.check_peer_addr(&addr) {
+                        return Ok(ProposalOutcome::Refused(why));
+                    }
+                    self.raft.add_learner(id, Node { addr }, true).await
+                }
                 Proposal::Promote { ids } => self.raft.change_membership(ChangeMembers::AddVoterIds(ids), false).await,
                 Proposal::Remove { ids } => self.raft.change_membership(ChangeMembers::RemoveVoters(ids), false).await,
             };
@@ -650,6 +752,15 @@ impl Cluster {
             || (told != 0 && told == m.last_log_index.unwrap_or(0) + 1)
     }
 
+    /// May `addr` become a member? Checked against `ENGINE_PEER_ALLOWLIST`,
+    /// or when unset against the hosts of the membership and `ENGINE_PEERS`.
+    pub fn check_peer_addr(&self, addr: &str) -> Result<(), String> {
+        let m = self.raft.metrics().borrow().clone();
+        let members: Vec<String> = m.membership_config.membership().nodes().map(|(_, n)| n.addr.clone()).collect();
+        let known = members.iter().chain(&self.opts.peer_security.initial_peers).map(String::as_str);
+        self.opts.peer_security.allowlist.check(addr, known)
+    }
+
     /// Is `id` in this node's view of the membership (voter or learner)?
     pub fn is_member(&self, id: NodeId) -> bool {
         self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some()
@@ -701,7 +812,7 @@ impl Cluster {
         for (id, addr) in voters.into_iter().filter(|(id, _)| *id != self.id) {
             match self.rpc.post::<_, u32>(&addr, "/raft/format", &(), REPORT_TIMEOUT).await {
                 Ok(v) => known = known.min(v),
-                Err(RpcFailure::NotDelivered(e)) if e.starts_with("404") => known = 1,
+                Err(RpcFailure::NotDelivered(e)) if e.starts_with("HTTP 404") => known = 1,
                 Err(e) => return Err(format!("voter {id} did not say which format it knows: {e}")),
             }
         }
@@ -762,7 +873,8 @@ impl Cluster {
                         snapshot_index: None,
                         purged_index: None,
                         term: None,
-                        error: Some(e.to_string()),
+                        // A classification only: a peer's reply is never echoed.
+                        error: Some(e.class().to_string()),
                     },
                 }
             })
@@ -777,5 +889,53 @@ impl Cluster {
             healthy_nodes,
             nodes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{LogId, StoredMembership, Vote};
+
+    fn chunk(id: &str, offset: u64, len: usize, done: bool) -> InstallSnapshotRequest<TypeConfig> {
+        InstallSnapshotRequest {
+            vote: Vote::new_committed(3, 1),
+            meta: crate::types::SnapshotMeta {
+                last_log_id: Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 42)),
+                last_membership: StoredMembership::default(),
+                snapshot_id: id.into(),
+            },
+            offset,
+            data: vec![0; len],
+            done,
+        }
+    }
+
+    #[test]
+    fn snapshot_chunks_must_follow_what_was_received() {
+        let mut p = SnapshotProgress::default();
+        assert!(p.admit(&chunk("a", 10, 5, false)).is_err(), "a stream starts at offset 0");
+        assert_eq!(p.admit(&chunk("a", 0, 100, false)), Ok(100));
+        p.accepted("a".into(), 100, false);
+        assert_eq!(p.admit(&chunk("a", 100, 50, false)), Ok(150), "the next chunk");
+        assert_eq!(p.admit(&chunk("a", 0, 100, false)), Ok(100), "a resent chunk");
+        let e = p.admit(&chunk("a", 101, 50, false)).unwrap_err();
+        assert!(e.contains("only 100 bytes"), "{e}");
+        assert!(p.admit(&chunk("b", 100, 50, false)).is_err(), "another snapshot starts at 0");
+        assert!(p.admit(&chunk("a", u64::MAX - 1, 10, false)).is_err(), "overflowing offset");
+        assert!(p.admit(&chunk("a", 0, 0, false)).is_ok());
+        p.accepted("a".into(), 150, false);
+        assert!(p.admit(&chunk("a", 150, 0, true)).is_ok());
+        p.accepted("a".into(), 150, true);
+        assert!(p.admit(&chunk("a", 150, 0, false)).is_err(), "finished: nothing to continue");
+    }
+
+    #[test]
+    fn snapshots_over_the_limit_are_refused() {
+        let mut p = SnapshotProgress::default();
+        p.accepted("big".into(), MAX_SNAPSHOT_BYTES - 10, false);
+        assert!(p.admit(&chunk("big", MAX_SNAPSHOT_BYTES - 10, 10, true)).is_ok());
+        let e = p.admit(&chunk("big", MAX_SNAPSHOT_BYTES - 10, 11, true)).unwrap_err();
+        assert!(e.contains("limit"), "{e}");
     }
 }

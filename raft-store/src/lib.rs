@@ -10,6 +10,8 @@ pub mod election;
 pub mod group_commit;
 pub mod log_store;
 pub mod network;
+pub mod peer_allowlist;
+pub mod peer_auth;
 pub mod rpc_server;
 pub mod snapshot_schedule;
 pub mod state_machine;

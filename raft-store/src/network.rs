@@ -1,9 +1,11 @@
 //! Raft RPC and leader forwarding over HTTP: one shared reqwest client, bodies
-//! encoded by [`model::codec`], every request carrying the cluster secret.
+//! encoded by [`model::codec`], every request signed ([`crate::peer_auth`]),
+//! every reply read up to a cap and decoded within the codec's limit.
 //! openraft gives an AppendEntries only one heartbeat interval, so requests
 //! over [`MAX_APPEND_BYTES`] are refused before sending and openraft retries
 //! at once with fewer entries; snapshot chunks are encoded as one byte run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -16,6 +18,7 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 
+use crate::peer_auth::{PeerAuth, AUTH_HEADER, DEFAULT_SKEW, PLAIN_SECRET_HEADER};
 use crate::types::{Node, NodeId, SnapshotMeta, TypeConfig};
 use model::codec;
 
@@ -24,10 +27,17 @@ use model::codec;
 /// heartbeat interval, or openraft times it out and resends the same range.
 pub const MAX_APPEND_BYTES: usize = 512 * 1024;
 
-/// Header that carries `CLUSTER_SECRET` on every `/raft/*` request.
-pub const SECRET_HEADER: &str = "x-engine-cluster-secret";
+/// Largest reply body read from a peer (the `/raft` request limit): a
+/// longer one is cut off and the call fails, whatever its length header says.
+pub const MAX_REPLY_BYTES: usize = crate::rpc_server::RAFT_BODY_LIMIT;
+
+/// Largest error body read from a peer; only its JSON error code and a
+/// cleaned, shortened message are kept.
+const MAX_ERROR_BYTES: usize = 4096;
 
 /// Why an internal RPC failed, split by what the caller may safely do next.
+/// The text starts with a fixed classification written here ([`Self::class`]),
+/// never with bytes from the peer.
 #[derive(Debug, thiserror::Error)]
 pub enum RpcFailure {
     /// The request never reached the peer (connection refused, DNS, connect
@@ -39,11 +49,74 @@ pub enum RpcFailure {
     Unknown(String),
 }
 
+impl RpcFailure {
+    /// The short classification (`unreachable`, `timeout`, `HTTP 401`,
+    /// `reply too large`, `undecodable reply`, …) without detail, for
+    /// places shown to operators such as `/api/cluster/status`.
+    pub fn class(&self) -> &str {
+        let (RpcFailure::NotDelivered(m) | RpcFailure::Unknown(m)) = self;
+        m.split(':').next().unwrap_or("failed")
+    }
+}
+
 /// The process's one HTTP client for talking to other nodes.
 #[derive(Clone)]
 pub struct RpcClient {
     http: reqwest::Client,
-    secret: String,
+    auth: Arc<PeerAuth>,
+}
+
+/// Keep from a peer's error body only what our own `/raft` error shape
+/// holds, cleaned: its code (`[a-z0-9_]`, 40 at most) and message
+/// (printable ASCII, 160 at most).
+fn peer_error_summary(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else { return "no error code".into() };
+    let code: String = v["error"]["code"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+        .take(40)
+        .collect();
+    let message: String = v["error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(160)
+        .collect();
+    if code.is_empty() {
+        "no error code".into()
+    } else {
+        format!("{code}: {message}")
+    }
+}
+
+/// Read a reply body of at most `cap` bytes (a stated or actual longer one
+/// fails without being read further).
+async fn read_capped(mut res: reqwest::Response, cap: usize) -> Result<Vec<u8>, RpcFailure> {
+    let too_large = |n: u64| RpcFailure::Unknown(format!("reply too large: {n} bytes, over the {cap}-byte cap"));
+    if let Some(n) = res.content_length().filter(|n| *n > cap as u64) {
+        return Err(too_large(n));
+    }
+    let mut body = Vec::with_capacity(res.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = res.chunk().await.map_err(|e| transport_failure(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large((body.len() + chunk.len()) as u64));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn transport_failure(e: &reqwest::Error) -> RpcFailure {
+    if e.is_connect() {
+        RpcFailure::NotDelivered(format!("unreachable: {e}"))
+    } else if e.is_timeout() {
+        RpcFailure::Unknown(format!("timeout: {e}"))
+    } else {
+        RpcFailure::Unknown(format!("connection failed: {e}"))
+    }
 }
 
 impl RpcClient {
@@ -62,7 +135,13 @@ impl RpcClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("reqwest client with static options always builds");
-        Self { http, secret }
+        Self { http, auth: Arc::new(PeerAuth::new(&secret, DEFAULT_SKEW, false)) }
+    }
+
+    /// Also send the plain secret header, for peers still on a release that
+    /// checks only that (`ENGINE_ALLOW_PLAIN_SECRET`, rolling upgrade).
+    pub fn with_plain_secret(self, secret: &str, yes: bool) -> Self {
+        Self { auth: Arc::new(PeerAuth::new(secret, DEFAULT_SKEW, yes)), ..self }
     }
 
     /// POST `body` to `{addr}{path}` and decode the answer.
@@ -111,30 +190,32 @@ impl RpcClient {
         let mut req = self
             .http
             .post(format!("{}{}", addr.trim_end_matches('/'), path))
-            .header(SECRET_HEADER, &self.secret)
+            .header(AUTH_HEADER, self.auth.sign("POST", path, &bytes))
             .header("content-type", "application/octet-stream");
+        if let Some(plain) = self.auth.plain_secret() {
+            req = req.header(PLAIN_SECRET_HEADER, plain);
+        }
         if let Some((name, value)) = header {
             req = req.header(name, value);
         }
-        let res = req.timeout(timeout).body(bytes).send().await.map_err(|e| {
-            if e.is_connect() {
-                RpcFailure::NotDelivered(e.to_string())
-            } else {
-                RpcFailure::Unknown(e.to_string())
-            }
-        })?;
+        // The timeout covers reading the reply too.
+        let res = req.timeout(timeout).body(bytes).send().await.map_err(|e| transport_failure(&e))?;
         let status = res.status();
-        let body = res.bytes().await.map_err(|e| RpcFailure::Unknown(e.to_string()))?;
         if !status.is_success() {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            // A refused secret or missing route means nothing was applied.
+            let summary = match read_capped(res, MAX_ERROR_BYTES).await {
+                Ok(body) => peer_error_summary(&body),
+                Err(_) => "unreadable error body".into(),
+            };
+            let class = format!("HTTP {}", status.as_u16());
+            // A refused signature or missing route means nothing was applied.
             return Err(if status.is_client_error() {
-                RpcFailure::NotDelivered(format!("{status}: {text}"))
+                RpcFailure::NotDelivered(format!("{class}: {summary}"))
             } else {
-                RpcFailure::Unknown(format!("{status}: {text}"))
+                RpcFailure::Unknown(format!("{class}: {summary}"))
             });
         }
-        codec::decode(&body).map_err(|e| RpcFailure::Unknown(e.to_string()))
+        let body = read_capped(res, MAX_REPLY_BYTES).await?;
+        codec::decode(&body).map_err(|e| RpcFailure::Unknown(format!("undecodable reply: {e}")))
     }
 }
 
@@ -284,6 +365,68 @@ mod tests {
         let fast = encode_snapshot_chunk(&rpc).unwrap();
         assert_eq!(fast, codec::encode(&rpc).unwrap());
         assert_eq!(codec::decode::<InstallSnapshotRequest<TypeConfig>>(&fast).unwrap(), rpc);
+    }
+
+    #[test]
+    fn peer_error_bodies_are_reduced_to_a_clean_code_and_message() {
+        let ours = br#"{"error":{"code":"not_found","message":"no such raft rpc"}}"#;
+        assert_eq!(peer_error_summary(ours), "not_found: no such raft rpc");
+        let crafted = serde_json::json!({"error": {
+            "code": format!("x<script>\n{}", "a".repeat(500)),
+            "message": format!("{}\u{1b}[31m\n", "m".repeat(500)),
+        }})
+        .to_string();
+        let s = peer_error_summary(crafted.as_bytes());
+        assert!(s.starts_with("xscript"), "{s}");
+        assert!(s.len() <= 40 + 2 + 160 && !s.contains('<') && !s.contains('\n') && !s.contains('\u{1b}'), "{s}");
+        assert_eq!(peer_error_summary(b"<html>secret stack trace</html>"), "no error code");
+        let f = RpcFailure::NotDelivered(format!("HTTP 401: {}", peer_error_summary(ours)));
+        assert_eq!(f.class(), "HTTP 401");
+    }
+
+    /// The largest entry a node proposes (ENGINE_MAX_ENTRY_BYTES at its
+    /// maximum, 8 MiB of heartbeats) decodes within the codec's wire limit.
+    #[test]
+    fn a_largest_append_decodes_within_the_wire_limit() {
+        let beat = |i: usize| -> model::state::Heartbeat {
+            serde_json::from_value(serde_json::json!({
+                "worker_id": format!("w-{i}"), "host": "vps-3", "ip": "203.0.113.7", "pool": "default",
+                "version": "1.4.2", "status": "running", "process_state": "running",
+                "metrics": {"processed": 1200, "errors": 14, "in_flight": 3},
+                "stage_metrics": {"dns": {"ok": 1180, "fail": 20}},
+                "smtp_metrics": {"2xx": 900, "4xx": 200, "5xx": 80, "timeout": 20},
+                "provider_metrics": {"gmail": {"accepted": 500, "rejected": 40, "tempfail": 30, "unknown": 10}},
+                "meta": {"seq": i.to_string()}
+            }))
+            .expect("a spec heartbeat parses")
+        };
+        let mut beats = Vec::new();
+        let mut size = 0;
+        while size < 8 << 20 {
+            let b = beat(beats.len());
+            size += b.approx_encoded_len();
+            beats.push(b);
+        }
+        let req = model::Request {
+            at_ms: 1,
+            node: 1,
+            actor: "worker".into(),
+            command: model::Command::HeartbeatBatch { beats: std::sync::Arc::new(beats) },
+        };
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: openraft::Vote::new_committed(3, 1),
+            prev_log_id: None,
+            entries: vec![openraft::Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(3, 1), 0),
+                payload: openraft::EntryPayload::Normal(req),
+            }],
+            leader_commit: None,
+        };
+        // The node caps entries by this same estimate, so this is the largest.
+        let bytes = codec::encode(&rpc).unwrap();
+        assert!(bytes.len() >= 4 << 20, "{} bytes", bytes.len());
+        let back: AppendEntriesRequest<TypeConfig> = codec::decode(&bytes).expect("decodes within WIRE_LIMIT");
+        assert_eq!(back.entries.len(), 1);
     }
 
     #[test]

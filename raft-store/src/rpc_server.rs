@@ -1,13 +1,14 @@
 //! The server side of the internal Raft RPC under `/raft/*`: bincode bodies,
-//! the cluster secret required on every request. Followers also use it to
+//! a valid peer signature ([`crate::peer_auth`]) required on every request,
+//! bodies decoded within the codec's limit. Followers also use it to
 //! forward proposals (heartbeat batches join the leader's group commit) and to
 //! ask the leader for a read index. The client side is [`crate::network`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request as HttpRequest, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, OriginalUri, Request as HttpRequest, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -15,11 +16,10 @@ use axum::routing::post;
 use axum::Router;
 use model::{codec, Command, Request};
 use serde::{de::DeserializeOwned, Serialize};
-use subtle::ConstantTimeEq;
 
 use crate::cluster::{Proposal, ProposalOutcome, NOT_A_MEMBER, WAIT_HEADER};
 use crate::group_commit::{BatchError, HeartbeatBatcher};
-use crate::network::SECRET_HEADER;
+use crate::peer_auth::{AUTH_HEADER, PLAIN_SECRET_HEADER};
 use crate::{Cluster, ClusterError, NodeId, TypeConfig};
 
 /// Largest `/raft` body: a snapshot chunk plus framing.
@@ -29,6 +29,8 @@ pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct RaftService {
     pub cluster: Arc<Cluster>,
     pub batcher: HeartbeatBatcher,
+    /// `CLUSTER_SECRET`; requests are checked by the cluster's
+    /// [`crate::peer_auth::PeerAuth`], built from the same secret.
     pub secret: Arc<str>,
 }
 
@@ -45,7 +47,7 @@ pub fn router(svc: Arc<RaftService>) -> Router {
         .route("/read-index", post(read_index))
         .route("/report", post(report))
         .route("/format", post(format))
-        .route_layer(middleware::from_fn_with_state(svc.clone(), require_secret))
+        .route_layer(middleware::from_fn_with_state(svc.clone(), require_peer))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such raft rpc") })
         .layer(DefaultBodyLimit::max(RAFT_BODY_LIMIT))
         .with_state(svc)
@@ -76,13 +78,31 @@ fn batch_error(e: &BatchError) -> Response {
     }
 }
 
-/// The cluster secret header, compared in constant time, or 401.
-async fn require_secret(State(svc): Svc, req: HttpRequest, next: Next) -> Response {
-    let given = req.headers().get(SECRET_HEADER).and_then(|v| v.to_str().ok());
-    if given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(svc.secret.as_bytes()))) {
-        next.run(req).await
-    } else {
-        error(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong cluster secret")
+/// A valid peer signature over the request, or 401 (413 for a body over
+/// [`RAFT_BODY_LIMIT`]). The body is read here, since it is signed, and
+/// handed on; a request with no credential at all is refused unread.
+async fn require_peer(State(svc): Svc, req: HttpRequest, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let signed = parts.headers.get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let plain = parts.headers.get(PLAIN_SECRET_HEADER).map(|v| v.as_bytes());
+    if signed.is_none() && plain.is_none() {
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", "missing peer signature");
+    }
+    let path = match parts.extensions.get::<OriginalUri>() {
+        Some(original) => original.path().to_string(),
+        None => format!("/raft{}", parts.uri.path()),
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, RAFT_BODY_LIMIT).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "raft rpc body over the limit or cut short");
+    };
+    // A forwarded proposal is a write: its replay would apply it twice.
+    let remember = path == "/raft/propose";
+    match svc.cluster.peer_auth.verify(parts.method.as_str(), &path, signed, plain, &bytes, remember) {
+        Ok(()) => next.run(HttpRequest::from_parts(parts, Body::from(bytes))).await,
+        Err(e) => {
+            tracing::warn!(%path, reason = %e, "refused a /raft request");
+            error(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+        }
     }
 }
 
@@ -115,7 +135,12 @@ async fn prevote(State(s): Svc, body: Bytes) -> Result<Response, Response> {
 
 async fn snapshot(State(s): Svc, body: Bytes) -> Result<Response, Response> {
     let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(&body)?;
-    Ok(encoded(&s.cluster.install_snapshot(rpc).await))
+    let answer = s
+        .cluster
+        .install_snapshot(rpc)
+        .await
+        .map_err(|why| error(StatusCode::BAD_REQUEST, "bad_snapshot_chunk", why))?;
+    Ok(encoded(&answer))
 }
 
 /// A follower's forwarded proposal; answered only once applied (or refused).

@@ -136,7 +136,9 @@ impl StateMachineStore {
             return Ok(Some((meta, data)));
         }
         let legacy = self.snapshots.get(KEY_LEGACY).map_err(|e| err(&e))?;
-        legacy.map(|v| codec::decode::<LegacySnapshot>(&v).map(|s| (s.meta, s.data)).map_err(|e| err(&e))).transpose()
+        legacy
+            .map(|v| codec::decode_snapshot_body::<LegacySnapshot>(&v).map(|s| (s.meta, s.data)).map_err(|e| err(&e)))
+            .transpose()
     }
 
     /// Make `data` (a received snapshot) durable as the current snapshot,

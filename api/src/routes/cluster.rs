@@ -35,9 +35,14 @@ pub async fn add_learner(
     State(s): State<AppState>,
     ApiJson(b): ApiJson<LearnerBody>,
 ) -> Result<Json<ClusterStatus>, ApiError> {
-    if !(b.addr.starts_with("http://") || b.addr.starts_with("https://")) {
+    if !(b.addr.starts_with("http://") || b.addr.starts_with("https://")) || b.addr.len() > 2048 {
         return Err(ApiError::bad_request("addr must be an http:// or https:// URL"));
     }
+    // A member receives every entry and a full snapshot: only allowed
+    // addresses join (`ENGINE_PEER_ALLOWLIST`).
+    s.cluster
+        .check_peer_addr(&b.addr)
+        .map_err(|why| ApiError::new(axum::http::StatusCode::BAD_REQUEST, "peer_not_allowed", why))?;
     s.cluster.propose(Proposal::AddLearner { id: b.id, addr: b.addr }).await?;
     Ok(Json(s.cluster.status().await))
 }

@@ -136,13 +136,13 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
             let (mut state, used) = codec::decode_prefix::<ControlState>(body)?;
             if version >= 4 {
                 let rest = body.get(used..).unwrap_or_default();
-                let section: Section4 = codec::decode(rest)?;
+                let section: Section4 = codec::decode_snapshot_body(rest)?;
                 state.tokens = Tokens::from_map(section.tokens);
             }
             state
         }
         None => {
-            let v = codec::decode::<V1>(bytes)?;
+            let v = codec::decode_snapshot_body::<V1>(bytes)?;
             ControlState {
                 pools: v.pools,
                 workers: v.workers,
