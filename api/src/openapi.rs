@@ -73,6 +73,24 @@ pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
+/// Add what the transport limits ([`crate::limits`]) can answer to every
+/// operation: 408 past the request deadline, and 503 when the node sheds load
+/// (health probes are never shed).
+pub fn add_transport_statuses(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let ops = [item.get.as_mut(), item.put.as_mut(), item.post.as_mut(), item.patch.as_mut(), item.delete.as_mut()];
+        for op in ops.into_iter().flatten() {
+            let mut add = |status: &str, text: &str| {
+                op.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(text).into());
+            };
+            add("408", "`request_timeout`: not completed within ENGINE_REQUEST_TIMEOUT_MS");
+            if !path.starts_with("/api/health/") {
+                add("503", "`overloaded`: more requests in flight than ENGINE_MAX_INFLIGHT; retry after a second");
+            }
+        }
+    }
+}
+
 /// An error answer: `{"error": {"code", "message"}}`.
 fn error_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()

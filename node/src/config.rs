@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// `text` or `json` logs.
     #[arg(long, env = "ENGINE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// TLS, the `/raft` listener and the slow-client caps (`ENGINE_TLS_*`,
+    /// `ENGINE_RAFT_LISTEN`, `ENGINE_MAX_CONNECTIONS`, ...).
+    #[command(flatten)]
+    pub transport: crate::transport::TransportArgs,
 }
 
 /// Validated configuration of one node.
@@ -116,6 +120,7 @@ pub struct NodeConfig {
     pub settings: api::Settings,
     pub batch: api::BatchOptions,
     pub notify: loops::NotifyConfig,
+    pub transport: crate::transport::TransportConfig,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -175,8 +180,15 @@ impl ServeArgs {
             }
             None => own.clone(),
         };
+        // Transport (TLS, /raft listener, caps): checked against the peer URLs.
+        let transport = self.transport.validate(&peers, &own, self.write_timeout_ms.max(100))?;
         let listen = match self.listen.filter(|l| !l.trim().is_empty()) {
             Some(l) => l.trim().to_string(),
+            None if transport.raft_listen.is_some() => {
+                return Err(
+                    "ENGINE_LISTEN is required with ENGINE_RAFT_LISTEN (the peer URL names the /raft listener)".into()
+                )
+            }
             None => {
                 let authority = own.split("://").nth(1).unwrap_or_default();
                 let port = authority.rsplit(':').next().filter(|p| p.parse::<u16>().is_ok());
@@ -214,6 +226,7 @@ impl ServeArgs {
             sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
             limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
             max_entry_bytes: self.max_entry_bytes,
+            peer_tls: transport.tls.as_ref().map(|t| t.peer.clone()),
         };
         // An entry must fit in one AppendEntries body with room to spare, and
         // a heartbeat batch (plus one follower's group) under the entry limit.
@@ -242,7 +255,19 @@ impl ServeArgs {
             max_inflight: self.heartbeat_batch_inflight,
             max_batch_bytes: self.heartbeat_batch_max_bytes,
         };
-        Ok(NodeConfig { node_id, listen, advertise, data_dir, peers, token, cluster, settings, batch, notify })
+        Ok(NodeConfig {
+            node_id,
+            listen,
+            advertise,
+            data_dir,
+            peers,
+            token,
+            cluster,
+            settings,
+            batch,
+            notify,
+            transport,
+        })
     }
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod dev;
 mod serve;
 mod sim;
+mod transport;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Cmd {
     Cluster(client::ClusterCmd),
     /// List and scale pools.
     Pools(client::PoolsCmd),
+    /// Create a cluster CA and node certificates for TLS.
+    Certs(transport::certs::CertsCmd),
 }
 
 /// mimalloc 3 keeps freed memory for a second before giving it back to the
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Dev(args) => runtime.block_on(dev::run(args)),
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Certs(cmd) => cmd.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

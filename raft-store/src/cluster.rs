@@ -50,6 +50,8 @@ pub struct ClusterOptions {
     /// Largest Raft entry this node proposes (`ENGINE_MAX_ENTRY_BYTES`);
     /// a larger write is refused with 413 before it reaches the log.
     pub max_entry_bytes: usize,
+    /// TLS towards peers (`ENGINE_TLS_*`); None: plain HTTP.
+    pub peer_tls: Option<crate::network::PeerTls>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -201,7 +203,7 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| ClusterError::Fatal(format!("invalid raft config: {e}")))?;
-        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip);
+        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip, opts.peer_tls.as_ref());
         let state = sm.reader();
         let network = NetworkFactory { rpc: rpc.clone() };
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)

@@ -36,6 +36,7 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         sled_cache_bytes: 8 << 20,
         limits: Default::default(),
         max_entry_bytes: 8 << 20,
+        peer_tls: None,
     };
     let cluster = Cluster::start(opts, dir).await.expect("start raft");
     if start == Start::Leader {
