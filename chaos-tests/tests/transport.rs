@@ -80,7 +80,9 @@ fn a_cluster_on_certs_init_certificates_speaks_only_tls() {
     assert_eq!(body["error"]["code"], "client_certificate_required", "{body}");
     let peer = blocking(trusting_ca(&c).identity(node_identity(&c, 2)));
     let res = peer.post(&vote).body(Vec::<u8>::new()).send().expect("answer");
-    assert_ne!(res.status().as_u16(), 403, "a node's certificate passes the transport gate");
+    // (Refused further on for want of the cluster secret: that is Raft's own check.)
+    let body = res.text().unwrap_or_default();
+    assert!(!body.contains("client_certificate_required"), "a node's certificate passes the transport gate: {body}");
 
     // The CLI's client path: the API over TLS with the bearer token.
     let res = ca.get(url(2, "/api/cluster/status")).bearer_auth(TOKEN).send().expect("status");
@@ -158,7 +160,9 @@ fn slowloris_does_not_stop_heartbeats_or_raft() {
     let mut round = 0u64;
     let mut worst = Duration::ZERO;
     let mut open_left = usize::MAX;
-    while started.elapsed() < SECS(14) {
+    // 1,500 connects at once overflow the listen backlog: the kernel
+    // completes some late, and their 10 s start at accept. 30 s bounds it.
+    while started.elapsed() < SECS(30) {
         round += 1;
         let fresh = reqwest::blocking::Client::builder().timeout(SECS(3)).build().expect("client");
         for n in 1..=3u64 {
@@ -178,8 +182,12 @@ fn slowloris_does_not_stop_heartbeats_or_raft() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    eprintln!(
+        "slowloris: {round} rounds of 3 heartbeats, slowest {worst:?}; all 1500 sockets closed after {:?}",
+        started.elapsed()
+    );
     assert!(worst < SECS(2), "a heartbeat took {worst:?} under attack");
-    assert_eq!(open_left, 0, "the header-read timeout (10 s) closed every half-sent request");
+    assert_eq!(open_left, 0, "the header-read timeout (10 s) closed every half-sent request within 30 s");
     assert!(started.elapsed() >= SECS(9), "closed by the timeout, not at once");
     assert_eq!(c.status(leader).expect("status")["term"].as_u64(), term, "no election during the attack");
     writes_replicate(&c, "after");
@@ -237,15 +245,16 @@ fn caps_answer_with_json_errors() {
 
     // Connections past ENGINE_MAX_CONNECTIONS=64 are closed at once; the
     // node serves again once they go.
+    let socks: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(&addr).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(500));
     let mut held = Vec::new();
     let mut refused = 0;
-    for _ in 0..100 {
-        let mut s = TcpStream::connect(&addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    for mut s in socks {
+        s.set_nonblocking(true).unwrap();
         let mut b = [0u8; 1];
         match s.read(&mut b) {
             // Still open, waiting for our request.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => held.push(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => held.push(s),
             // Closed (FIN or reset) without a word.
             _ => refused += 1,
         }
