@@ -191,6 +191,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     f.write_all(bytes).and_then(|_| f.sync_all()).with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A CA and two node certificates in `dir`, for other modules' tests.
+#[cfg(test)]
+pub fn tests_init(dir: &Path) {
+    init(2, dir, &Hosts { hosts: String::new() }).expect("certs init in a temp dir");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

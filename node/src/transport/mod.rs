@@ -159,6 +159,47 @@ pub fn is_loopback(listen: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: TransportArgs,
+    }
+
+    fn check(flags: &[&str], peers: &str) -> Result<TransportConfig, String> {
+        let peers = crate::config::parse_peers(peers).unwrap();
+        let own = peers[&1].clone();
+        T::parse_from([&["t"], flags].concat()).a.validate(&peers, &own, 5_000)
+    }
+
+    #[test]
+    fn tls_files_and_peer_urls_are_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("c");
+        certs::tests_init(&d);
+        let f = |n: &str| d.join(n).to_str().unwrap().to_string();
+        let (cert, key, ca) = (f("node-1.pem"), f("node-1-key.pem"), f("ca.pem"));
+        let tls = ["--tls-cert", &cert, "--tls-key", &key, "--tls-ca", &ca];
+        assert!(check(&tls, "1=https://127.0.0.1:7001").unwrap().tls.is_some());
+        let e = check(&tls, "1=https://127.0.0.1:7001,2=http://127.0.0.2:7001").unwrap_err();
+        assert!(e.contains("must start with https://"), "{e}");
+        let e = check(&tls[..4], "1=https://127.0.0.1:7001").unwrap_err();
+        assert!(e.contains("all three or none"), "{e}");
+        let missing = f("nope.pem");
+        let e = check(&["--tls-cert", &missing, "--tls-key", &key, "--tls-ca", &ca], "1=https://a:1").unwrap_err();
+        assert!(e.contains("ENGINE_TLS_CERT") && e.contains("cannot be read") && !e.contains('\n'), "{e}");
+        let e = check(&["--tls-cert", &key, "--tls-key", &key, "--tls-ca", &ca], "1=https://a:1").unwrap_err();
+        assert!(e.contains("no PEM certificate"), "{e}");
+        let e =
+            check(&["--tls-cert", &f("node-2.pem"), "--tls-key", &key, "--tls-ca", &ca], "1=https://a:1").unwrap_err();
+        assert!(e.contains("do not make a key pair"), "{e}");
+        let e = check(&["--raft-listen", "127.0.0.1:7002"], "1=http://127.0.0.1:7001").unwrap_err();
+        assert!(e.contains("disagrees"), "{e}");
+        let e = check(&["--request-timeout-ms", "5000"], "1=http://127.0.0.1:7001").unwrap_err();
+        assert!(e.contains("ENGINE_REQUEST_TIMEOUT_MS"), "{e}");
+        assert!(check(&[], "1=https://127.0.0.1:7001").unwrap_err().contains("must start with http://"));
+    }
 
     #[test]
     fn loopback_is_told_apart() {
