@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# The slowloris test holds 1,500 sockets at once (500 per node): lift the
+# soft open-files limit to the hard one where it is lower.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   echo "== installing cargo-nextest"

@@ -8,6 +8,7 @@
 #
 #   A=/tmp/old/target/release B=target/release bench/ab.sh
 #   PAIRS=4 DURATION=12 CONNS=64 A=... B=... bench/ab.sh
+#   TLS_DIR=/tmp/certs A=... B=... bench/ab.sh   # both over HTTPS (certs init --nodes 3 --out DIR)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -26,7 +27,8 @@ for pair in $(seq "$PAIRS"); do
         ER_BIN=${!side}/engine-room
         log "pair $pair of $PAIRS, build $side ($ER_BIN)"
         er_start_cluster 27100
-        "$BENCH_BIN" run --target engine-room --url http://127.0.0.1:27101,http://127.0.0.1:27102,http://127.0.0.1:27103 \
+        "$BENCH_BIN" run --target engine-room ${TLS_DIR:+--ca "$TLS_DIR/ca.pem"} \
+            --url $ER_SCHEME://127.0.0.1:27101,$ER_SCHEME://127.0.0.1:27102,$ER_SCHEME://127.0.0.1:27103 \
             --token "$TOKEN" -c "$CONNS" --workers "$WORKERS" --duration "$DURATION" --warmup "$WARMUP" \
             --json "$WORK/$side-$pair.json" --quiet
         er_stop_cluster

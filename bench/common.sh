@@ -43,11 +43,18 @@ need_binaries() {
     }
 }
 
+# TLS_DIR=DIR (made by `engine-room certs init --out DIR`): Engine Room nodes
+# serve HTTPS (and talk mutual TLS to each other) with its certificates.
+TLS_DIR=${TLS_DIR:-}
+ER_SCHEME=http
+[[ -n $TLS_DIR ]] && ER_SCHEME=https
+
 # wait_http URL SECONDS: until URL answers 2xx (bounded).
 wait_http() {
     local url=$1 limit=$2 i
     for i in $(seq $((limit * 10))); do
-        curl -fsS -m 1 -H "Authorization: Bearer $TOKEN" "$url" >/dev/null 2>&1 && return 0
+        curl -fsS -m 1 ${TLS_DIR:+--cacert "$TLS_DIR/ca.pem"} -H "Authorization: Bearer $TOKEN" "$url" >/dev/null 2>&1 \
+            && return 0
         sleep 0.1
     done
     echo "timed out waiting for $url" >&2
@@ -56,10 +63,12 @@ wait_http() {
 
 # er_start_node N PORT_BASE: start Engine Room node N of 3 on 127.0.0.1:(PORT_BASE+N).
 er_start_node() {
-    local n=$1 base=$2 peers="" i
-    for i in 1 2 3; do peers+="${peers:+,}$i=http://127.0.0.1:$((base + i))"; done
+    local n=$1 base=$2 peers="" i tls=()
+    for i in 1 2 3; do peers+="${peers:+,}$i=$ER_SCHEME://127.0.0.1:$((base + i))"; done
+    [[ -n $TLS_DIR ]] && tls=(ENGINE_TLS_CERT="$TLS_DIR/node-$n.pem" ENGINE_TLS_KEY="$TLS_DIR/node-$n-key.pem"
+        ENGINE_TLS_CA="$TLS_DIR/ca.pem")
     mkdir -p "$WORK/er-$n"
-    ENGINE_NODE_ID=$n ENGINE_LISTEN=127.0.0.1:$((base + n)) ENGINE_PEERS=$peers \
+    env "${tls[@]}" ENGINE_NODE_ID=$n ENGINE_LISTEN=127.0.0.1:$((base + n)) ENGINE_PEERS=$peers \
         ENGINE_DATA_DIR=$WORK/er-$n/data CONTROL_PLANE_TOKEN=$TOKEN CLUSTER_SECRET=$CLUSTER_SECRET_VALUE \
         TOKIO_WORKER_THREADS=$NODE_THREADS "$ER_BIN" serve >>"$WORK/er-$n/node.log" 2>&1 &
     ER_PID[$n]=$!
@@ -70,7 +79,7 @@ er_start_node() {
 er_start_cluster() {
     local base=$1 n
     for n in 1 2 3; do er_start_node "$n" "$base"; done
-    for n in 1 2 3; do wait_http "http://127.0.0.1:$((base + n))/api/health/ready" 60; done
+    for n in 1 2 3; do wait_http "$ER_SCHEME://127.0.0.1:$((base + n))/api/health/ready" 60; done
 }
 
 er_stop_cluster() {

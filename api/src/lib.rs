@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -151,10 +152,28 @@ async fn nosniff(mut res: axum::response::Response) -> axum::response::Response 
     res
 }
 
-/// The whole HTTP surface of one node.
+/// The whole HTTP surface of one node, without transport limits (tests).
 pub fn app(state: AppState) -> Router {
+    public_routes(state.clone()).merge(raft_routes(&state))
+}
+
+/// The public surface (`/api`, UI, `/metrics`, fallback) and `/raft`, each
+/// with its transport limits, so a node can serve them on one listener
+/// (merged) or on two (`ENGINE_RAFT_LISTEN`).
+pub fn limited_apps(state: AppState, limits: limits::Limits) -> (Router, Router) {
+    (limits::public(public_routes(state.clone()), limits), limits::raft(raft_routes(&state), limits))
+}
+
+/// `/raft/*` only, without a fallback (merged into the public router or
+/// given one of its own by the caller).
+fn raft_routes(state: &AppState) -> Router {
+    Router::new().nest_service("/raft", raft_store::rpc_server::router(state.raft.clone()))
+}
+
+fn public_routes(state: AppState) -> Router {
     let (router, mut doc) = api_routes(state.clone()).split_for_parts();
     openapi::add_layer_statuses(&mut doc);
+    openapi::add_transport_statuses(&mut doc);
     let doc = Arc::new(doc);
 
     let ui = Router::new()
@@ -172,7 +191,6 @@ pub fn app(state: AppState) -> Router {
         .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .merge(ui)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
-        .nest_service("/raft", raft_store::rpc_server::router(state.raft.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)

@@ -87,6 +87,24 @@ pub fn operations_mut(
     ]
 }
 
+/// Add what the transport limits ([`crate::limits`]) can answer to every
+/// operation: 408 past the request deadline, and 503 when the node sheds load
+/// (health probes are never shed).
+pub fn add_transport_statuses(doc: &mut utoipa::openapi::OpenApi) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        for (_, op) in operations_mut(item) {
+            let Some(op) = op else { continue };
+            let mut add = |status: &str, text: &str| {
+                op.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(text).into());
+            };
+            add("408", "`request_timeout`: not completed within ENGINE_REQUEST_TIMEOUT_MS");
+            if !path.starts_with("/api/health/") {
+                add("503", "`overloaded`: more requests in flight than ENGINE_MAX_INFLIGHT; retry after a second");
+            }
+        }
+    }
+}
+
 /// An error answer: `{"error": {"code", "message"}}`.
 fn error_response(description: &str) -> utoipa::openapi::Response {
     ResponseBuilder::new()

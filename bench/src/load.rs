@@ -44,6 +44,8 @@ pub struct LoadOptions {
     pub first_worker: u64,
     /// Print a progress line to stderr every second.
     pub progress: bool,
+    /// TLS for `https://` endpoints (roots: `--ca`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 struct Shared {
@@ -70,11 +72,24 @@ struct ConnResult {
 
 type Sender = SendRequest<Full<Bytes>>;
 
-async fn connect(ep: &Endpoint) -> std::io::Result<Sender> {
+async fn connect(ep: &Endpoint, tls: Option<&Arc<rustls::ClientConfig>>) -> std::io::Result<Sender> {
     let stream = TcpStream::connect(ep.addr).await?;
     stream.set_nodelay(true)?;
+    if !ep.tls {
+        return http1(stream).await;
+    }
+    let config = tls.ok_or_else(|| std::io::Error::other("an https:// URL needs --ca"))?;
+    let name = rustls::pki_types::ServerName::IpAddress(ep.addr.ip().into());
+    let stream = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream).await?;
+    http1(stream).await
+}
+
+async fn http1<I>(io: I) -> std::io::Result<Sender>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(std::io::Error::other)?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -125,7 +140,7 @@ async fn connection(shared: Arc<Shared>, idx: usize) -> ConnResult {
         };
         let s = match sender.as_mut() {
             Some(s) => s,
-            None => match tokio::time::timeout(o.timeout, connect(ep)).await {
+            None => match tokio::time::timeout(o.timeout, connect(ep, o.tls.as_ref())).await {
                 Ok(Ok(s)) => sender.insert(s),
                 _ => {
                     fail("connect".into(), &mut out.errors);

@@ -74,6 +74,27 @@ struct RunArgs {
     /// No progress lines.
     #[arg(long)]
     quiet: bool,
+    /// PEM CA that `https://` targets are verified against (e.g. `certs init`'s ca.pem).
+    #[arg(long)]
+    ca: Option<std::path::PathBuf>,
+}
+
+/// A TLS client trusting only the certificates in `path`.
+fn tls_config(path: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+    {
+        roots.add(cert.with_context(|| format!("{} is not PEM", path.display()))?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn secs(what: &str, s: f64) -> anyhow::Result<Duration> {
@@ -117,6 +138,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         timeout: secs("timeout", a.timeout)?,
         first_worker: a.first_worker,
         progress: !a.quiet,
+        tls: a.ca.as_deref().map(tls_config).transpose()?,
     };
     let stop = Arc::new(AtomicBool::new(false));
     let rt = runtime(Some(a.threads))?;

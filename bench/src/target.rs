@@ -99,13 +99,19 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Value for the `Host` header.
     pub authority: String,
+    /// `https://`: TLS, verified against `er-bench run --ca`.
+    pub tls: bool,
 }
 
 impl Endpoint {
     /// Accepts `http://IP:PORT` (or `localhost:PORT`) where IP is a loopback
     /// address; anything else is refused, so a typo cannot load a real host.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(format!("{url}: only http:// and https:// URLs are supported")),
+        };
         let authority = rest.split('/').next().unwrap_or_default().to_string();
         let (host, port) =
             authority.rsplit_once(':').ok_or_else(|| format!("{url}: the URL needs an explicit port"))?;
@@ -119,7 +125,7 @@ impl Endpoint {
         if !ip.is_loopback() {
             return Err(format!("{url}: {ip} is not a loopback address; er-bench only loads 127.0.0.0/8 and ::1"));
         }
-        Ok(Self { url: url.trim_end_matches('/').to_string(), addr: SocketAddr::new(ip, port), authority })
+        Ok(Self { url: url.trim_end_matches('/').to_string(), addr: SocketAddr::new(ip, port), authority, tls })
     }
 }
 
@@ -134,7 +140,9 @@ mod tests {
         assert!(Endpoint::parse("http://[::1]:7001").is_ok());
         assert!(Endpoint::parse("http://10.0.0.1:7001").is_err());
         assert!(Endpoint::parse("http://example.com:80").is_err());
-        assert!(Endpoint::parse("https://127.0.0.1:7001").is_err());
+        assert!(Endpoint::parse("https://127.0.0.1:7001").is_ok_and(|e| e.tls));
+        assert!(Endpoint::parse("https://10.0.0.1:7001").is_err());
+        assert!(Endpoint::parse("ftp://127.0.0.1:7001").is_err());
         assert!(Endpoint::parse("http://127.0.0.1").is_err());
     }
 

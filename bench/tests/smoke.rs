@@ -23,6 +23,7 @@ fn options(url: &str, rate: Option<f64>) -> LoadOptions {
         timeout: Duration::from_secs(2),
         first_worker: 0,
         progress: false,
+        tls: None,
     }
 }
 

@@ -23,6 +23,11 @@ pub fn basic_auth(user: &str, password: &str) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub env: Vec<(String, String)>,
+    /// HTTPS everywhere, with certificates from `engine-room certs init`.
+    pub tls: bool,
+    /// `/raft` on a listener of its own (`ENGINE_RAFT_LISTEN`, the peer URL);
+    /// the API on another port.
+    pub raft_apart: bool,
 }
 
 impl Options {
@@ -30,20 +35,40 @@ impl Options {
         self.env.push((k.to_string(), v.to_string()));
         self
     }
+
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    pub fn raft_apart(mut self) -> Self {
+        self.raft_apart = true;
+        self
+    }
 }
 
 pub struct Node {
     pub id: u64,
     pub ip: String,
+    /// The port of the peer URL (the only one, unless `/raft` is apart).
     pub port: u16,
+    /// The API's port when `/raft` has a listener of its own.
+    pub api_port: Option<u16>,
+    pub scheme: &'static str,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     child: Option<Child>,
 }
 
 impl Node {
+    /// Where the API is.
     pub fn url(&self) -> String {
-        format!("http://{}:{}", self.ip, self.port)
+        format!("{}://{}:{}", self.scheme, self.ip, self.api_port.unwrap_or(self.port))
+    }
+
+    /// Where peers reach `/raft`.
+    pub fn peer_url(&self) -> String {
+        format!("{}://{}:{}", self.scheme, self.ip, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -65,6 +90,12 @@ fn free_port(ip: &str) -> u16 {
     l.local_addr().expect("bound listener has an address").port()
 }
 
+/// The certificates in `dir/ca.pem`, for a client that trusts the cluster CA alone.
+pub fn ca_certs(dir: &std::path::Path) -> Vec<reqwest::Certificate> {
+    let pem = std::fs::read(dir.join("ca.pem")).expect("certs init wrote ca.pem");
+    reqwest::Certificate::from_pem_bundle(&pem).expect("ca.pem is PEM")
+}
+
 fn node_ip(id: u64) -> String {
     format!("127.0.0.{}", 10 + id)
 }
@@ -76,14 +107,21 @@ impl TestCluster {
         crate::net::remove_stale_cuts();
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
-            nodes.insert(id, Self::spec(dir.path(), id));
+            nodes.insert(id, Self::spec(dir.path(), id, &opts));
         }
-        let peers = nodes.values().map(|n| format!("{}={}", n.id, n.url())).collect::<Vec<_>>().join(",");
-        let http = reqwest::blocking::Client::builder()
+        let peers = nodes.values().map(|n| format!("{}={}", n.id, n.peer_url())).collect::<Vec<_>>().join(",");
+        let mut http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(8))
-            .connect_timeout(Duration::from_millis(500))
-            .build()
-            .expect("http client");
+            .connect_timeout(Duration::from_millis(500));
+        if opts.tls {
+            let hosts = (1..=n).map(node_ip).collect::<Vec<_>>().join(",");
+            crate::run_ok(
+                &["certs", "init", "--nodes", &n.to_string(), "--out", "certs", "--hosts", &hosts],
+                dir.path(),
+            );
+            http = http.tls_backend_rustls().tls_certs_only(ca_certs(&dir.path().join("certs")));
+        }
+        let http = http.build().expect("http client");
         let mut c = TestCluster { nodes, peers, opts, dir, http };
         for id in 1..=n {
             c.run_node(id);
@@ -92,11 +130,13 @@ impl TestCluster {
         c
     }
 
-    fn spec(dir: &std::path::Path, id: u64) -> Node {
+    fn spec(dir: &std::path::Path, id: u64, opts: &Options) -> Node {
         let ip = node_ip(id);
         Node {
             id,
             port: free_port(&ip),
+            api_port: opts.raft_apart.then(|| free_port(&ip)),
+            scheme: if opts.tls { "https" } else { "http" },
             ip,
             data_dir: dir.join(format!("node-{id}")),
             log: dir.join(format!("node-{id}.log")),
@@ -106,8 +146,14 @@ impl TestCluster {
 
     /// Add a node spec (not yet running) whose peers list includes itself.
     pub fn add_spec(&mut self, id: u64) -> String {
-        let n = Self::spec(self.dir.path(), id);
-        let url = n.url();
+        let n = Self::spec(self.dir.path(), id, &self.opts);
+        if self.opts.tls {
+            crate::run_ok(
+                &["certs", "add", "--out", "certs", "--id", &id.to_string(), "--hosts", &n.ip],
+                self.dir.path(),
+            );
+        }
+        let url = n.peer_url();
         self.peers = format!("{},{}={}", self.peers, id, url);
         self.nodes.insert(id, n);
         url
@@ -122,7 +168,7 @@ impl TestCluster {
         let mut cmd = Command::new(crate::binary());
         cmd.arg("serve")
             .env("ENGINE_NODE_ID", id.to_string())
-            .env("ENGINE_LISTEN", format!("{}:{}", n.ip, n.port))
+            .env("ENGINE_LISTEN", format!("{}:{}", n.ip, n.api_port.unwrap_or(n.port)))
             .env("ENGINE_DATA_DIR", &n.data_dir)
             .env("ENGINE_PEERS", peers)
             .env("CONTROL_PLANE_TOKEN", TOKEN)
@@ -133,6 +179,15 @@ impl TestCluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
+        if n.api_port.is_some() {
+            cmd.env("ENGINE_RAFT_LISTEN", format!("{}:{}", n.ip, n.port));
+        }
+        if self.opts.tls {
+            let certs = self.dir.path().join("certs");
+            cmd.env("ENGINE_TLS_CERT", certs.join(format!("node-{id}.pem")))
+                .env("ENGINE_TLS_KEY", certs.join(format!("node-{id}-key.pem")))
+                .env("ENGINE_TLS_CA", certs.join("ca.pem"));
+        }
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
@@ -199,6 +254,11 @@ impl TestCluster {
 
     pub fn url(&self, id: u64) -> String {
         self.nodes[&id].url()
+    }
+
+    /// The directory `engine-room certs init` wrote (TLS clusters only).
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
     }
 
     /// One request with the API token; `(status, json)`; status 0 = no answer.

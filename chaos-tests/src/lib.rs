@@ -33,6 +33,17 @@ pub fn binary() -> std::path::PathBuf {
     .clone()
 }
 
+/// Run `engine-room ARGS` in `dir`; panics unless it succeeds.
+pub fn run_ok(args: &[&str], dir: &std::path::Path) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run engine-room {args:?}: {e}"));
+    assert!(out.status.success(), "engine-room {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// How [`binary`] builds `engine-room`: as `cargo nextest run --workspace` (and
 /// `./test.sh`'s build) does, so that right after those this is a no-op. Two
 /// things decide whether cargo sees the same build: the profile (`cargo test`

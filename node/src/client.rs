@@ -12,14 +12,27 @@ pub struct Target {
     /// API bearer token.
     #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// CA to trust (alone) for an https:// URL: the cluster CA from `certs init`.
+    #[arg(long, env = "ENGINE_TLS_CA", global = true)]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Target {
+    fn http(&self) -> anyhow::Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = &self.ca {
+            let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
+            builder = builder.tls_backend_rustls().tls_certs_only(roots);
+        }
+        builder.build().context("cannot build the HTTP client")
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let token = self.token.as_deref().context("CONTROL_PLANE_TOKEN (--token) is required")?;
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{}", self.url.trim_end_matches('/'), path))
-            .bearer_auth(token);
+        let mut req =
+            self.http()?.request(method, format!("{}{}", self.url.trim_end_matches('/'), path)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }

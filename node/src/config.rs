@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Rolling upgrade from a release that sent CLUSTER_SECRET in clear: send and accept it too.
     #[arg(long, env = "ENGINE_ALLOW_PLAIN_SECRET", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_plain_secret: bool,
+    /// TLS, the `/raft` listener and the slow-client caps (`ENGINE_TLS_*`,
+    /// `ENGINE_RAFT_LISTEN`, `ENGINE_MAX_CONNECTIONS`, ...).
+    #[command(flatten)]
+    pub transport: crate::transport::TransportArgs,
 }
 
 /// Validated configuration of one node. Its `Debug` leaves the secrets out
@@ -161,6 +165,7 @@ pub struct NodeConfig {
     pub auth: api::AuthOptions,
     /// Problems that do not stop the node, logged once logging is up.
     pub warnings: Vec<String>,
+    pub transport: crate::transport::TransportConfig,
 }
 
 fn required(value: Option<String>, key: &str, flag: &str) -> Result<String, String> {
@@ -225,8 +230,15 @@ impl ServeArgs {
             }
             None => own.clone(),
         };
+        // Transport (TLS, /raft listener, caps): checked against the peer URLs.
+        let transport = self.transport.validate(&peers, &own, self.write_timeout_ms.max(100))?;
         let listen = match self.listen.filter(|l| !l.trim().is_empty()) {
             Some(l) => l.trim().to_string(),
+            None if transport.raft_listen.is_some() => {
+                return Err(
+                    "ENGINE_LISTEN is required with ENGINE_RAFT_LISTEN (the peer URL names the /raft listener)".into()
+                )
+            }
             None => {
                 let authority = own.split("://").nth(1).unwrap_or_default();
                 let port = authority.rsplit(':').next().filter(|p| p.parse::<u16>().is_ok());
@@ -269,6 +281,7 @@ impl ServeArgs {
             limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
             max_entry_bytes: self.max_entry_bytes,
             peer_security,
+            peer_tls: transport.tls.as_ref().map(|t| t.peer.clone()),
         };
         // An entry must fit in one AppendEntries body with room to spare, and
         // a heartbeat batch (plus one follower's group) under the entry limit.
@@ -320,6 +333,7 @@ impl ServeArgs {
             notify,
             auth,
             warnings,
+            transport,
         })
     }
 }

@@ -10,6 +10,7 @@ mod dev;
 mod secrets;
 mod serve;
 mod sim;
+mod transport;
 
 use std::process::ExitCode;
 
@@ -34,6 +35,8 @@ enum Cmd {
     Pools(client::PoolsCmd),
     /// Create, list and revoke named, scoped API tokens.
     Tokens(client::TokensCmd),
+    /// Create a cluster CA and node certificates for TLS.
+    Certs(transport::certs::CertsCmd),
 }
 
 /// mimalloc 3 keeps freed memory for a second before giving it back to the
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
         Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Certs(cmd) => cmd.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use raft_store::Cluster;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::NodeConfig;
+use crate::transport::server::{self, ConnLimits, Listener};
 
 fn init_logging(json: bool) {
     // The Raft log's WAL crates log at info on every sync and chunk switch.
@@ -37,10 +38,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         cfg.batch,
         cfg.auth,
     );
-    let listener =
-        tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(addr = %cfg.listen, "listening");
-
+    let listeners = bind_listeners(&cfg, state).await?;
     let boot = cluster.clone();
     let peers = cfg.peers.clone();
     tokio::spawn(async move {
@@ -55,15 +53,11 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         notify: cfg.notify.clone(),
     }));
 
-    // Answers (heartbeats, Raft RPCs, forwarded batches) go out at once,
-    // not held back by Nagle's algorithm behind an unacknowledged segment.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     let supervisor = cluster.supervisor.clone();
-    let stop = async move {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown_signal().await;
-        // Cut the tree: loops stop, UI event streams end, so the server's
+        // Cut the tree: loops stop, UI event streams end, so the listeners'
         // graceful shutdown only waits for requests in flight. Those get a
         // bounded time; then the process goes anyway (SIGTERM within 5 s).
         supervisor.shutdown();
@@ -72,13 +66,70 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
             tracing::warn!("requests still in flight after 4 s; exiting");
             std::process::exit(0);
         });
+        let _ = stop_tx.send(true);
+    });
+    let limits = ConnLimits {
+        header_read_timeout: cfg.transport.header_read_timeout,
+        max_connections: cfg.transport.max_connections,
     };
-    // The peer address is kept for the failed-authentication limit.
-    let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(stop).await.context("http server failed")?;
+    let servers: Vec<_> =
+        listeners.into_iter().map(|l| tokio::spawn(server::serve(l, limits, stop_rx.clone()))).collect();
+    for s in servers {
+        s.await.context("http server failed")?;
+    }
     tracing::info!("shutting down raft");
     let _ = cluster.raft.shutdown().await;
     Ok(())
+}
+
+/// Bind the public listener and, with `ENGINE_RAFT_LISTEN`, the `/raft` one;
+/// each gets its TLS setup and its part of the HTTP surface.
+async fn bind_listeners(cfg: &NodeConfig, state: AppState) -> anyhow::Result<Vec<Listener>> {
+    let t = &cfg.transport;
+    let bind = |addr: String| async move {
+        tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))
+    };
+    if t.tls.is_none() && !crate::transport::is_loopback(&cfg.listen) {
+        tracing::warn!(listen = %cfg.listen,
+            "!!! TLS IS OFF on a listener reachable from other hosts: the API token, the UI password, the \
+             cluster secret and all Raft traffic cross the network in clear text. Set ENGINE_TLS_CERT, \
+             ENGINE_TLS_KEY and ENGINE_TLS_CA (`engine-room certs init`) !!!");
+    }
+    let (public, raft) = api::limited_apps(state, t.limits);
+    let tls = t.tls.as_ref();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut listeners = Vec::new();
+    match &t.raft_listen {
+        None => {
+            listeners.push(Listener {
+                name: "api+raft",
+                tcp: bind(cfg.listen.clone()).await?,
+                tls: tls.map(|t| t.shared.clone()),
+                raft_needs_client_cert: tls.is_some_and(|t| t.raft_needs_client_cert),
+                app: public.merge(raft),
+            });
+            tracing::info!(addr = %cfg.listen, scheme, "listening (api, ui, raft)");
+        }
+        Some(raft_addr) => {
+            listeners.push(Listener {
+                name: "api",
+                tcp: bind(cfg.listen.clone()).await?,
+                tls: tls.map(|t| t.public_only.clone()),
+                raft_needs_client_cert: false,
+                app: public,
+            });
+            // Mutual TLS, if on, is enforced by this listener's handshake.
+            listeners.push(Listener {
+                name: "raft",
+                tcp: bind(raft_addr.clone()).await?,
+                tls: tls.map(|t| t.raft_only.clone()),
+                raft_needs_client_cert: false,
+                app: raft.fallback(api::routes::not_found),
+            });
+            tracing::info!(addr = %cfg.listen, raft_addr = %raft_addr, scheme, "listening (api, ui) and (raft)");
+        }
+    }
+    Ok(listeners)
 }
 
 async fn shutdown_signal() {

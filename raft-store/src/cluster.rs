@@ -55,6 +55,8 @@ pub struct ClusterOptions {
     pub max_entry_bytes: usize,
     /// Who may be a peer and how peers prove it.
     pub peer_security: PeerSecurity,
+    /// TLS towards peers (`ENGINE_TLS_*`); None: plain HTTP.
+    pub peer_tls: Option<crate::network::PeerTls>,
 }
 
 /// Peer authentication and admission (`ENGINE_PEER_ALLOWLIST`,
@@ -99,6 +101,7 @@ impl std::fmt::Debug for ClusterOptions {
             .field("sled_cache_bytes", &self.sled_cache_bytes)
             .field("limits", &self.limits)
             .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("peer_tls", &self.peer_tls.is_some())
             .finish()
     }
 }
@@ -304,7 +307,7 @@ impl Cluster {
         .validate()
         .map_err(|e| ClusterError::Fatal(format!("invalid raft config: {e}")))?;
         let peers = &opts.peer_security;
-        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip)
+        let rpc = RpcClient::new(opts.secret.clone(), opts.rpc_source_ip, opts.peer_tls.as_ref())
             .with_plain_secret(&opts.secret, peers.allow_plain_secret);
         let peer_auth = PeerAuth::new(&opts.secret, peers.clock_skew, peers.allow_plain_secret);
         let state = sm.reader();

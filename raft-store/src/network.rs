@@ -119,22 +119,56 @@ fn transport_failure(e: &reqwest::Error) -> RpcFailure {
     }
 }
 
+/// What a node needs to talk TLS to its peers: the cluster CA (the only
+/// roots trusted for peer certificates) and, for mutual TLS on `/raft`, this
+/// node's own certificate and key as the client identity.
+#[derive(Clone)]
+pub struct PeerTls {
+    pub roots: Vec<reqwest::Certificate>,
+    pub identity: Option<reqwest::Identity>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity holds a private key: never printed.
+        f.debug_struct("PeerTls").field("roots", &self.roots.len()).field("identity", &self.identity.is_some()).finish()
+    }
+}
+
+/// The HTTP client for peer traffic. Fails only on TLS material reqwest
+/// cannot use, which the node checks once at startup.
+pub fn peer_http_client(
+    source_ip: Option<std::net::IpAddr>,
+    tls: Option<&PeerTls>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .local_address(source_ip)
+        .connect_timeout(Duration::from_millis(300))
+        // Below the peers' 10 s idle close (their header-read timeout), so a
+        // request is never sent on a connection the peer is closing.
+        .pool_idle_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        // Peers are addressed directly: an HTTP_PROXY meant for the
+        // host's outbound traffic must not carry Raft, and a peer never
+        // redirects (each would also cost a lookup per request).
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(tls) = tls {
+        // Only the cluster CA: a certificate from a public CA for the same
+        // name is not a peer.
+        builder = builder.tls_backend_rustls().tls_certs_only(tls.roots.iter().cloned()).https_only(true);
+        if let Some(identity) = &tls.identity {
+            builder = builder.identity(identity.clone());
+        }
+    }
+    builder.build()
+}
+
 impl RpcClient {
     /// `source_ip` pins the local address of outgoing connections, so that
     /// nodes sharing one host (tests, drills) are told apart by firewall rules.
-    pub fn new(secret: String, source_ip: Option<std::net::IpAddr>) -> Self {
-        let http = reqwest::Client::builder()
-            .local_address(source_ip)
-            .connect_timeout(Duration::from_millis(300))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .tcp_nodelay(true)
-            // Peers are addressed directly: an HTTP_PROXY meant for the
-            // host's outbound traffic must not carry Raft, and a peer never
-            // redirects (each would also cost a lookup per request).
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("reqwest client with static options always builds");
+    pub fn new(secret: String, source_ip: Option<std::net::IpAddr>, tls: Option<&PeerTls>) -> Self {
+        let http = peer_http_client(source_ip, tls).expect("peer TLS material is checked when the node starts");
         Self { http, auth: Arc::new(PeerAuth::new(&secret, DEFAULT_SKEW, false)) }
     }
 

@@ -37,6 +37,7 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         limits: Default::default(),
         max_entry_bytes: 8 << 20,
         peer_security: Default::default(),
+        peer_tls: None,
     };
     let cluster = Cluster::start(opts, dir).await.expect("start raft");
     if start == Start::Leader {
