@@ -139,7 +139,12 @@ fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
             .env("ENGINE_MAX_ENTRY_BYTES", "262144")
             .env("HEARTBEAT_BATCH_MAX_BYTES", "65536")
             .env("ALERT_CHECK_INTERVAL_SECONDS", "2")
-            .env("ALERT_HEARTBEAT_GRACE_SECONDS", "20"),
+            .env("ALERT_HEARTBEAT_GRACE_SECONDS", "20")
+            // Not a failover test: elections from a starved 2-core machine
+            // are not what it measures.
+            .env("ENGINE_RAFT_HEARTBEAT_MS", "100")
+            .env("ENGINE_ELECTION_MIN_MS", "600")
+            .env("ENGINE_ELECTION_MAX_MS", "1200"),
     );
     c.wait_for_leader(SECS(10));
     c.eventually(SECS(20), "cluster format 4", || {
@@ -181,25 +186,34 @@ fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
     eprintln!("{FLEET} workers beat once in {beaten:?}");
 
     // Writes on every node go on through the outage's alert rounds: each
-    // node scales its own pool every 250 ms and records how long each took.
+    // node scales its own pool every 250 ms. A write may meet an election on
+    // this loaded machine (503, outcome unknown or no leader: retried); what
+    // must not happen is a stall: the longest time a node goes without an
+    // acknowledged write is measured.
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (opened_after, worst) = std::thread::scope(|s| {
         let writers: Vec<_> = (1..=3u64)
             .map(|n| {
                 let (c, stop) = (&c, &stop);
                 s.spawn(move || {
-                    let mut worst = Duration::ZERO;
+                    let (mut worst, mut last_ok, mut oks) = (Duration::ZERO, std::time::Instant::now(), 0u32);
                     let mut count = 0u32;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                         count = (count + 1) % 50;
-                        let t = std::time::Instant::now();
                         let body = json!({"desired_count": count});
                         let path = format!("/api/pools/writes-{n}/scale");
                         let (code, b) = c.request_timeout(n, "POST", &path, Some(&body), SECS(20));
-                        assert_eq!(code, 200, "write on node {n} during the outage: {b}");
-                        worst = worst.max(t.elapsed());
+                        assert!(code == 200 || code == 503, "write on node {n} during the outage: {code} {b}");
+                        // The time since the previous acknowledged write, at each answer.
+                        let now = std::time::Instant::now();
+                        worst = worst.max(now.duration_since(last_ok));
+                        if code == 200 {
+                            oks += 1;
+                            last_ok = now;
+                        }
                         std::thread::sleep(Duration::from_millis(250));
                     }
+                    assert!(oks > 10, "node {n} acknowledged only {oks} writes");
                     worst
                 })
             })
@@ -213,8 +227,10 @@ fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
         let worst = writers.into_iter().map(|w| w.join().expect("writer thread")).max().unwrap();
         (opened, worst)
     });
-    eprintln!("all {FLEET} incidents active {opened_after:?} after the first beat; slowest write {worst:?}");
-    assert!(worst < SECS(10), "a write took {worst:?} during the outage");
+    eprintln!(
+        "all {FLEET} incidents active {opened_after:?} after the first beat; longest time without a write {worst:?}"
+    );
+    assert!(worst < SECS(10), "a node went {worst:?} without an acknowledged write during the outage");
     // Every node agrees, and no part of a round was refused for its size.
     for n in 1..=3 {
         let (code, v) = c.get(n, "/api/incidents?state=active&limit=1&consistent=true");

@@ -459,8 +459,10 @@ mod tests {
     fn peer_security_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        let base = ["--peers", "1=http://127.0.0.1:7001", "--data-dir", d, "--node-id", "1", "--token", "t"];
-        let with = |extra: &[&str]| args(&[&base[..], &["--cluster-secret", "s"], extra].concat()).validate();
+        let token = "t".repeat(32);
+        let base = ["--peers", "1=http://127.0.0.1:7001", "--data-dir", d, "--node-id", "1", "--token", &token];
+        let secret = "s".repeat(32);
+        let with = |extra: &[&str]| args(&[&base[..], &["--cluster-secret", &secret], extra].concat()).validate();
         let ok = with(&[]).unwrap().cluster.peer_security;
         assert_eq!(ok.initial_peers, vec!["http://127.0.0.1:7001".to_string()]);
         assert!(!ok.allow_plain_secret, "the plain secret is off by default");
