@@ -407,7 +407,7 @@ fn check_data_dir(dir: &std::path::Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -417,7 +417,8 @@ mod tests {
         a: ServeArgs,
     }
 
-    fn args(extra: &[&str]) -> ServeArgs {
+    /// `ServeArgs` as clap parses these flags (shared with `secrets`' tests).
+    pub(crate) fn args(extra: &[&str]) -> ServeArgs {
         let mut v = vec!["t"];
         v.extend_from_slice(extra);
         T::parse_from(v).a

@@ -162,19 +162,7 @@ pub fn private_umask() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct T {
-        #[command(flatten)]
-        a: ServeArgs,
-    }
-
-    fn args(extra: &[&str]) -> ServeArgs {
-        let mut v = vec!["t"];
-        v.extend_from_slice(extra);
-        T::parse_from(v).a
-    }
+    use crate::config::tests::args;
 
     const TOKEN: &str = "test-token-0123456789abcdef0123456789";
     const SECRET: &str = "test-secret-0123456789abcdef0123456789";
