@@ -52,19 +52,69 @@ pub struct TokenList {
     pub tokens: Vec<TokenView>,
 }
 
-/// `POST /api/tokens`.
+/// `POST /api/tokens`: a worker token (which may be bound to a worker-id
+/// prefix or a pool), or a token of another scope (which may not).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum TokenRequest {
+    Worker(WorkerTokenRequest),
+    Other(OtherTokenRequest),
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct TokenRequest {
+pub struct WorkerTokenRequest {
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub name: String,
-    pub scope: Scope,
-    /// Worker tokens only: the worker ids it may act for start with this.
+    pub scope: WorkerScope,
+    /// The worker ids it may act for start with this.
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub worker_prefix: Option<String>,
-    /// Worker tokens only: the one pool it may act for.
+    /// The one pool it may act for.
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerScope {
+    Worker,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtherTokenRequest {
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
+    pub name: String,
+    pub scope: OtherScope,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherScope {
+    Admin,
+    Operator,
+    Read,
+    Metrics,
+    Producer,
+}
+
+impl TokenRequest {
+    fn into_parts(self) -> (String, Scope, Option<String>, Option<String>) {
+        match self {
+            TokenRequest::Worker(w) => (w.name, Scope::Worker, w.worker_prefix, w.pool),
+            TokenRequest::Other(o) => {
+                let scope = match o.scope {
+                    OtherScope::Admin => Scope::Admin,
+                    OtherScope::Operator => Scope::Operator,
+                    OtherScope::Read => Scope::Read,
+                    OtherScope::Metrics => Scope::Metrics,
+                    OtherScope::Producer => Scope::Producer,
+                };
+                (o.name, scope, None, None)
+            }
+        }
+    }
 }
 
 /// The answer to `POST /api/tokens`: the only time the secret is shown.
@@ -89,18 +139,13 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
-    validate_name("token name", &body.name)?;
+    let (name, scope, worker_prefix, pool) = body.into_parts();
+    validate_name("token name", &name)?;
     let mut raw = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secret = format!("{SECRET_PREFIX}{}", raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let sha256: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-    let cmd = Command::CreateToken(NewToken {
-        name: body.name,
-        scope: body.scope,
-        sha256,
-        worker_prefix: body.worker_prefix,
-        pool: body.pool,
-    });
+    let cmd = Command::CreateToken(NewToken { name, scope, sha256, worker_prefix, pool });
     match s.cluster.write(&caller.actor(), cmd).await?? {
         Reply::Token(t) => Ok((StatusCode::CREATED, Json(TokenCreated { token: TokenView::from(&t), secret }))),
         _ => Err(ApiError::internal("unexpected reply to token.create".to_string())),
