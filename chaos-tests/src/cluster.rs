@@ -110,14 +110,12 @@ impl TestCluster {
             nodes.insert(id, Self::spec(dir.path(), id, &opts));
         }
         let peers = nodes.values().map(|n| format!("{}={}", n.id, n.peer_url())).collect::<Vec<_>>().join(",");
-        // Pooled connections are dropped after 5 s idle, below the node's
-        // 10 s idle close (ENGINE_HEADER_READ_TIMEOUT_MS): a request sent on
-        // a connection the node is closing fails (seen in the rehearsal, in
-        // `acknowledged_incident_stops_reminders` after a 10 s pause).
+        // Pooled connections are dropped after 60 s idle, below the node's
+        // keep-alive idle close (ENGINE_KEEPALIVE_IDLE_MS, 75 s).
         let mut http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(8))
             .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(5));
+            .pool_idle_timeout(Duration::from_secs(60));
         if opts.tls {
             let hosts = (1..=n).map(node_ip).collect::<Vec<_>>().join(",");
             crate::run_ok(

@@ -264,3 +264,71 @@ fn caps_answer_with_json_errors() {
     c.eventually(SECS(5), "node 1 serving again", || (c.get(1, "/api/health/live").0 == 200).then_some(()));
     writes_replicate(&c, "caps");
 }
+
+/// Send one keep-alive request on `s` and read its whole answer; the status.
+fn request_on(s: &mut TcpStream, path: &str) -> std::io::Result<u16> {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    s.set_read_timeout(Some(SECS(3)))?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = s.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return Ok(text[9..12].parse().unwrap_or(0));
+            }
+        }
+    }
+}
+
+/// Is `s` closed by the node (EOF) right now? (Waits up to 200 ms.)
+fn closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+    }
+}
+
+/// The header-read bound runs from a head's first byte; an idle keep-alive
+/// connection stays open for the (longer) idle time, so a client that reuses
+/// a pooled connection after a pause is answered (the rehearsal saw a
+/// request on a connection closed at 10 s idle fail).
+#[test]
+fn idle_keep_alive_outlives_the_header_read_bound() {
+    let c = TestCluster::start(
+        1,
+        Options::default().env("ENGINE_HEADER_READ_TIMEOUT_MS", "2000").env("ENGINE_KEEPALIVE_IDLE_MS", "8000"),
+    );
+    c.wait_for_leader(SECS(10));
+    let addr = format!("{}:{}", c.nodes[&1].ip, c.nodes[&1].port);
+    let mut reused = TcpStream::connect(&addr).expect("connect");
+    let mut silent = TcpStream::connect(&addr).expect("connect");
+    let mut slow = TcpStream::connect(&addr).expect("connect");
+    assert_eq!(request_on(&mut reused, "/api/health/live").expect("first request"), 200);
+    write!(slow, "GET /api/health/live HTTP/1.1\r\n").expect("half a head");
+
+    std::thread::sleep(SECS(4));
+    assert!(closed(&mut slow), "a head not finished within 2 s is closed");
+    assert!(!closed(&mut silent), "a connection that sent nothing is idle, not slow");
+    assert_eq!(
+        request_on(&mut reused, "/api/health/live").expect("the pooled connection still serves after 4 s idle"),
+        200
+    );
+
+    std::thread::sleep(SECS(10));
+    assert!(closed(&mut reused), "idle past ENGINE_KEEPALIVE_IDLE_MS: closed");
+    assert!(closed(&mut silent), "idle past ENGINE_KEEPALIVE_IDLE_MS: closed");
+}

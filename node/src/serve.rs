@@ -70,6 +70,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
     });
     let limits = ConnLimits {
         header_read_timeout: cfg.transport.header_read_timeout,
+        keepalive_idle: cfg.transport.keepalive_idle,
         max_connections: cfg.transport.max_connections,
     };
     let servers: Vec<_> =

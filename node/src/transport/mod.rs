@@ -3,6 +3,7 @@
 //! from starving it. Configured here, served by [`server`].
 
 pub mod certs;
+pub mod idle;
 pub mod server;
 pub mod tls;
 
@@ -30,10 +31,15 @@ pub struct TransportArgs {
     /// host:port of a listener for `/raft` alone (then not served on ENGINE_LISTEN).
     #[arg(long, env = "ENGINE_RAFT_LISTEN")]
     pub raft_listen: Option<String>,
-    /// A connection must send a request's headers within this many ms; also
-    /// how long an idle keep-alive connection stays open.
+    /// A request's headers must arrive within this many ms of their first byte
+    /// (and, with TLS, the handshake within this many ms of the connect).
     #[arg(long, env = "ENGINE_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
+    /// An idle keep-alive connection (no request under way) is closed after
+    /// this many ms; above common client pool idle times (reqwest: 90 s is
+    /// its default, so clients should set theirs lower; most use 60 s or less).
+    #[arg(long, env = "ENGINE_KEEPALIVE_IDLE_MS", default_value_t = 75_000)]
+    pub keepalive_idle_ms: u64,
     /// Deadline for a whole request (body included), except the UI's event stream.
     #[arg(long, env = "ENGINE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
     pub request_timeout_ms: u64,
@@ -54,6 +60,7 @@ pub struct TransportConfig {
     pub tls: Option<tls::NodeTls>,
     pub raft_listen: Option<String>,
     pub header_read_timeout: Duration,
+    pub keepalive_idle: Duration,
     pub max_connections: usize,
     pub limits: api::limits::Limits,
 }
@@ -64,6 +71,7 @@ impl std::fmt::Debug for TransportConfig {
             .field("tls", &self.tls.is_some())
             .field("raft_listen", &self.raft_listen)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("keepalive_idle", &self.keepalive_idle)
             .field("max_connections", &self.max_connections)
             .field("limits", &self.limits)
             .finish()
@@ -121,6 +129,12 @@ impl TransportArgs {
                 self.header_read_timeout_ms
             ));
         }
+        if !(self.header_read_timeout_ms..=600_000).contains(&self.keepalive_idle_ms) {
+            return Err(format!(
+                "ENGINE_KEEPALIVE_IDLE_MS must be from ENGINE_HEADER_READ_TIMEOUT_MS ({}) to 600000, got {}",
+                self.header_read_timeout_ms, self.keepalive_idle_ms
+            ));
+        }
         if self.request_timeout_ms <= write_timeout_ms || self.request_timeout_ms > 600_000 {
             return Err(format!(
                 "ENGINE_REQUEST_TIMEOUT_MS must be above ENGINE_WRITE_TIMEOUT_MS ({write_timeout_ms}) and at most 600000, got {}",
@@ -140,6 +154,7 @@ impl TransportArgs {
             tls,
             raft_listen,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            keepalive_idle: Duration::from_millis(self.keepalive_idle_ms),
             max_connections: self.max_connections,
             limits: api::limits::Limits {
                 request_timeout: Duration::from_millis(self.request_timeout_ms),

@@ -1,8 +1,9 @@
 //! The accept loop of one listener: a cap on open connections, TCP_NODELAY,
 //! the TLS handshake (bounded like a request's headers), HTTP/1.1 with a
-//! header-read timeout, and graceful shutdown. A slow client holds at most
-//! one connection slot for at most the header-read timeout before it sends a
-//! request.
+//! header-read timeout from a head's first byte and a longer keep-alive idle
+//! time (see `idle`), and graceful shutdown. A slow client holds one
+//! connection slot for at most the header-read timeout once it starts a
+//! request, an idle one for at most the keep-alive idle time.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::idle::{HeadTimed, Requests};
+
 /// One bound listener and what it serves.
 pub struct Listener {
     /// `api+raft`, `api` or `raft`, for the logs.
@@ -39,6 +42,7 @@ pub struct Listener {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
+    pub keepalive_idle: Duration,
     pub max_connections: usize,
 }
 
@@ -120,9 +124,13 @@ impl Conn {
     {
         let Conn { remote, app, raft_needs_client_cert, limits, watcher } = self;
         let refuse_raft = raft_needs_client_cert && !has_client_cert;
+        let requests = Arc::new(Requests::default());
+        let io = HeadTimed::new(io, requests.clone(), limits.header_read_timeout);
         let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let app = app.clone();
+            let call = requests.begin();
             async move {
+                let _call = call;
                 if refuse_raft && is_raft(req.uri().path()) {
                     return Ok::<_, Infallible>(client_certificate_required());
                 }
@@ -132,7 +140,10 @@ impl Conn {
             }
         });
         let mut http = http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+        // hyper's header-read clock starts when it waits for a head, idle
+        // time included: it is the keep-alive idle bound here, and
+        // `HeadTimed` bounds a started head.
+        http.timer(TokioTimer::new()).header_read_timeout(limits.keepalive_idle).keep_alive(true);
         let conn = http.serve_connection(TokioIo::new(io), svc);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(%remote, error = %e, "connection closed with an error");
