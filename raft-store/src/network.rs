@@ -144,8 +144,9 @@ pub fn peer_http_client(
     let mut builder = reqwest::Client::builder()
         .local_address(source_ip)
         .connect_timeout(Duration::from_millis(300))
-        // Below the peers' 10 s idle close (their header-read timeout), so a
-        // request is never sent on a connection the peer is closing.
+        // Far below the peers' idle close (ENGINE_KEEPALIVE_IDLE_MS, 75 s by
+        // default, at least 1 s), so a request is almost never sent on a
+        // connection the peer is closing; Raft traffic keeps them busy anyway.
         .pool_idle_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         // Peers are addressed directly: an HTTP_PROXY meant for the
