@@ -474,6 +474,11 @@ impl Jobs {
         f(cfg);
         if *cfg == QueueConfig::default() {
             self.queues.remove(queue);
+            // A queue only named by a setting, now back to the defaults, is forgotten.
+            let unused = self.queue_counters.get(queue).is_some_and(|c| *c == JobCounters::default());
+            if unused && !self.counts.contains_key(queue) {
+                self.queue_counters.remove(queue);
+            }
         }
         Ok(())
     }
