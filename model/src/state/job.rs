@@ -790,5 +790,9 @@ impl Backoff {
 }
 
 mod apply;
+pub use apply::{
+    MAX_BACKOFF_MS, MAX_COMPACT, MAX_DELAY_MS, MAX_KEY_LEN, MAX_LEASE_MS, MAX_LOG_LINES_PER_OP, MAX_OPS,
+    MAX_REASON_BYTES,
+};
 #[cfg(test)]
 mod tests;

@@ -570,7 +570,7 @@ fn worker_reports_are_validated() {
     }
 }
 
-const MAX_LOG_LINES_PER_OP_FOR_TESTS: usize = apply::MAX_LOG_LINES_PER_OP;
+const MAX_LOG_LINES_PER_OP_FOR_TESTS: usize = MAX_LOG_LINES_PER_OP;
 
 #[test]
 fn log_lines_are_accepted_up_to_the_caps() {
