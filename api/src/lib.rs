@@ -9,7 +9,6 @@ pub mod job_watch;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
-pub mod rfc3339;
 pub mod routes;
 
 use std::sync::Arc;

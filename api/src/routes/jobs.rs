@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::rfc3339;
 use crate::AppState;
+use model::views::parse_rfc3339;
 
 /// Longest wait a claim may ask for (`wait_ms`).
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -34,115 +34,11 @@ pub const MAX_PAGE: usize = 500;
 /// cursor to go on from, so a rare filter never holds the state lock long.
 const MAX_SCAN: usize = 100_000;
 
-// ---- the job view ----
-
-/// A job's lease as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LeaseView {
-    pub worker_id: String,
-    /// Opaque; present it to renew, complete or fail.
-    pub lease_token: String,
-    pub lease_expires_at: String,
-}
-
-/// One attempt: who ran it, when, and how it ended.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AttemptView {
-    pub attempt: u32,
-    pub worker_id: String,
-    pub claimed_at: String,
-    pub ended_at: Option<String>,
-    /// `running`, `succeeded`, `failed`, `expired` or `cancelled`.
-    pub outcome: String,
-    pub error: Option<String>,
-    pub retryable: Option<bool>,
-}
-
-/// A job. Times are RFC 3339 (UTC).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    /// Decimal.
-    pub job_id: String,
-    pub queue: String,
-    pub kind: String,
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    pub priority: i32,
-    pub pool: Option<String>,
-    pub state: JobState,
-    /// Attempts started since the job was (re)queued.
-    pub attempts: u32,
-    pub max_attempts: u32,
-    pub lease: Option<LeaseView>,
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub progress: Option<String>,
-    pub idempotency_key: Option<String>,
-    /// Claimable from then on (queued, or failed waiting for its retry).
-    pub run_after: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub finished_at: Option<String>,
-    pub log_lines: u32,
-    /// Newest last; the last 20 are kept.
-    pub attempt_history: Vec<AttemptView>,
-}
-
-/// JSON text the cluster holds (validated by the API when it came in).
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}
+/// A job as every jobs route shows it (the model's view).
+pub use model::views::JobView;
 
 pub fn view(job: &Job) -> JobView {
-    use model::state::job::AttemptOutcome as O;
-    JobView {
-        job_id: job.id.to_string(),
-        queue: job.queue.clone(),
-        kind: job.kind.clone(),
-        payload: json_of(&job.payload),
-        priority: job.priority,
-        pool: job.pool.clone(),
-        state: job.state,
-        attempts: job.attempt_count,
-        max_attempts: job.max_attempts,
-        lease: job.lease.as_ref().map(|l| LeaseView {
-            worker_id: l.worker.clone(),
-            lease_token: l.token.to_string(),
-            lease_expires_at: rfc3339::format(l.expires_ms),
-        }),
-        result: job.result.as_deref().map(json_of),
-        error: job.error.clone(),
-        progress: job.progress.clone(),
-        idempotency_key: job.idempotency_key.clone(),
-        run_after: rfc3339::format(job.run_after_ms),
-        created_at: rfc3339::format(job.created_ms),
-        updated_at: rfc3339::format(job.updated_ms),
-        finished_at: job.finished_ms.map(rfc3339::format),
-        log_lines: job.log_lines,
-        attempt_history: job
-            .attempts
-            .iter()
-            .map(|a| {
-                let (outcome, error, retryable) = match &a.outcome {
-                    O::Running => ("running", None, None),
-                    O::Succeeded => ("succeeded", None, None),
-                    O::Failed { error, retryable } => ("failed", Some(error.clone()), Some(*retryable)),
-                    O::Expired => ("expired", None, None),
-                    O::Cancelled => ("cancelled", None, None),
-                };
-                AttemptView {
-                    attempt: a.n,
-                    worker_id: a.worker.clone(),
-                    claimed_at: rfc3339::format(a.claimed_ms),
-                    ended_at: a.ended_ms.map(rfc3339::format),
-                    outcome: outcome.to_string(),
-                    error,
-                    retryable,
-                }
-            })
-            .collect(),
-    }
+    JobView::from(job)
 }
 
 // ---- errors and ids ----
@@ -254,7 +150,7 @@ impl CreateJob {
             return Err(ApiError::bad_request(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
         }
         let run_after_ms = match &self.run_after {
-            Some(t) => Some(rfc3339::parse(t).ok_or_else(|| {
+            Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
                 ApiError::bad_request(format!("run_after {t:?} is not an RFC 3339 time (like 2026-12-01T16:41:07Z)"))
             })?),
             None => None,
@@ -478,9 +374,7 @@ impl Filter {
 
 fn time_param(name: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
     v.as_deref()
-        .map(|t| {
-            rfc3339::parse(t).ok_or_else(|| ApiError::bad_request(format!("{name} {t:?} is not an RFC 3339 time")))
-        })
+        .map(|t| parse_rfc3339(t).ok_or_else(|| ApiError::bad_request(format!("{name} {t:?} is not an RFC 3339 time"))))
         .transpose()
 }
 
