@@ -442,3 +442,131 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<HistoryQuery>
 pub async fn health(s: State<AppState>) -> (StatusCode, Json<crate::openapi::Live>) {
     crate::routes::health::live(s).await
 }
+
+// ---- logs ----
+
+/// One stored log line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogLineView {
+    pub job_id: String,
+    /// Where the line sits (`index-op-line`); pass as `after` to read on.
+    pub id: String,
+    /// When the entry that carried it was accepted.
+    pub at: String,
+    pub text: String,
+}
+
+fn line_view(l: raft_store::state_machine::job_logs::LogLine) -> LogLineView {
+    LogLineView { job_id: l.job_id.to_string(), id: l.id.to_string(), at: model::views::rfc3339(l.at_ms), text: l.text }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// The last `id` read: lines after it come next.
+    #[param(pattern = "^[0-9]{1,20}-[0-9]{1,10}-[0-9]{1,10}$")]
+    pub after: Option<String>,
+    /// Default 200, at most 1,000.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogPage {
+    pub job_id: String,
+    /// Oldest first.
+    pub lines: Vec<LogLineView>,
+    /// Pass as `after` for more; null when this page was not full.
+    pub next_after: Option<String>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("the job log store could not be read: {e}"))
+}
+
+/// A job's log lines, oldest first, paged by the last line's id.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$"), LogsQuery), responses(
+    (status = 200, body = LogPage),
+    (status = 400, body = crate::openapi::ErrorBody),
+    (status = 404, body = crate::openapi::ErrorBody),
+    (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn logs(
+    State(s): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    use raft_store::state_machine::job_logs::{LineId, MAX_READ};
+    let id = job_id(&raw)?;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=MAX_READ).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1..={MAX_READ}")));
+    }
+    let after = match &q.after {
+        Some(a) => {
+            Some(a.parse::<LineId>().map_err(|()| ApiError::bad_request(format!("after {a:?} is not a line id")))?)
+        }
+        None => None,
+    };
+    if s.cluster.state.read().state.jobs.get(id).is_none() {
+        return Err(not_found(id));
+    }
+    let store = s.cluster.job_logs.clone();
+    let lines = tokio::task::spawn_blocking(move || store.lines(id, after, limit))
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
+    let next_after = (lines.len() == limit).then(|| lines.last().map(|l| l.id.to_string())).flatten();
+    Ok(Json(LogPage { job_id: id.to_string(), lines: lines.into_iter().map(line_view).collect(), next_after }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Text to find (ASCII case-insensitive), 1-256 bytes.
+    #[param(min_length = 1, max_length = 256)]
+    pub q: String,
+    /// Default 50, at most 500.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchAnswer {
+    /// Newest job first.
+    pub lines: Vec<LogLineView>,
+    /// False when the search stopped at its time bound (1 s) or its limit
+    /// before the end of the store.
+    pub complete: bool,
+    pub scanned: u64,
+}
+
+/// Search the stored job logs, bounded in time (1 s) and results.
+#[utoipa::path(get, path = "/api/jobs/logs/search", tag = "jobs", params(SearchQuery), responses(
+    (status = 200, body = SearchAnswer),
+    (status = 400, body = crate::openapi::ErrorBody),
+    (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn search(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    if q.q.is_empty() || q.q.len() > 256 {
+        return Err(ApiError::bad_request("q must be 1-256 bytes"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1..=500"));
+    }
+    let store = s.cluster.job_logs.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let hits = tokio::task::spawn_blocking(move || store.search(&q.q, limit, deadline))
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
+    Ok(Json(SearchAnswer {
+        lines: hits.lines.into_iter().map(line_view).collect(),
+        complete: hits.complete,
+        scanned: hits.scanned,
+    }))
+}
