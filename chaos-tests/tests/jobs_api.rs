@@ -5,7 +5,8 @@
 //! logs, complete; fail retryable, retried after its backoff, dead past
 //! max_attempts; an outdated lease token gets 409 and changes nothing; the
 //! reconcile route reaps an expired lease exactly once; bad input gets a JSON
-//! 4xx and stores nothing; scopes refuse with 401/403.
+//! 4xx and stores nothing; scopes refuse with 401/403; log lines are kept
+//! and searchable; queue cap, clear and history paging.
 
 use std::time::{Duration, Instant};
 
@@ -76,7 +77,8 @@ fn the_worker_contract_end_to_end() {
     let reader = token(&c, leader, "r", "read", json!({}));
     let operator = token(&c, leader, "o", "operator", json!({}));
     c.eventually(SECS(10), "tokens on the follower", || {
-        (api.get(&fu, "/api/v1/queue/stats", &reader).0 == 200).then_some(())
+        let known = |t: &String| api.get(&fu, "/api/v1/queue/stats", t).0 != 401;
+        [&producer, &worker, &eu_worker, &reader, &operator].into_iter().all(known).then_some(())
     });
 
     // ---- scopes ----
@@ -186,6 +188,16 @@ fn the_worker_contract_end_to_end() {
     assert_eq!(body["job"]["state"], "succeeded");
     assert_eq!(body["job"]["result"], json!({"echo": 1}));
     assert_eq!(api.post(&lu, "/internal/worker/complete", &worker, done).0, 409);
+    // The log store holds the accepted lines, on every node, in order.
+    c.eventually(SECS(5), "the job's log lines on a follower", || {
+        let (code, body) = api.get(&fu, &format!("/api/v1/jobs/{id}/logs"), &reader);
+        let texts: Vec<&str> = body["lines"].as_array()?.iter().filter_map(|l| l["text"].as_str()).collect();
+        (code == 200 && texts == ["one", "two", "three"]).then_some(())
+    });
+    let (code, body) = api.get(&lu, "/api/jobs/logs/search?q=TWO", &operator);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["lines"][0]["job_id"], id.as_str(), "{body}");
+    assert_eq!(api.get(&lu, "/api/jobs/logs/search?q=two&extra=1", &operator).0, 400);
 
     // ---- fail retryable: retried after the backoff, dead past max_attempts ----
     let flaky =
@@ -282,7 +294,9 @@ fn the_worker_contract_end_to_end() {
     assert_eq!(api.post(&fu, "/internal/worker/complete", &worker, late).0, 409, "the expired lease is fenced off");
 
     // ---- queue operations ----
-    let (code, _) = api.post(&fu, "/api/queue/pq/cap", &operator, json!({"max_queued": 1}));
+    // `pq` holds one pending job: w4's, whose lease the reconcile above
+    // also ended (nobody renewed it). A cap of 2 leaves room for one more.
+    let (code, _) = api.post(&fu, "/api/queue/pq/cap", &operator, json!({"max_queued": 2}));
     assert_eq!(code, 200);
     assert_eq!(api.post(&lu, "/api/v1/jobs", &producer, json!({"queue": "pq", "kind": "k"})).0, 201);
     let (code, body) = api.post(&lu, "/api/v1/jobs", &producer, json!({"queue": "pq", "kind": "k"}));
@@ -290,7 +304,7 @@ fn the_worker_contract_end_to_end() {
     let (code, _) = api.post(&fu, "/api/queue/clear", &operator, json!({"queue": "pq", "confirm": "nope"}));
     assert_eq!(code, 400);
     let (code, body) = api.post(&fu, "/api/queue/clear", &operator, json!({"queue": "pq", "confirm": "pq"}));
-    assert_eq!((code, body["cancelled"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!((code, body["cancelled"].as_u64()), (200, Some(2)), "{body}");
     let (_, audit) = c.get(leader, "/api/audit");
     assert!(audit.to_string().contains("queue.clear"), "clear is audited: {audit}");
     let (code, stats) = api.get(&fu, "/api/v1/queue/stats", &reader);

@@ -529,6 +529,27 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn job_keys_are_checked_and_the_long_poll_fits_the_request_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let (token, secret) = ("t".repeat(32), "s".repeat(32));
+        let base = ["--peers", "1=http://127.0.0.1:7001", "--data-dir", d, "--node-id", "1", "--token", &token];
+        let with = |extra: &[&str]| args(&[&base[..], &["--cluster-secret", &secret], extra].concat()).validate();
+        let jobs = with(&[]).unwrap().jobs;
+        assert_eq!(jobs.lease_ttl, Duration::from_secs(60));
+        assert_eq!(jobs.heartbeat_interval, Duration::from_secs(20));
+        assert_eq!(jobs.reaper_interval, Duration::from_secs(15));
+        assert_eq!(jobs.retention, Duration::from_secs(604_800));
+        // 30 s request deadline − 5 s write timeout − 1 s.
+        assert_eq!(jobs.max_claim_wait, Duration::from_secs(24));
+        let e = with(&["--worker-heartbeat-interval-seconds", "60"]).unwrap_err();
+        assert!(e.contains("WORKER_HEARTBEAT_INTERVAL_SECONDS"), "{e}");
+        assert!(with(&["--lease-reaper-interval-seconds", "0"]).unwrap_err().contains("LEASE_REAPER"));
+        assert!(with(&["--job-retention-seconds", "1"]).unwrap_err().contains("JOB_RETENTION_SECONDS"));
+        assert!(with(&["--job-retention-max-finished", "0"]).unwrap_err().contains("JOB_RETENTION_MAX_FINISHED"));
+    }
+
+    #[test]
     fn peer_security_keys_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();

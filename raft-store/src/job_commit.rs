@@ -144,3 +144,35 @@ pub async fn reap_round(cluster: &Cluster, actor: &str) -> Result<ReapRound, Bat
         Err(e) => Err(BatchError::Command(e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::state::job::{Backoff, NewJob};
+
+    #[test]
+    fn an_op_is_sized_by_what_it_carries() {
+        let job = |payload: usize| {
+            JobOp::Enqueue(NewJob {
+                queue: "q".into(),
+                kind: "k".into(),
+                payload: "x".repeat(payload),
+                priority: 0,
+                pool: None,
+                run_after_ms: None,
+                idempotency_key: None,
+                max_attempts: 3,
+                backoff: Backoff { base_ms: 1, max_ms: 1 },
+            })
+        };
+        let (small, big) = (JobGroup::approx_len(&job(10)), JobGroup::approx_len(&job(64 * 1024)));
+        assert!(big - small == 64 * 1024 - 10);
+        // The estimate is not below the encoded size.
+        let encoded = model::codec::encode(&job(64 * 1024)).unwrap().len();
+        assert!(big >= encoded, "{big} < {encoded}");
+        let cmd = JobGroup::command(vec![job(1), job(2)]);
+        assert!(matches!(cmd, Command::Jobs(JobOps { ref ops }) if ops.len() == 2));
+        assert!(JobGroup::answers(Reply::Jobs(vec![])).is_some());
+        assert!(JobGroup::answers(Reply::Heartbeats(vec![])).is_none());
+    }
+}

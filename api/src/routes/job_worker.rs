@@ -429,3 +429,27 @@ pub async fn fail(
     let reply = s.jobs.submit(op).await.map_err(batch_refused)?;
     finished(reply)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_lines_are_cut_at_a_char_boundary_and_counted() {
+        let long = "é".repeat(MAX_LOG_LINE); // 2 bytes each
+        let lines = log_lines(vec![long, "short".into()]).unwrap();
+        assert!(lines[0].len() <= MAX_LOG_LINE && lines[0].len() >= MAX_LOG_LINE - 1);
+        assert!(lines[0].chars().all(|c| c == 'é'));
+        assert_eq!(lines[1], "short");
+        let e = log_lines(vec![String::new(); MAX_LINES_PER_CALL + 1]).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_malformed_lease_token_is_a_lost_lease() {
+        let e = lease("not-a-token").unwrap_err();
+        assert_eq!((e.status, e.code), (StatusCode::CONFLICT, "lease_lost"));
+        let t = LeaseToken { seq: 0x2a, nonce: 7 };
+        assert_eq!(lease(&t.to_string()).unwrap(), t);
+    }
+}
