@@ -314,6 +314,49 @@ fn the_worker_contract_end_to_end() {
         "{stats}"
     );
 
+    // ---- batch enqueue: one entry, each job answered; invalid batches store nothing ----
+    let jobs_before = count(&c);
+    let batch = json!({"jobs": [
+        {"queue": "b", "kind": "k", "payload": {"i": 1}},
+        {"queue": "b", "kind": "k", "payload": {"i": 2}},
+        {"queue": "q", "kind": "echo", "payload": {"n": 1}, "idempotency_key": "k-1"},
+    ]});
+    let (code, body) = api.post(&fu, "/api/v1/jobs/batch", &producer, batch);
+    assert_eq!(code, 201, "{body}");
+    let statuses: Vec<u64> =
+        body["results"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+    assert_eq!(statuses, [201, 201, 200], "{body}");
+    assert_eq!(body["results"][2]["job"]["job_id"], id.as_str(), "the repeat answers the existing job");
+    let bad = json!({"jobs": [{"queue": "b", "kind": "k"}, {"queue": "b", "kind": "k", "max_attempts": 0}]});
+    let (code, body) = api.post(&fu, "/api/v1/jobs/batch", &producer, bad);
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("jobs[1]"), "{body}");
+    let too_many = json!({"jobs": vec![json!({"queue": "b", "kind": "k"}); 1_001]});
+    assert_eq!(api.post(&fu, "/api/v1/jobs/batch", &producer, too_many).0, 400);
+    let huge = json!({"jobs": vec![json!({"queue": "b", "kind": "k", "payload": "x".repeat(60_000)}); 80]});
+    let (code, body) = api.post(&fu, "/api/v1/jobs/batch", &producer, huge);
+    assert_eq!(code, 413, "past half the entry limit: {body}");
+    assert_eq!(count(&c), jobs_before + 2, "only the valid batch stored its two new jobs");
+
+    // ---- the CLI talks to a node like the other commands ----
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(chaos_tests::binary())
+            .args(args)
+            .env("ENGINE_URL", &fu)
+            .env("CONTROL_PLANE_TOKEN", chaos_tests::cluster::TOKEN)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let made = cli(&["jobs", "enqueue", "--queue", "cli", "--kind", "k", "--payload", "{\"a\":1}"]);
+    let cli_id = made["job_id"].as_str().unwrap().to_string();
+    assert_eq!(cli(&["jobs", "get", &cli_id])["payload"], json!({"a": 1}));
+    assert_eq!(cli(&["jobs", "cancel", &cli_id, "--reason", "test"])["state"], "cancelled");
+    assert_eq!(cli(&["jobs", "requeue", &cli_id])["state"], "queued");
+    let listed = cli(&["jobs", "list", "--queue", "cli"]);
+    assert_eq!(listed["jobs"][0]["job_id"], cli_id.as_str(), "{listed}");
+
     // ---- history paging is stable ----
     let (_, p1) = api.get(&fu, "/api/v1/jobs?limit=2", &reader);
     let cursor = p1["next_cursor"].as_str().unwrap();
