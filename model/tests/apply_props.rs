@@ -10,6 +10,7 @@ use model::state::worker::{MetricMap, SmallMap};
 use model::state::{Firing, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
 use model::{Command, ControlState, Request};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 fn name() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -78,30 +79,59 @@ fn logs() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(prop_oneof![4 => Just("line".to_string()), 1 => Just("x".repeat(5_000))], 0..3)
 }
 
+/// A job id for a report or reap: half the time 0, the current lease's job
+/// (see [`with_current_lease`]).
+fn report_id() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), 1u64..8]
+}
+
 fn job_op() -> impl Strategy<Value = JobOp> {
-    let queue = || prop::sample::select(vec!["q1", "q2", "bad q"]).prop_map(String::from);
+    let queue = || prop::sample::select(vec!["q1", "q1", "q2", "q2", "q2", "bad q"]).prop_map(String::from);
     prop_oneof![
-        4 => (queue(), -2i32..3, prop::option::of(name()), prop::option::of(0u64..4_000), prop::option::of(prop::sample::select(vec!["k1", "k2"])), 0u32..4, 0u64..3_000, prop_oneof![9 => Just(10usize), 1 => Just(70_000usize)])
+        4 => (queue(), -2i32..3, prop::option::weighted(0.2, name()), prop::option::weighted(0.3, 0u64..4_000), prop::option::of(prop::sample::select(vec!["k1", "k2"])), prop_oneof![1 => Just(0u32), 6 => 1u32..4], 0u64..3_000, prop_oneof![9 => Just(10usize), 1 => Just(70_000usize)])
             .prop_map(|(queue, priority, pool, run_after_ms, key, max_attempts, base_ms, size)| JobOp::Enqueue(NewJob {
                 queue, kind: "k".into(), payload: "p".repeat(size), priority, pool, run_after_ms,
                 idempotency_key: key.map(String::from), max_attempts, backoff: Backoff { base_ms, max_ms: 2_000 },
             })),
-        3 => (name(), prop::collection::vec(queue(), 0..3), 0u32..4, 0u64..3_000, 1u64..3)
+        3 => (name(), prop::collection::vec(queue(), 0..3), prop_oneof![1 => Just(0u32), 6 => 1u32..4], prop_oneof![1 => Just(0u64), 6 => 1u64..3_000], 1u64..3)
             .prop_map(|(worker, queues, max_jobs, lease_ms, nonce)| JobOp::Claim(Claim { worker, queues, max_jobs, lease_ms, nonce })),
-        2 => (1u64..8, name(), lease(), 0u64..3_000, prop::option::of(Just("50%".to_string())), logs())
+        3 => (report_id(), name(), lease(), 0u64..3_000, prop::option::of(Just("50%".to_string())), logs())
             .prop_map(|(job_id, worker, lease, lease_ms, progress, logs)| JobOp::Renew(Renew { job_id, worker, lease, lease_ms, progress, logs })),
-        2 => (1u64..8, name(), lease(), any::<bool>(), logs()).prop_map(|(job_id, worker, lease, retryable, logs)| {
+        3 => (report_id(), name(), lease(), any::<bool>(), logs()).prop_map(|(job_id, worker, lease, retryable, logs)| {
             let f = Finish { job_id, worker, lease, result: Some("{}".into()), error: Some("e".into()), retryable, logs };
             if retryable { JobOp::Fail(f) } else { JobOp::Complete(f) }
         }),
         1 => (1u64..8, prop::option::of(name())).prop_map(|(job_id, reason)| JobOp::Cancel { job_id, reason }),
         1 => (1u64..8).prop_map(|job_id| JobOp::Requeue { job_id }),
-        2 => (1u64..8, lease()).prop_map(|(job_id, lease)| JobOp::Reap { job_id, lease }),
+        2 => (report_id(), lease()).prop_map(|(job_id, lease)| JobOp::Reap { job_id, lease }),
         1 => queue().prop_map(|queue| JobOp::ClearQueue { queue }),
-        1 => (queue(), any::<bool>()).prop_map(|(queue, paused)| JobOp::SetQueuePaused { queue, paused }),
-        1 => (queue(), prop::option::of(0u32..3)).prop_map(|(queue, max_queued)| JobOp::SetQueueCap { queue, max_queued }),
+        1 => (queue(), prop::bool::weighted(0.3)).prop_map(|(queue, paused)| JobOp::SetQueuePaused { queue, paused }),
+        1 => (queue(), prop::option::of(prop_oneof![Just(0u32), 1u32..50])).prop_map(|(queue, max_queued)| JobOp::SetQueueCap { queue, max_queued }),
         1 => (0u64..5_000, 0u32..4).prop_map(|(finished_before_ms, keep_finished)| JobOp::Compact { finished_before_ms, keep_finished }),
     ]
+}
+
+/// Job id 0 in a worker's report or a reap stands for the running job that
+/// expires first, with its current worker and lease, so that the accepted
+/// paths are exercised as often as the refused ones.
+fn with_current_lease(state: &ControlState, command: Command) -> Command {
+    let Command::Jobs(JobOps { mut ops }) = command else { return command };
+    let current = state.jobs.expired(u64::MAX, 1).first().and_then(|(id, _)| state.jobs.get(*id)).cloned();
+    if let Some(job) = current {
+        let lease = job.lease.clone().expect("running");
+        for op in &mut ops {
+            match op {
+                JobOp::Renew(Renew { job_id: id @ 0, worker, lease: token, .. })
+                | JobOp::Complete(Finish { job_id: id @ 0, worker, lease: token, .. })
+                | JobOp::Fail(Finish { job_id: id @ 0, worker, lease: token, .. }) => {
+                    (*id, *worker, *token) = (job.id, lease.worker.clone(), lease.token);
+                }
+                JobOp::Reap { job_id: id @ 0, lease: token } => (*id, *token) = (job.id, lease.token),
+                _ => {}
+            }
+        }
+    }
+    Command::Jobs(JobOps { ops })
 }
 
 fn command() -> impl Strategy<Value = Command> {
@@ -158,52 +188,84 @@ fn command() -> impl Strategy<Value = Command> {
     ]
 }
 
+/// Mostly job operations, with the heartbeats and controls that gate claims.
+fn job_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        1 => prop::collection::vec(beat(), 1..3).prop_map(|b| Command::HeartbeatBatch { beats: b.into() }),
+        1 => (name(), action()).prop_map(|(worker, action)| Command::WorkerControl { worker, action, reason: None }),
+        12 => job_op().prop_map(|op| Command::Jobs(JobOps { ops: vec![op] })),
+        3 => prop::collection::vec(job_op(), 1..6).prop_map(|ops| Command::Jobs(JobOps { ops })),
+    ]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..6, commands in prop::collection::vec(command(), 1..40)) {
-        let mut state = ControlState { format_version: format, ..Default::default() };
-        for (i, command) in commands.into_iter().enumerate() {
-            let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
-            let workers_before = state.workers.len() as u64;
-            // The snapshot encoding: every replicated field, the format-4
-            // section included.
-            let snapshot = |s: &ControlState| {
-                let mut bytes = Vec::new();
-                model::state::encode_snapshot(s, &mut bytes).unwrap();
-                bytes
-            };
-            let before = snapshot(&state);
-            let result = state.apply(&req);
-            if let Err(e) = &result {
-                prop_assert_eq!(&snapshot(&state), &before, "refused {} ({}) changed the state", req.command.name(), e);
-            }
-            // A job operation refused alone changes nothing either.
-            if let (Command::Jobs(ops), Ok(model::Reply::Jobs(answers))) = (&req.command, &result) {
-                prop_assert_eq!(answers.len(), ops.ops.len());
-                if let [Err(e)] = answers.as_slice() {
-                    prop_assert_eq!(&snapshot(&state), &before, "refused {:?} ({}) changed the state", ops.ops[0], e);
-                }
-            }
-            prop_assert!(state.jobs.indices_agree(), "job indices after {}", req.command.name());
-            // What a snapshot holds decodes to the same state, job indices included.
-            if state.format() >= 5 {
-                let back = model::state::decode_snapshot(&snapshot(&state)).unwrap();
-                prop_assert_eq!(&back.jobs, &state.jobs);
-                prop_assert_eq!(back.jobs.queue_numbers(), state.jobs.queue_numbers());
-                prop_assert_eq!(back.jobs.expired(u64::MAX, 100), state.jobs.expired(u64::MAX, 100));
-            }
-            // The derived pool index always matches the workers.
-            let mut reindexed = state.clone();
-            reindexed.reindex();
-            prop_assert_eq!(&reindexed.by_pool, &state.by_pool, "index after {}", req.command.name());
-            prop_assert_eq!(&reindexed.tokens, &state.tokens, "token index after {}", req.command.name());
-            // A heartbeat batch refused per beat (a cap) changes nothing for that beat.
-            if let (Command::HeartbeatBatchLimited { beats, limits }, Ok(model::Reply::Heartbeats(answers))) = (&req.command, &result) {
-                prop_assert!(state.workers.len() as u64 <= limits.max_workers.max(workers_before));
-                prop_assert_eq!(answers.len(), beats.len());
+        check(format, commands)?;
+    }
+
+    #[test]
+    fn job_operations_apply_alike_on_every_node(commands in prop::collection::vec(job_command(), 1..60)) {
+        check(5, commands)?;
+    }
+}
+
+/// Apply `commands` from a state at `format`, checking after each that
+/// nothing refused changed anything, that a node which installed a snapshot
+/// just before answers alike, and that the indices agree with the data.
+fn check(format: u32, commands: Vec<Command>) -> Result<(), TestCaseError> {
+    let mut state = ControlState { format_version: format, ..Default::default() };
+    for (i, command) in commands.into_iter().enumerate() {
+        let command = with_current_lease(&state, command);
+        let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
+        let workers_before = state.workers.len() as u64;
+        // The snapshot encoding: every replicated field, the format-4
+        // section included.
+        let snapshot = |s: &ControlState| {
+            let mut bytes = Vec::new();
+            model::state::encode_snapshot(s, &mut bytes).unwrap();
+            bytes
+        };
+        let before = snapshot(&state);
+        // A node that installed a snapshot just now (indices rebuilt,
+        // ready sets not yet promoted) answers exactly as this one.
+        let mut installed = model::state::decode_snapshot(&before).unwrap();
+        let twin = installed.apply(&req);
+        let result = state.apply(&req);
+        prop_assert_eq!(&twin, &result, "{} after a snapshot install", req.command.name());
+        prop_assert_eq!(snapshot(&installed), snapshot(&state), "{} after a snapshot install", req.command.name());
+        if let Err(e) = &result {
+            prop_assert_eq!(&snapshot(&state), &before, "refused {} ({}) changed the state", req.command.name(), e);
+        }
+        // A job operation refused alone changes nothing either.
+        if let (Command::Jobs(ops), Ok(model::Reply::Jobs(answers))) = (&req.command, &result) {
+            prop_assert_eq!(answers.len(), ops.ops.len());
+            if let [Err(e)] = answers.as_slice() {
+                prop_assert_eq!(&snapshot(&state), &before, "refused {:?} ({}) changed the state", ops.ops[0], e);
             }
         }
+        prop_assert!(state.jobs.indices_agree(), "job indices after {}", req.command.name());
+        // What a snapshot holds decodes to the same state, job indices included.
+        if state.format() >= 5 {
+            let back = model::state::decode_snapshot(&snapshot(&state)).unwrap();
+            prop_assert_eq!(&back.jobs, &state.jobs);
+            prop_assert_eq!(back.jobs.queue_numbers(), state.jobs.queue_numbers());
+            prop_assert_eq!(back.jobs.expired(u64::MAX, 100), state.jobs.expired(u64::MAX, 100));
+        }
+        // The derived pool index always matches the workers.
+        let mut reindexed = state.clone();
+        reindexed.reindex();
+        prop_assert_eq!(&reindexed.by_pool, &state.by_pool, "index after {}", req.command.name());
+        prop_assert_eq!(&reindexed.tokens, &state.tokens, "token index after {}", req.command.name());
+        // A heartbeat batch refused per beat (a cap) changes nothing for that beat.
+        if let (Command::HeartbeatBatchLimited { beats, limits }, Ok(model::Reply::Heartbeats(answers))) =
+            (&req.command, &result)
+        {
+            prop_assert!(state.workers.len() as u64 <= limits.max_workers.max(workers_before));
+            prop_assert_eq!(answers.len(), beats.len());
+        }
     }
+    Ok(())
 }

@@ -135,7 +135,7 @@ impl Jobs {
     pub(crate) fn enqueue(&mut self, at_ms: u64, n: &NewJob) -> Result<JobReply, CommandError> {
         n.validate(at_ms)?;
         if let Some(job) = n.idempotency_key.as_ref().and_then(|k| self.keys.get(k)).and_then(|id| self.by_id.get(id)) {
-            return Ok(JobReply::Enqueued { job: job.clone(), created: false });
+            return Ok(JobReply::Enqueued { job: (**job).clone(), created: false });
         }
         if self.by_id.len() >= MAX_JOBS {
             return Err(limit(format!("the cluster holds at most {MAX_JOBS} jobs")));
@@ -179,7 +179,7 @@ impl Jobs {
             log_lines: 0,
             log_bytes: 0,
         };
-        self.by_id.insert(id, job.clone());
+        self.by_id.insert(id, Box::new(job.clone()));
         self.index(id);
         Ok(JobReply::Enqueued { job, created: true })
     }
@@ -234,6 +234,7 @@ impl Jobs {
         self.update(id, |job| {
             job.state = JobState::Running;
             job.attempt_count += 1;
+            job.attempts.reserve_exact(1);
             job.attempts.push(Attempt {
                 n: job.attempt_count,
                 worker: c.worker.clone(),
@@ -250,6 +251,11 @@ impl Jobs {
             job.clone()
         })
         .expect("a ready job exists")
+    }
+
+    /// Whether `bytes` more fit within [`MAX_HELD_BYTES`].
+    fn fits(&self, bytes: usize) -> bool {
+        self.held_bytes + bytes as u64 <= MAX_HELD_BYTES
     }
 
     /// The job, if `worker` holds it under `lease` and the lease has not
@@ -295,13 +301,14 @@ impl Jobs {
         check_logs(&r.logs)?;
         let job = self.fenced(r.job_id, &r.worker, &r.lease, at_ms)?;
         let (lines, bytes) = self.room(job, &r.logs);
+        let progress = r.progress.clone().filter(|p| self.fits(p.len()));
         let expires_ms = at_ms.saturating_add(r.lease_ms);
         self.update(r.job_id, |job| {
             if let Some(l) = &mut job.lease {
                 l.expires_ms = expires_ms;
             }
-            if r.progress.is_some() {
-                job.progress = r.progress.clone();
+            if progress.is_some() {
+                job.progress = progress;
             }
             job.log_lines += lines;
             job.log_bytes += bytes;
@@ -318,12 +325,13 @@ impl Jobs {
         let job = self.fenced(f.job_id, &f.worker, &f.lease, at_ms)?;
         let (lines, bytes) = self.room(job, &f.logs);
         let queue = job.queue.clone();
+        let result = f.result.clone().filter(|r| self.fits(r.len()));
         self.tally(&queue, |n| n.completions += 1);
         let job = self
             .update(f.job_id, |job| {
                 end_attempt(job, at_ms, AttemptOutcome::Succeeded);
                 job.state = JobState::Succeeded;
-                job.result = f.result.clone();
+                job.result = result;
                 job.finished_ms = Some(at_ms);
                 job.log_lines += lines;
                 job.log_bytes += bytes;
@@ -342,8 +350,12 @@ impl Jobs {
         let (lines, bytes) = self.room(job, &f.logs);
         let queue = job.queue.clone();
         self.tally(&queue, |n| n.failures += 1);
-        let error = f.error.clone().unwrap_or_else(|| "failed".to_string());
-        let outcome = AttemptOutcome::Failed { error: error.clone(), retryable: f.retryable };
+        let mut error = f.error.clone().unwrap_or_else(|| "failed".to_string());
+        if !self.fits(error.len()) {
+            error = cut(&error, MAX_ATTEMPT_ERROR).to_string();
+        }
+        let outcome =
+            AttemptOutcome::Failed { error: cut(&error, MAX_ATTEMPT_ERROR).to_string(), retryable: f.retryable };
         let job = self.retry_or_bury(f.job_id, at_ms, outcome, error, f.retryable, (lines, bytes));
         Ok(JobReply::Finished { job, logs_accepted: lines })
     }
@@ -462,6 +474,11 @@ impl Jobs {
         f(cfg);
         if *cfg == QueueConfig::default() {
             self.queues.remove(queue);
+            // A queue only named by a setting, now back to the defaults, is forgotten.
+            let unused = self.queue_counters.get(queue).is_some_and(|c| *c == JobCounters::default());
+            if unused && !self.counts.contains_key(queue) {
+                self.queue_counters.remove(queue);
+            }
         }
         Ok(())
     }

@@ -512,6 +512,33 @@ fn the_job_count_and_held_bytes_are_capped() {
 }
 
 #[test]
+fn reports_past_the_held_bytes_keep_no_result_or_progress_and_a_short_error() {
+    let mut s = at5();
+    enqueue(&mut s, 1_000, new_job("q"));
+    enqueue(&mut s, 1_000, new_job("q"));
+    let jobs = claim(&mut s, 2_000, "w1", &["q"], 2);
+    let long_error = "é".repeat(1_000);
+    let mut f = finish(&jobs[0], "w1");
+    f.error = Some(long_error.clone());
+    f.retryable = false;
+    let JobReply::Finished { job, .. } = one(&mut s, 2_100, JobOp::Fail(f)).unwrap() else { panic!() };
+    assert_eq!(job.error.as_deref(), Some(long_error.as_str()), "the job keeps its last error whole");
+    let AttemptOutcome::Failed { error, .. } = &job.attempts[0].outcome else { panic!() };
+    assert_eq!(error.len(), MAX_ATTEMPT_ERROR, "an attempt keeps a short one");
+    s.jobs.held_bytes = MAX_HELD_BYTES - 2;
+    let JobReply::Renewed { .. } = one(&mut s, 2_200, JobOp::Renew(renew(&jobs[1], "w1", vec![]))).unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.jobs.get(jobs[1].id).unwrap().progress, None, "no room for progress");
+    let JobReply::Finished { job, .. } = one(&mut s, 2_300, JobOp::Complete(finish(&jobs[1], "w1"))).unwrap() else {
+        panic!()
+    };
+    assert_eq!((job.state, job.result.as_deref()), (JobState::Succeeded, None), "completed, its result not kept");
+    s.jobs.reindex();
+    assert!(s.jobs.held_bytes() < 10_000);
+}
+
+#[test]
 fn worker_reports_are_validated() {
     let mut s = at5();
     enqueue(&mut s, 1_000, new_job("q"));
@@ -543,7 +570,7 @@ fn worker_reports_are_validated() {
     }
 }
 
-const MAX_LOG_LINES_PER_OP_FOR_TESTS: usize = apply::MAX_LOG_LINES_PER_OP;
+const MAX_LOG_LINES_PER_OP_FOR_TESTS: usize = MAX_LOG_LINES_PER_OP;
 
 #[test]
 fn log_lines_are_accepted_up_to_the_caps() {
