@@ -380,7 +380,7 @@ fn time_param(name: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
 
 /// One page of `jobs` (newest first, ids below `cursor`), at most `limit`.
 pub(crate) fn page(
-    jobs: &BTreeMap<JobId, Job>,
+    jobs: &BTreeMap<JobId, Box<Job>>,
     f: &Filter,
     cursor: Option<JobId>,
     limit: usize,
