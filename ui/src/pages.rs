@@ -40,7 +40,7 @@ impl Chrome {
     }
 }
 
-fn render(t: &impl Template) -> String {
+pub(crate) fn render(t: &impl Template) -> String {
     t.render().unwrap_or_else(|e| format!("<!doctype html><p>template error: {e}</p>"))
 }
 
@@ -131,7 +131,7 @@ impl WorkerFilter {
 }
 
 /// Percent-encode a query value (RFC 3986 unreserved characters pass).
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
