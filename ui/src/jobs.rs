@@ -9,7 +9,7 @@ use askama::Template;
 use model::state::job::{Attempt, AttemptOutcome, Job, JobId, JobState, Jobs};
 use serde::Serialize;
 
-use crate::format::{ago, age, clip, cut, relative, thousands, utc};
+use crate::format::{age, ago, clip, cut, relative, thousands, utc};
 use crate::pages::{encode, render, Chrome};
 
 /// Rows the table shows unless the operator picks another size.
@@ -492,7 +492,11 @@ mod tests {
     }
 
     fn running(mut j: Job, worker: &str) -> Job {
-        j.lease = Some(Lease { worker: worker.into(), token: LeaseToken { seq: 0x2a, nonce: 0xdead_beef }, expires_ms: 90_000 });
+        j.lease = Some(Lease {
+            worker: worker.into(),
+            token: LeaseToken { seq: 0x2a, nonce: 0xdead_beef },
+            expires_ms: 90_000,
+        });
         j.attempt_count = 1;
         j.attempts.push(Attempt {
             n: 1,
@@ -530,7 +534,8 @@ mod tests {
 
     #[test]
     fn select_is_newest_first_filtered_and_continues_at_the_cursor() {
-        let mut list: Vec<Job> = (1..=10).map(|i| job(i, if i % 2 == 0 { "a" } else { "b" }, "k", JobState::Queued)).collect();
+        let mut list: Vec<Job> =
+            (1..=10).map(|i| job(i, if i % 2 == 0 { "a" } else { "b" }, "k", JobState::Queued)).collect();
         list[6] = running(job(7, "b", "other", JobState::Running), "w-7");
         let js = jobs(list);
         let f = JobFilter { queue: "b".into(), limit: 2, ..Default::default() };
@@ -547,21 +552,19 @@ mod tests {
         assert_eq!(by(JobFilter { state: "running".into(), ..Default::default() }), [7]);
         assert_eq!(by(JobFilter { queue: "none".into(), ..Default::default() }), Vec::<JobId>::new());
         let row = &select(&js, &JobFilter { worker: "w-7".into(), ..Default::default() }, 20_000).0[0];
-        assert_eq!((row.worker.as_str(), row.attempts.as_str(), row.can_cancel, row.can_requeue), ("w-7", "1/3", true, false));
+        assert_eq!(
+            (row.worker.as_str(), row.attempts.as_str(), row.can_cancel, row.can_requeue),
+            ("w-7", "1/3", true, false)
+        );
     }
 
     #[test]
     fn filter_from_query_cleans_and_round_trips() {
-        let q: HashMap<String, String> = [
-            ("queue", " mail & co "),
-            ("state", "bogus"),
-            ("kind", "send"),
-            ("limit", "100000"),
-            ("cursor", "42"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let q: HashMap<String, String> =
+            [("queue", " mail & co "), ("state", "bogus"), ("kind", "send"), ("limit", "100000"), ("cursor", "42")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let f = JobFilter::from_query(&q);
         assert_eq!((f.queue.as_str(), f.state.as_str(), f.limit, f.cursor), ("mail & co", "", MAX_PAGE, Some(42)));
         assert_eq!(f.query(Some(7)), "queue=mail%20%26%20co&kind=send&limit=500&cursor=7");
@@ -606,7 +609,8 @@ mod tests {
         let mut j = job(1, "q<script>", "k\"x", JobState::Dead);
         j.payload = r#"{"html":"<img src=x onerror=alert(1)>"}"#.into();
         j.error = Some("<b>bad</b>".into());
-        let logs = JobLogs::Lines { lines: vec![LogLine { at: "t".into(), text: "<script>x</script>".into() }], more: false };
+        let logs =
+            JobLogs::Lines { lines: vec![LogLine { at: "t".into(), text: "<script>x</script>".into() }], more: false };
         let html = job_page(&chrome, &j, 5_000, &logs);
         for raw in ["<img src=x", "<b>bad</b>", "<script>x</script>", "q<script>"] {
             assert!(!html.contains(raw), "unescaped {raw:?}");
@@ -629,8 +633,16 @@ mod tests {
         assert!(page.contains(r#"data-job-action="requeue""#));
         results.read_only = true;
         let fragment = job_results(&results);
-        assert!(!fragment.contains("data-job-action") && !fragment.contains("data-queue-action"), "no controls when read-only");
-        let ro = job_page(&Chrome { read_only: true, ..chrome }, &js.by_id[&1], 5_000, &JobLogs::At("/api/v1/jobs/1/logs".into()));
+        assert!(
+            !fragment.contains("data-job-action") && !fragment.contains("data-queue-action"),
+            "no controls when read-only"
+        );
+        let ro = job_page(
+            &Chrome { read_only: true, ..chrome },
+            &js.by_id[&1],
+            5_000,
+            &JobLogs::At("/api/v1/jobs/1/logs".into()),
+        );
         assert!(!ro.contains("data-job-action") && ro.contains("/api/v1/jobs/1/logs"));
     }
 }

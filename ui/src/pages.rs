@@ -328,17 +328,25 @@ struct OverviewPage<'a> {
     healthy_nodes: usize,
     total_nodes: usize,
     incidents: &'a [IncidentRow],
+    jobs: &'a crate::jobs::JobTotals,
 }
 
-/// The overview: fleet counts, pools, incidents, cluster health and the live
-/// charts (filled by the event stream).
-pub fn overview(chrome: &Chrome, fleet: &FleetSummary, cluster: &ClusterStatus, incidents: &[IncidentRow]) -> String {
+/// The overview: fleet counts, pools, jobs, incidents, cluster health and the
+/// live charts (filled by the event stream).
+pub fn overview(
+    chrome: &Chrome,
+    fleet: &FleetSummary,
+    cluster: &ClusterStatus,
+    incidents: &[IncidentRow],
+    jobs: &crate::jobs::JobTotals,
+) -> String {
     render(&OverviewPage {
         chrome,
         fleet,
         healthy_nodes: cluster.healthy_nodes,
         total_nodes: cluster.total_nodes,
         incidents,
+        jobs,
     })
 }
 
