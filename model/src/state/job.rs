@@ -365,46 +365,63 @@ pub struct JobCounters {
 /// Key of a ready set: higher priority first, then FIFO by id.
 pub type ReadyKey = (Reverse<i32>, JobId);
 
-/// The jobs and their derived indices.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The jobs, what is replicated beside them, and their derived indices.
+#[derive(Debug, Clone, Default)]
 pub struct Jobs {
     pub by_id: BTreeMap<JobId, Job>,
     pub job_seq: u64,
     pub lease_seq: u64,
+    /// Operator settings per queue (absent: not paused, default cap).
     pub queues: BTreeMap<String, QueueConfig>,
     /// Counters of the whole cluster.
     pub totals: JobCounters,
-    /// Counters per queue.
+    /// Counters per known queue: a queue is known from its first job or
+    /// setting until compaction finds it empty and unconfigured.
     pub queue_counters: BTreeMap<String, JobCounters>,
-    /// The latest claim time: pending jobs whose `run_after_ms` is at or
-    /// before it are claimable. Replicated, so that which jobs are claimable
-    /// never depends on what a node's indices happened to promote.
-    pub promoted_ms: u64,
+    /// The jobs' clock: the latest `at_ms` of any job operation. A pending
+    /// job is claimable once its `run_after_ms` is at or before it.
+    /// Replicated, so that which jobs are claimable never depends on a
+    /// node's clock or on what its indices happen to hold.
+    pub clock_ms: u64,
     // ---- derived, rebuilt by `reindex` ----
     /// Idempotency key → job (removed with the job).
     pub keys: BTreeMap<String, JobId>,
     /// Per queue, every pending job by `(run_after_ms, id)`.
-    pub(crate) pending: BTreeMap<String, BTreeSet<(u64, JobId)>>,
-    /// Per (queue, pool), pending jobs claimable now (`run_after_ms <= promoted_ms`).
-    pub(crate) ready: BTreeMap<(String, Option<String>), BTreeSet<ReadyKey>>,
+    pending: BTreeMap<String, BTreeSet<(u64, JobId)>>,
+    /// Per queue, how far `pending` has been moved into `ready`: promotion
+    /// is lazy (a claim promotes the queues it reads), so that a job
+    /// operation does not touch every queue.
+    promoted: BTreeMap<String, u64>,
+    /// Per (queue, pool), pending jobs promoted as claimable.
+    ready: BTreeMap<(String, Option<String>), BTreeSet<ReadyKey>>,
     /// Running jobs by `(expires_ms, id)`, for the reaper.
-    pub(crate) running: BTreeSet<(u64, JobId)>,
+    running: BTreeSet<(u64, JobId)>,
     /// Finished jobs by `(finished_ms, id)`, for compaction.
-    pub(crate) finished: BTreeSet<(u64, JobId)>,
+    finished: BTreeSet<(u64, JobId)>,
     /// Jobs per queue and state (indexed by `JobState as usize`).
-    pub(crate) counts: BTreeMap<String, [u64; 6]>,
+    counts: BTreeMap<String, [u64; 6]>,
     /// Payload and result bytes held, for [`MAX_HELD_BYTES`].
-    pub(crate) held_bytes: u64,
+    held_bytes: u64,
 }
 
 /// Payload and result bytes all jobs together may hold; with [`MAX_JOBS`]
 /// this bounds the jobs' memory (see the module doc).
 pub const MAX_HELD_BYTES: u64 = 1 << 30;
+/// Queues the cluster knows at once.
+pub const MAX_QUEUES: usize = 1_000;
 
-impl super::ControlState {
-    pub(super) fn job_ops(&mut self, _req: &crate::Request, ops: &JobOps) -> crate::Response {
-        let refused = || Err(CommandError::new(crate::ErrorKind::Invalid, "job operations are not applied yet"));
-        Ok(crate::Reply::Jobs(ops.ops.iter().map(|_| refused()).collect()))
+/// Equal when the replicated parts are: the indices are derived, and
+/// promotion into `ready` is lazy, so two equal states may hold different
+/// (equally correct) indices.
+impl PartialEq for Jobs {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+            && self.job_seq == other.job_seq
+            && self.lease_seq == other.lease_seq
+            && self.queues == other.queues
+            && self.totals == other.totals
+            && self.queue_counters == other.queue_counters
+            && self.clock_ms == other.clock_ms
     }
 }
 
@@ -418,7 +435,7 @@ pub(crate) struct Section5 {
     queues: BTreeMap<String, QueueConfig>,
     totals: JobCounters,
     queue_counters: BTreeMap<String, JobCounters>,
-    promoted_ms: u64,
+    clock_ms: u64,
 }
 
 /// The same, borrowed for writing.
@@ -430,7 +447,19 @@ pub(crate) struct Section5Ref<'a> {
     queues: &'a BTreeMap<String, QueueConfig>,
     totals: JobCounters,
     queue_counters: &'a BTreeMap<String, JobCounters>,
-    promoted_ms: u64,
+    clock_ms: u64,
+}
+
+/// One queue's numbers, from the indices.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueNumbers {
+    pub queue: String,
+    pub config: QueueConfig,
+    /// Jobs by state (indexed like [`JobState::ALL`]).
+    pub by_state: [u64; 6],
+    /// The `run_after_ms` of the longest-waiting claimable job.
+    pub oldest_ready_ms: Option<u64>,
+    pub counters: JobCounters,
 }
 
 impl Jobs {
@@ -442,7 +471,7 @@ impl Jobs {
             queues: &self.queues,
             totals: self.totals,
             queue_counters: &self.queue_counters,
-            promoted_ms: self.promoted_ms,
+            clock_ms: self.clock_ms,
         }
     }
 
@@ -454,7 +483,7 @@ impl Jobs {
             queues: s.queues,
             totals: s.totals,
             queue_counters: s.queue_counters,
-            promoted_ms: s.promoted_ms,
+            clock_ms: s.clock_ms,
             ..Jobs::default()
         };
         jobs.reindex();
@@ -465,6 +494,7 @@ impl Jobs {
     pub fn reindex(&mut self) {
         self.keys.clear();
         self.pending.clear();
+        self.promoted.clear();
         self.ready.clear();
         self.running.clear();
         self.finished.clear();
@@ -472,12 +502,101 @@ impl Jobs {
         self.held_bytes = 0;
         let ids: Vec<JobId> = self.by_id.keys().copied().collect();
         for id in ids {
-            self.index_job(id);
+            self.index(id);
         }
     }
 
-    /// Add one job to the derived indices.
-    fn index_job(&mut self, id: JobId) {
+    /// Whether the live indices agree with rebuilt ones (for tests: the
+    /// ready sets, promoted lazily, need only hold due, pending jobs).
+    pub fn indices_agree(&self) -> bool {
+        let mut fresh = self.clone();
+        fresh.reindex();
+        let ready_ok = self.ready.iter().all(|((q, pool), set)| {
+            set.iter().all(|(p, id)| {
+                self.by_id.get(id).is_some_and(|j| {
+                    j.state.is_pending()
+                        && j.run_after_ms <= self.clock_ms
+                        && (&j.queue, &j.pool, j.priority) == (q, pool, p.0)
+                })
+            })
+        });
+        ready_ok
+            && fresh.keys == self.keys
+            && fresh.pending == self.pending
+            && fresh.running == self.running
+            && fresh.finished == self.finished
+            && fresh.counts == self.counts
+            && fresh.held_bytes == self.held_bytes
+    }
+
+    pub fn get(&self, id: JobId) -> Option<&Job> {
+        self.by_id.get(&id)
+    }
+
+    /// Payload and result bytes the jobs hold.
+    pub fn held_bytes(&self) -> u64 {
+        self.held_bytes
+    }
+
+    /// Jobs of a queue in a state, from the index.
+    pub fn count(&self, queue: &str, state: JobState) -> u64 {
+        self.counts.get(queue).map_or(0, |c| c[state.index()])
+    }
+
+    /// Jobs in a state over all queues.
+    pub fn count_all(&self, state: JobState) -> u64 {
+        self.counts.values().map(|c| c[state.index()]).sum()
+    }
+
+    /// Queued and failed (waiting) jobs of a queue: what its cap counts.
+    pub fn pending_in(&self, queue: &str) -> u64 {
+        self.count(queue, JobState::Queued) + self.count(queue, JobState::Failed)
+    }
+
+    /// The cap on a queue's pending jobs.
+    pub fn cap_of(&self, queue: &str) -> u32 {
+        self.queues.get(queue).and_then(|c| c.max_queued).unwrap_or(DEFAULT_MAX_QUEUED)
+    }
+
+    /// Running jobs whose lease expired at `now_ms`, oldest expiry first, at
+    /// most `limit`: what the leader's reaper proposes to reap.
+    pub fn expired(&self, now_ms: u64, limit: usize) -> Vec<(JobId, LeaseToken)> {
+        self.running
+            .range(..=(now_ms, JobId::MAX))
+            .filter_map(|(_, id)| Some((*id, self.by_id.get(id)?.lease.as_ref()?.token)))
+            .take(limit)
+            .collect()
+    }
+
+    /// How many finished jobs a `Compact` with these arguments would remove
+    /// (before its per-operation bound), so the leader proposes one only
+    /// when there is something to do.
+    pub fn compactable(&self, finished_before_ms: u64, keep_finished: u32) -> usize {
+        let old = self.finished.range(..(finished_before_ms, 0)).count();
+        old.max(self.finished.len().saturating_sub(keep_finished as usize))
+    }
+
+    /// The numbers of every known queue, without walking the jobs.
+    pub fn queue_numbers(&self) -> Vec<QueueNumbers> {
+        self.queue_counters
+            .iter()
+            .map(|(q, counters)| QueueNumbers {
+                queue: q.clone(),
+                config: self.queues.get(q).cloned().unwrap_or_default(),
+                by_state: self.counts.get(q).copied().unwrap_or_default(),
+                oldest_ready_ms: self
+                    .pending
+                    .get(q)
+                    .and_then(|p| p.first())
+                    .map(|(t, _)| *t)
+                    .filter(|t| *t <= self.clock_ms),
+                counters: *counters,
+            })
+            .collect()
+    }
+
+    /// Add one job to the derived indices (it must not be in them).
+    fn index(&mut self, id: JobId) {
         let Some(job) = self.by_id.get(&id) else { return };
         if let Some(k) = &job.idempotency_key {
             self.keys.insert(k.clone(), id);
@@ -487,11 +606,9 @@ impl Jobs {
         match job.state {
             JobState::Queued | JobState::Failed => {
                 self.pending.entry(job.queue.clone()).or_default().insert((job.run_after_ms, id));
-                if job.run_after_ms <= self.promoted_ms {
-                    self.ready
-                        .entry((job.queue.clone(), job.pool.clone()))
-                        .or_default()
-                        .insert((Reverse(job.priority), id));
+                if self.promoted.get(&job.queue).is_some_and(|p| job.run_after_ms <= *p) {
+                    let key = (job.queue.clone(), job.pool.clone());
+                    self.ready.entry(key).or_default().insert((Reverse(job.priority), id));
                 }
             }
             JobState::Running => {
@@ -504,9 +621,110 @@ impl Jobs {
             }
         }
     }
+
+    /// Take one job out of the derived indices, as [`Jobs::index`] put it in.
+    fn unindex(&mut self, id: JobId) {
+        let Some(job) = self.by_id.get(&id) else { return };
+        if let Some(k) = &job.idempotency_key {
+            self.keys.remove(k);
+        }
+        if let Some(c) = self.counts.get_mut(&job.queue) {
+            c[job.state.index()] -= 1;
+            if c.iter().all(|n| *n == 0) {
+                self.counts.remove(&job.queue);
+            }
+        }
+        self.held_bytes -= held(job);
+        match job.state {
+            JobState::Queued | JobState::Failed => {
+                if let Some(p) = self.pending.get_mut(&job.queue) {
+                    p.remove(&(job.run_after_ms, id));
+                    if p.is_empty() {
+                        self.pending.remove(&job.queue);
+                    }
+                }
+                let key = (job.queue.clone(), job.pool.clone());
+                if let Some(r) = self.ready.get_mut(&key) {
+                    r.remove(&(Reverse(job.priority), id));
+                    if r.is_empty() {
+                        self.ready.remove(&key);
+                    }
+                }
+            }
+            JobState::Running => {
+                if let Some(l) = &job.lease {
+                    self.running.remove(&(l.expires_ms, id));
+                }
+            }
+            JobState::Succeeded | JobState::Dead | JobState::Cancelled => {
+                self.finished.remove(&(job.finished_ms.unwrap_or(job.updated_ms), id));
+            }
+        }
+    }
+
+    /// Change one job, keeping the indices in step. `f` must not change
+    /// the job's id.
+    fn update<T>(&mut self, id: JobId, f: impl FnOnce(&mut Job) -> T) -> Option<T> {
+        if !self.by_id.contains_key(&id) {
+            return None;
+        }
+        self.unindex(id);
+        let job = self.by_id.get_mut(&id).expect("checked above");
+        let out = f(job);
+        self.index(id);
+        Some(out)
+    }
+
+    /// Move a queue's pending jobs that are due by the clock into its ready sets.
+    fn promote(&mut self, queue: &str) {
+        let clock = self.clock_ms;
+        let from = self.promoted.get(queue).copied();
+        if from.is_some_and(|f| f >= clock) {
+            return;
+        }
+        if let Some(pending) = self.pending.get(queue) {
+            let lower = match from {
+                Some(f) => std::ops::Bound::Excluded((f, JobId::MAX)),
+                None => std::ops::Bound::Unbounded,
+            };
+            let due: Vec<JobId> =
+                pending.range((lower, std::ops::Bound::Included((clock, JobId::MAX)))).map(|(_, id)| *id).collect();
+            for id in due {
+                let job = &self.by_id[&id];
+                let key = (job.queue.clone(), job.pool.clone());
+                self.ready.entry(key).or_default().insert((Reverse(job.priority), id));
+            }
+        }
+        self.promoted.insert(queue.to_string(), clock);
+    }
 }
 
 /// Payload and result bytes a job holds.
 fn held(job: &Job) -> u64 {
     (job.payload.len() + job.result.as_ref().map_or(0, String::len)) as u64
 }
+
+/// A splitmix64 step: the deterministic source of retry jitter.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl Backoff {
+    /// The delay before retry `attempt` (1-based) of job `id`:
+    /// `min(max, base·2^(attempt-1))`, less or more by up to a fifth, drawn
+    /// from a hash of (id, attempt) so every node computes the same.
+    pub fn delay(&self, id: JobId, attempt: u32) -> u64 {
+        let exp = attempt.saturating_sub(1).min(63);
+        let raw = self.base_ms.saturating_mul(1u64 << exp).min(self.max_ms);
+        let span = raw / 5;
+        let jitter = mix(id ^ (u64::from(attempt) << 48)) % (2 * span + 1);
+        (raw - span + jitter).min(self.max_ms)
+    }
+}
+
+mod apply;
+#[cfg(test)]
+mod tests;

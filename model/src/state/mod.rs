@@ -205,13 +205,19 @@ impl ControlState {
     }
 
     fn audit(&mut self, req: &Request, subject: &str, reason: Option<String>) {
+        self.audit_as(req, req.command.name(), subject, reason);
+    }
+
+    /// An audit entry with its own action, for commands that group several
+    /// actions (`job.ops` records `job.cancel`, `queue.clear`, …).
+    fn audit_as(&mut self, req: &Request, action: &str, subject: &str, reason: Option<String>) {
         self.audit_seq += 1;
         self.audit.push_front(AuditEntry {
             seq: self.audit_seq,
             at_ms: req.at_ms,
             node: req.node,
             actor: req.actor.clone(),
-            action: req.command.name().to_string(),
+            action: action.to_string(),
             subject: subject.to_string(),
             reason,
         });
