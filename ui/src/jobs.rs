@@ -3,13 +3,14 @@
 //! Everything a job carries (payload, result, error, progress, log lines) is
 //! user data: it reaches the page only through askama's escaping.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use askama::Template;
 use model::state::job::{Attempt, AttemptOutcome, Job, JobId, JobState, Jobs};
+use model::views::QueueStats;
 use serde::Serialize;
 
-use crate::format::{age, ago, clip, cut, relative, thousands, utc};
+use crate::format::{age, ago, clip, cut, metric, relative, thousands, utc};
 use crate::pages::{encode, render, Chrome};
 
 /// Rows the table shows unless the operator picks another size.
@@ -38,9 +39,11 @@ pub struct QueueCard {
     pub dead: u64,
     pub succeeded: u64,
     pub cancelled: u64,
-    /// Age of the oldest queued job (`–` when none is queued).
+    /// How long the longest-waiting claimable job has waited (`–` when none).
     pub oldest_queued: String,
     pub paused: bool,
+    /// Claims per minute as this node measured them (`–` until it has).
+    pub claims_per_minute: String,
     pub claims: u64,
 }
 
@@ -60,52 +63,48 @@ pub struct JobTotals {
     pub paused_queues: u64,
 }
 
-/// The totals and the per-queue cards, in one pass over the jobs.
+/// The totals and the per-queue cards.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobsSummary {
     pub totals: JobTotals,
     pub queues: Vec<QueueCard>,
 }
 
-/// Count the jobs by queue and state. Queues an operator configured show up
-/// even without jobs (a paused, empty queue is still paused).
-pub fn summarize(jobs: &Jobs, now_ms: u64) -> JobsSummary {
-    let mut cards: BTreeMap<&str, (QueueCard, Option<u64>)> = BTreeMap::new();
-    for (name, cfg) in &jobs.queues {
-        let card = QueueCard { name: name.clone(), paused: cfg.paused, ..Default::default() };
-        cards.insert(name, (card, None));
-    }
-    for job in jobs.by_id.values() {
-        let (c, oldest) = cards
-            .entry(&job.queue)
-            .or_insert_with(|| (QueueCard { name: job.queue.clone(), ..Default::default() }, None));
-        match job.state {
-            JobState::Queued => {
-                c.queued += 1;
-                *oldest = Some(oldest.map_or(job.created_ms, |o| o.min(job.created_ms)));
-            }
-            JobState::Running => c.running += 1,
-            JobState::Failed => c.failed += 1,
-            JobState::Dead => c.dead += 1,
-            JobState::Succeeded => c.succeeded += 1,
-            JobState::Cancelled => c.cancelled += 1,
-        }
-    }
+/// A rate for a card: `12`, `0.50`, or `–` when not measured yet.
+fn per_minute(rate: Option<f64>) -> String {
+    rate.map(metric).unwrap_or_else(|| "–".into())
+}
+
+/// The jobs by queue and state, from the model's indices (no walk over the
+/// jobs); `claims_per_minute` gives a queue's measured claim rate.
+pub fn summarize(jobs: &Jobs, now_ms: u64, claims_per_minute: &dyn Fn(&str) -> Option<f64>) -> JobsSummary {
+    let stats = QueueStats::of_all(jobs, now_ms);
     let mut t = JobTotals { claims: jobs.totals.claims, completions: jobs.totals.completions, ..Default::default() };
-    let queues = cards
-        .into_values()
-        .map(|(mut c, oldest)| {
-            c.oldest_queued = oldest.map(|o| age(now_ms.saturating_sub(o))).unwrap_or_else(|| "–".into());
-            c.claims = jobs.queue_counters.get(&c.name).map_or(0, |k| k.claims);
-            t.queued += c.queued;
-            t.running += c.running;
-            t.failed += c.failed;
-            t.dead += c.dead;
-            t.succeeded += c.succeeded;
-            t.cancelled += c.cancelled;
+    let queues = stats
+        .into_iter()
+        .map(|q| {
+            let n = &q.length;
+            t.queued += n.queued;
+            t.running += n.running;
+            t.failed += n.failed;
+            t.dead += n.dead;
+            t.succeeded += n.succeeded;
+            t.cancelled += n.cancelled;
             t.queues += 1;
-            t.paused_queues += u64::from(c.paused);
-            c
+            t.paused_queues += u64::from(q.paused);
+            QueueCard {
+                queued: n.queued,
+                running: n.running,
+                failed: n.failed,
+                dead: n.dead,
+                succeeded: n.succeeded,
+                cancelled: n.cancelled,
+                oldest_queued: q.oldest_queued_age_ms.map(age).unwrap_or_else(|| "–".into()),
+                paused: q.paused,
+                claims_per_minute: per_minute(claims_per_minute(&q.queue)),
+                claims: q.claims,
+                name: q.queue,
+            }
         })
         .collect();
     JobsSummary { totals: t, queues }
@@ -451,7 +450,8 @@ pub fn job_page(chrome: &Chrome, job: &Job, now_ms: u64, logs: &JobLogs) -> Stri
 
 #[cfg(test)]
 mod tests {
-    use model::state::job::{Backoff, Lease, LeaseToken, QueueConfig};
+    use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, JobReply, Lease, LeaseToken, NewJob};
+    use model::{Command, CommandError, ControlState, Reply, Request};
 
     use super::*;
 
@@ -508,28 +508,68 @@ mod tests {
         j
     }
 
+    fn apply(st: &mut ControlState, at_ms: u64, ops: Vec<JobOp>) -> Vec<Result<JobReply, CommandError>> {
+        let req = Request { at_ms, node: 1, actor: "t".into(), command: Command::Jobs(JobOps { ops }) };
+        match st.apply(&req).expect("applies") {
+            Reply::Jobs(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn enqueue(queue: &str) -> JobOp {
+        JobOp::Enqueue(NewJob {
+            queue: queue.into(),
+            kind: "send".into(),
+            payload: "{}".into(),
+            priority: 0,
+            pool: None,
+            run_after_ms: None,
+            idempotency_key: None,
+            max_attempts: 1,
+            backoff: Backoff { base_ms: 1_000, max_ms: 1_000 },
+        })
+    }
+
     #[test]
     fn counts_per_queue_with_oldest_queued_and_paused_queues() {
-        let mut js = jobs(vec![
-            job(1, "mail", "send", JobState::Queued),
-            job(2, "mail", "send", JobState::Queued),
-            running(job(3, "mail", "send", JobState::Running), "w1"),
-            job(4, "mail", "send", JobState::Dead),
-            job(5, "bulk", "scan", JobState::Succeeded),
-            job(6, "bulk", "scan", JobState::Failed),
-        ]);
-        js.queues.insert("idle".into(), QueueConfig { paused: true, max_queued: None });
-        js.totals.claims = 7;
-        let s = summarize(&js, 61_000);
-        assert_eq!(s.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["bulk", "idle", "mail"]);
-        let mail = &s.queues[2];
-        assert_eq!((mail.queued, mail.running, mail.dead, mail.failed), (2, 1, 1, 0));
-        assert_eq!(mail.oldest_queued, "1m", "job 1 was created at 1 s");
-        assert!(s.queues[1].paused && s.queues[1].queued == 0);
-        assert_eq!(s.queues[0].oldest_queued, "–");
+        let mut st = ControlState { format_version: model::state::FORMAT_VERSION, ..ControlState::default() };
+        let ok = |r: Vec<Result<JobReply, CommandError>>| r.into_iter().all(|x| x.is_ok());
+        assert!(ok(apply(&mut st, 1_000, vec![enqueue("mail"), enqueue("mail"), enqueue("mail"), enqueue("bulk")])));
+        let claim = JobOp::Claim(Claim {
+            worker: "w1".into(),
+            queues: vec!["mail".into()],
+            max_jobs: 1,
+            lease_ms: 60_000,
+            nonce: 9,
+        });
+        let claimed = apply(&mut st, 2_000, vec![claim]);
+        let Ok(JobReply::Claimed { jobs }) = &claimed[0] else { panic!("{claimed:?}") };
+        let (id, lease) = (jobs[0].id, jobs[0].lease.clone().expect("lease").token);
+        let fail = Finish {
+            job_id: id,
+            worker: "w1".into(),
+            lease,
+            result: None,
+            error: Some("boom".into()),
+            retryable: false,
+            logs: vec![],
+        };
+        assert!(ok(apply(
+            &mut st,
+            3_000,
+            vec![JobOp::Fail(fail), JobOp::SetQueuePaused { queue: "bulk".into(), paused: true }]
+        )));
+        let rate = |q: &str| (q == "mail").then_some(1.5);
+        let s = summarize(&st.jobs, 61_000, &rate);
+        assert_eq!(s.queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["bulk", "mail"]);
+        let (bulk, mail) = (&s.queues[0], &s.queues[1]);
+        assert_eq!((mail.queued, mail.running, mail.dead, mail.failed), (2, 0, 1, 0));
+        assert_eq!(mail.oldest_queued, "1m", "queued since 1 s, at 61 s");
+        assert_eq!((mail.claims, mail.claims_per_minute.as_str(), bulk.claims_per_minute.as_str()), (1, "1.50", "–"));
+        assert!(bulk.paused && bulk.queued == 1 && !mail.paused);
         let t = &s.totals;
-        assert_eq!((t.queued, t.running, t.failed, t.dead, t.succeeded), (2, 1, 1, 1, 1));
-        assert_eq!((t.queues, t.paused_queues, t.claims), (3, 1, 7));
+        assert_eq!((t.queued, t.running, t.failed, t.dead, t.succeeded), (3, 0, 0, 1, 0));
+        assert_eq!((t.queues, t.paused_queues, t.claims), (2, 1, 1));
     }
 
     #[test]
@@ -621,7 +661,7 @@ mod tests {
         let f = JobFilter::default();
         let (rows, next_cursor, scan_capped) = select(&js, &f, 5_000);
         let mut results = JobResults {
-            queues: summarize(&js, 5_000).queues,
+            queues: summarize(&js, 5_000, &|_| None).queues,
             rows,
             filter: f,
             next_cursor,

@@ -86,7 +86,7 @@ async fn overview(s: &AppState) -> Response {
     let (fleet, incidents, jobs) = {
         let applied = s.cluster.state.read();
         let incidents: Vec<_> = recent_active(&applied.state).map(|i| ui::IncidentRow::new(i, now)).collect();
-        let jobs = ui::jobs::summarize(&applied.state.jobs, now).totals;
+        let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|_| None).totals;
         (ui::summarize(&applied.state, now, grace), incidents, jobs)
     };
     html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents, &jobs))
@@ -171,7 +171,7 @@ fn jobs(s: &AppState, query: &HashMap<String, String>) -> Response {
         let applied = s.cluster.state.read();
         let jobs = &applied.state.jobs;
         let (rows, next_cursor, scan_capped) = ui::jobs::select(jobs, &filter, now);
-        let queues = ui::jobs::summarize(jobs, now).queues;
+        let queues = ui::jobs::summarize(jobs, now, &|_| None).queues;
         ui::jobs::JobResults { queues, rows, filter, next_cursor, scan_capped, read_only }
     };
     if query.get("partial").is_some_and(|p| p == "rows") {
@@ -318,7 +318,7 @@ impl Ticker {
         let (now, grace) = (now_ms(), s.grace_ms());
         let (fleet, incidents, jobs) = {
             let applied = s.cluster.state.read();
-            let jobs = ui::jobs::summarize(&applied.state.jobs, now).totals;
+            let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|_| None).totals;
             let incidents: Vec<LiveIncident> = recent_active(&applied.state)
                 .map(|i| LiveIncident {
                     id: i.id,
