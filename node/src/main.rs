@@ -1,5 +1,5 @@
 //! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
-//! a running cluster over its HTTP API (`cluster`, `pools`).
+//! a running cluster over its HTTP API (`cluster`, `pools`, `tokens`, `jobs`).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +35,8 @@ enum Cmd {
     Pools(client::PoolsCmd),
     /// Create, list and revoke named, scoped API tokens.
     Tokens(client::TokensCmd),
+    /// Enqueue, list, read, cancel and requeue jobs.
+    Jobs(client::JobsCmd),
     /// Create a cluster CA and node certificates for TLS.
     Certs(transport::certs::CertsCmd),
 }
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
         Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Jobs(cmd) => runtime.block_on(cmd.run()),
         Cmd::Certs(cmd) => cmd.run(),
     };
     match result {
