@@ -59,8 +59,17 @@ pub struct JobTotals {
     /// Claims committed over the cluster's life, for a rate.
     pub claims: u64,
     pub completions: u64,
+    /// Claims per minute over every queue as this node measured them (null until it has).
+    pub claims_per_minute: Option<f64>,
     pub queues: u64,
     pub paused_queues: u64,
+}
+
+impl JobTotals {
+    /// The claim rate for the card: `12`, `0.50`, or `–`.
+    pub fn claims_rate(&self) -> String {
+        per_minute(self.claims_per_minute)
+    }
 }
 
 /// The totals and the per-queue cards.
@@ -92,6 +101,10 @@ pub fn summarize(jobs: &Jobs, now_ms: u64, claims_per_minute: &dyn Fn(&str) -> O
             t.cancelled += n.cancelled;
             t.queues += 1;
             t.paused_queues += u64::from(q.paused);
+            let rate = claims_per_minute(&q.queue);
+            if let Some(r) = rate {
+                *t.claims_per_minute.get_or_insert(0.0) += r;
+            }
             QueueCard {
                 queued: n.queued,
                 running: n.running,
@@ -101,7 +114,7 @@ pub fn summarize(jobs: &Jobs, now_ms: u64, claims_per_minute: &dyn Fn(&str) -> O
                 cancelled: n.cancelled,
                 oldest_queued: q.oldest_queued_age_ms.map(age).unwrap_or_else(|| "–".into()),
                 paused: q.paused,
-                claims_per_minute: per_minute(claims_per_minute(&q.queue)),
+                claims_per_minute: per_minute(rate),
                 claims: q.claims,
                 name: q.queue,
             }
@@ -569,7 +582,7 @@ mod tests {
         assert!(bulk.paused && bulk.queued == 1 && !mail.paused);
         let t = &s.totals;
         assert_eq!((t.queued, t.running, t.failed, t.dead, t.succeeded), (3, 0, 0, 1, 0));
-        assert_eq!((t.queues, t.paused_queues, t.claims), (2, 1, 1));
+        assert_eq!((t.queues, t.paused_queues, t.claims, t.claims_rate().as_str()), (2, 1, 1, "1.50"));
     }
 
     #[test]

@@ -239,7 +239,7 @@ const JOB_ACTIONS = {
 
 /** Per-queue pause and resume: the operator routes of the queue API. */
 function queueCall(action, queue) {
-  return api("POST", "/api/queue/" + action, { queue });
+  return api("POST", "/api/queue/" + encodeURIComponent(queue) + "/" + action);
 }
 
 /** Wire job and queue action buttons inside `root`; `after()` runs on success. */
@@ -510,7 +510,9 @@ function initOverview() {
       for (const k of ["queued", "running", "dead", "failed", "succeeded", "queues", "paused_queues"]) set("jobs_" + k, j[k]);
       const dead = $("#jobs-dead-stat");
       if (dead) dead.className = "stat " + (j.dead > 0 ? "bad" : "ok");
-      if (prev && prev.jobs && d.at_ms > prev.at_ms) {
+      if (j.claims_per_minute != null) {
+        set("jobs_claims_rate", fmt(j.claims_per_minute));
+      } else if (prev && prev.jobs && d.at_ms > prev.at_ms) {
         const perMin = Math.max(0, ((j.claims - prev.jobs.claims) * 60000) / (d.at_ms - prev.at_ms));
         set("jobs_claims_rate", fmt(perMin));
       }

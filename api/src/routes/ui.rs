@@ -83,10 +83,11 @@ fn recent_active(state: &model::ControlState) -> impl Iterator<Item = &model::st
 async fn overview(s: &AppState) -> Response {
     let status = s.cluster.status().await;
     let (now, grace) = (now_ms(), s.grace_ms());
+    let rates = s.job_rates.per_minute();
     let (fleet, incidents, jobs) = {
         let applied = s.cluster.state.read();
         let incidents: Vec<_> = recent_active(&applied.state).map(|i| ui::IncidentRow::new(i, now)).collect();
-        let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|_| None).totals;
+        let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|q| rates.get(q).map(|r| r.0)).totals;
         (ui::summarize(&applied.state, now, grace), incidents, jobs)
     };
     html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents, &jobs))
@@ -167,11 +168,12 @@ fn jobs(s: &AppState, query: &HashMap<String, String>) -> Response {
     let filter = ui::jobs::JobFilter::from_query(query);
     let read_only = crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false);
     let now = now_ms();
+    let rates = s.job_rates.per_minute();
     let results = {
         let applied = s.cluster.state.read();
         let jobs = &applied.state.jobs;
         let (rows, next_cursor, scan_capped) = ui::jobs::select(jobs, &filter, now);
-        let queues = ui::jobs::summarize(jobs, now, &|_| None).queues;
+        let queues = ui::jobs::summarize(jobs, now, &|q| rates.get(q).map(|r| r.0)).queues;
         ui::jobs::JobResults { queues, rows, filter, next_cursor, scan_capped, read_only }
     };
     if query.get("partial").is_some_and(|p| p == "rows") {
@@ -316,9 +318,10 @@ impl Ticker {
         let status = s.cluster.status().await;
         let me = s.cluster.report();
         let (now, grace) = (now_ms(), s.grace_ms());
+        let rates = s.job_rates.per_minute();
         let (fleet, incidents, jobs) = {
             let applied = s.cluster.state.read();
-            let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|_| None).totals;
+            let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|q| rates.get(q).map(|r| r.0)).totals;
             let incidents: Vec<LiveIncident> = recent_active(&applied.state)
                 .map(|i| LiveIncident {
                     id: i.id,
