@@ -9,7 +9,6 @@ pub mod job_watch;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
-pub mod rfc3339;
 pub mod routes;
 
 use std::sync::Arc;
@@ -277,6 +276,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(sized(jobs::CREATE_BODY_LIMIT, scoped(s, Access::PRODUCER, routes!(jobs::create, jobs::list))))
         .routes(sized(batch_limit, scoped(s, Access::PRODUCER, routes!(jobs::batch))))
         .routes(scoped(s, Access::PRODUCER, routes!(jobs::get)))
+        .routes(scoped(s, Access::PRODUCER, routes!(jobs::logs)))
         .routes(scoped(s, Access::PRODUCER, routes!(job_queue::stats_v1)))
         .routes(scoped(s, Access::WORKER, routes!(job_worker::claim)))
         .routes(sized(worker_limit, scoped(s, Access::WORKER, routes!(job_worker::heartbeat))))
@@ -292,6 +292,7 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(scoped(s, Access::OPERATOR, routes!(job_queue::pause)))
         .routes(scoped(s, Access::OPERATOR, routes!(job_queue::resume)))
         .routes(scoped(s, Access::OPERATOR, routes!(job_queue::cap)))
+        .routes(scoped(s, Access::OPERATOR, routes!(jobs::search)))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private)
 }

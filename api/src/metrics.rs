@@ -205,31 +205,42 @@ impl Metrics {
         let stats = crate::routes::job_queue::stats(state);
         self.jobs_by_state.reset();
         self.jobs_oldest_queued.reset();
-        let mut other: std::collections::BTreeMap<String, i64> = Default::default();
-        for (i, q) in stats.queues.iter().enumerate() {
-            if i >= MAX_QUEUE_SERIES {
-                for (s, n) in &q.length {
-                    *other.entry(s.clone()).or_default() += *n as i64;
+        let by_state = |q: &model::views::QueueStats| {
+            let l = &q.length;
+            [
+                ("queued", l.queued),
+                ("running", l.running),
+                ("succeeded", l.succeeded),
+                ("failed", l.failed),
+                ("dead", l.dead),
+                ("cancelled", l.cancelled),
+            ]
+        };
+        let mut other = [0i64; 6];
+        for (i, q) in stats.queues.iter().map(|q| &q.stats).enumerate() {
+            for (j, (s, n)) in by_state(q).into_iter().enumerate() {
+                if i < MAX_QUEUE_SERIES {
+                    self.jobs_by_state.with_label_values(&[q.queue.as_str(), s]).set(n as i64);
+                } else {
+                    other[j] += n as i64;
                 }
-                continue;
             }
-            for (s, n) in &q.length {
-                self.jobs_by_state.with_label_values(&[q.queue.as_str(), s.as_str()]).set(*n as i64);
-            }
-            if let Some(age) = q.oldest_queued_age_seconds {
-                self.jobs_oldest_queued.with_label_values(&[q.queue.as_str()]).set(age);
+            if let Some(age) = q.oldest_queued_age_ms.filter(|_| i < MAX_QUEUE_SERIES) {
+                self.jobs_oldest_queued.with_label_values(&[q.queue.as_str()]).set(age as f64 / 1000.0);
             }
         }
-        for (s, n) in other {
-            self.jobs_by_state.with_label_values(&["other", s.as_str()]).set(n);
+        if stats.queues.len() > MAX_QUEUE_SERIES {
+            for (j, (s, _)) in by_state(&stats.total.stats).into_iter().enumerate() {
+                self.jobs_by_state.with_label_values(&["other", s]).set(other[j]);
+            }
         }
-        let t = &stats.total;
+        let t = &stats.total.stats;
         for (event, total) in [
-            ("claim", t.claims_total),
-            ("completion", t.completions_total),
-            ("failure", t.failures_total),
-            ("lease_expiration", t.expirations_total),
-            ("dead_letter", t.dead_total),
+            ("claim", t.claims),
+            ("completion", t.completions),
+            ("failure", t.failures),
+            ("lease_expiration", t.expirations),
+            ("dead_letter", t.dead),
         ] {
             let c = self.job_events.with_label_values(&[event]);
             c.inc_by(total.saturating_sub(c.get()));

@@ -72,18 +72,7 @@ async fn compact(ctx: &LoopContext) -> Result<(), String> {
     }
 }
 
-/// Is a finished job older than the cutoff, or are there more than
-/// `keep` finished jobs?
+/// Would a `Compact` remove anything?
 fn compaction_due(jobs: &Jobs, finished_before_ms: u64, keep: u32) -> bool {
-    let mut finished = 0u64;
-    for j in jobs.by_id.values().filter(|j| j.state.is_finished()) {
-        if j.finished_ms.unwrap_or(j.updated_ms) < finished_before_ms {
-            return true;
-        }
-        finished += 1;
-        if finished > u64::from(keep) {
-            return true;
-        }
-    }
-    false
+    jobs.compactable(finished_before_ms, keep) > 0
 }

@@ -185,6 +185,8 @@ pub struct Cluster {
     pub id: NodeId,
     pub raft: Raft,
     pub state: StateReader,
+    /// The job log store, for reads (the state machine writes it).
+    pub job_logs: crate::state_machine::JobLogs,
     pub rpc: RpcClient,
     pub opts: ClusterOptions,
     /// Last word from a leader, for the pre-vote (see [`crate::election`]).
@@ -311,6 +313,7 @@ impl Cluster {
             .with_plain_secret(&opts.secret, peers.allow_plain_secret);
         let peer_auth = PeerAuth::new(&opts.secret, peers.clock_skew, peers.allow_plain_secret);
         let state = sm.reader();
+        let job_logs = sm.job_logs();
         let network = NetworkFactory { rpc: rpc.clone() };
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
             .await
@@ -320,6 +323,7 @@ impl Cluster {
             id: opts.id,
             raft,
             state,
+            job_logs,
             rpc,
             opts,
             contact: LeaderContact::new(),

@@ -122,16 +122,8 @@ pub async fn reap_round(cluster: &Cluster, actor: &str) -> Result<ReapRound, Bat
     let now = crate::cluster::now_ms();
     let ops: Vec<JobOp> = {
         let applied = cluster.state.read();
-        applied
-            .state
-            .jobs
-            .by_id
-            .values()
-            .filter_map(|j| {
-                j.lease.as_ref().filter(|l| l.expires_ms <= now).map(|l| JobOp::Reap { job_id: j.id, lease: l.token })
-            })
-            .take(REAP_BATCH)
-            .collect()
+        let expired = applied.state.jobs.expired(now, REAP_BATCH);
+        expired.into_iter().map(|(job_id, lease)| JobOp::Reap { job_id, lease }).collect()
     };
     let mut round = ReapRound { reaped: Vec::new(), expired_seen: ops.len() };
     if ops.is_empty() {

@@ -6,6 +6,14 @@
 //! Encoding, decoding and storing a snapshot (tens of MB at 100k workers) run
 //! on tokio's blocking pool, so Raft heartbeats keep flowing meanwhile; the
 //! bytes never pass through sled, whose cache would keep a copy in memory.
+//!
+//! Job log lines live beside the state in the sled tree of [`job_logs`]:
+//! apply writes the lines an entry's job operations had accepted, a snapshot
+//! carries them as a section after the state's bytes, an install replaces
+//! them.
+
+#[path = "job_logs.rs"]
+pub mod job_logs;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Write};
@@ -20,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::log_store::io_error;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+pub use job_logs::JobLogs;
 use model::codec;
 use model::command::{Reply, Response};
 use model::state::ControlState;
@@ -28,6 +37,9 @@ use model::state::ControlState;
 const KEY_META: &[u8] = b"meta";
 /// Older layout: meta and data bincoded together in sled; still read, dropped on the next save.
 const KEY_LEGACY: &[u8] = b"current";
+/// Set while an install replaces the job logs: a start that finds it redoes
+/// the replacement from the current snapshot.
+const KEY_LOGS_INSTALLING: &[u8] = b"job_logs_installing";
 const DATA_EXT: &str = "snap";
 
 /// The file holding the bytes of snapshot `meta` in `dir`.
@@ -70,6 +82,8 @@ pub struct StateMachineStore {
     /// the runtime thread for the whole encode (and, the std lock preferring
     /// writers, every reader behind it): no Raft RPC, no request answered.
     encoding: Arc<tokio::sync::RwLock<()>>,
+    /// The job log store.
+    logs: JobLogs,
 }
 
 /// A cheap, cloneable read handle on the applied state for the API layer.
@@ -89,6 +103,7 @@ impl StateMachineStore {
     /// Open on `db`, with snapshot data files in `dir` (created if missing).
     pub fn new(db: sled::Db, dir: PathBuf) -> Result<Self, StorageError> {
         let snapshots = db.open_tree("snapshot").map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let logs = JobLogs::open(&db).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         std::fs::create_dir_all(&dir).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let store = Self {
             applied: Arc::default(),
@@ -98,9 +113,14 @@ impl StateMachineStore {
             saving: Arc::default(),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             encoding: Arc::default(),
+            logs,
         };
         if let Some((meta, data)) = store.load_snapshot()? {
-            let state: ControlState = decode_state(&data)?;
+            let (state, used) = decode_state(&data)?;
+            let interrupted = store.snapshots.get(KEY_LOGS_INSTALLING).map_err(|e| store_error(ErrorVerb::Read, e))?;
+            if interrupted.is_some() {
+                store.install_logs(&data[used..]).map_err(|e| store_error(ErrorVerb::Write, e))?;
+            }
             let mut applied = store.write_applied();
             applied.last_applied = meta.last_log_id;
             applied.last_membership = meta.last_membership.clone();
@@ -111,6 +131,22 @@ impl StateMachineStore {
 
     pub fn reader(&self) -> StateReader {
         StateReader { applied: self.applied.clone() }
+    }
+
+    /// A cloneable read handle on the job log store.
+    pub fn job_logs(&self) -> JobLogs {
+        self.logs.clone()
+    }
+
+    /// Replace the job logs with a snapshot's section, durably: marked in
+    /// sled first, so that a crash half-way is redone at the next start.
+    fn install_logs(&self, section: &[u8]) -> io::Result<u64> {
+        self.snapshots.insert(KEY_LOGS_INSTALLING, &[1u8][..]).map_err(io::Error::other)?;
+        self.db.flush().map_err(io::Error::other)?;
+        let n = self.logs.install_section(section)?;
+        self.snapshots.remove(KEY_LOGS_INSTALLING).map_err(io::Error::other)?;
+        self.db.flush().map_err(io::Error::other)?;
+        Ok(n)
     }
 
     fn write_applied(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
@@ -192,8 +228,13 @@ impl StateMachineStore {
     }
 }
 
-fn decode_state(bytes: &[u8]) -> Result<ControlState, StorageError> {
-    model::state::decode_snapshot(bytes).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
+/// The state a snapshot holds, and the bytes it took (the job logs follow).
+fn decode_state(bytes: &[u8]) -> Result<(ControlState, usize), StorageError> {
+    model::state::decode_snapshot_prefix(bytes).map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e))
+}
+
+fn store_error(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    io_error(ErrorSubject::Store, verb, std::io::Error::other(e.to_string()))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -219,12 +260,23 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 snapshot_id,
             };
             let mut encode_ms = 0.0;
+            let with_logs = applied.state.format() >= 5;
+            let upto = applied.last_applied.map_or(0, |l| l.index);
+            let logs = store.logs.clone();
             let size = store.save_blocking(&meta, |file| {
                 let encoded = model::state::encode_snapshot(&applied.state, file).map_err(io::Error::other);
                 drop(applied);
                 drop(encoding);
                 encode_ms = started.elapsed().as_secs_f64() * 1e3;
-                encoded
+                encoded?;
+                // The job logs of entries up to the snapshot's index, read
+                // while apply goes on: lines written later carry a larger
+                // index and are left out; lines deleted meanwhile belong to
+                // jobs a later entry removes again on whoever installs this.
+                if with_logs {
+                    logs.write_section(upto, file)?;
+                }
+                Ok(())
             });
             size.map(|size| (meta, size, encode_ms))
         })
@@ -237,6 +289,40 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         // (`core::sm::worker`); a snapshot is sent from `get_current_snapshot`,
         // which reads the file. So the bytes are not read back here.
         Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) })
+    }
+}
+
+impl StateMachineStore {
+    /// Apply entries to the state under its write lock; returns the replies
+    /// and what the job log store is to do.
+    fn apply_locked<I: IntoIterator<Item = Entry>>(&self, entries: I) -> (Vec<Response>, job_logs::Effects) {
+        let mut applied = self.write_applied();
+        let mut replies = Vec::new();
+        let mut logs = job_logs::Effects::default();
+        for entry in entries {
+            applied.last_applied = Some(entry.log_id);
+            let reply = match entry.payload {
+                EntryPayload::Blank => Ok(Reply::Done),
+                EntryPayload::Normal(ref req) => {
+                    let reply = applied.state.apply(req);
+                    logs.collect(entry.log_id.index, req, &reply);
+                    reply
+                }
+                EntryPayload::Membership(ref m) => {
+                    applied.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    Ok(Reply::Done)
+                }
+            };
+            replies.push(reply);
+        }
+        if applied.state.format() > model::state::FORMAT_VERSION {
+            crate::fatal(&format!(
+                "the cluster moved to replicated format {}; this binary knows up to {}: upgrade it",
+                applied.state.format(),
+                model::state::FORMAT_VERSION
+            ));
+        }
+        (replies, logs)
     }
 }
 
@@ -254,26 +340,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let (_gate, mut applied) = self.write_applied_after_encode().await;
-        let mut replies = Vec::new();
-        for entry in entries {
-            applied.last_applied = Some(entry.log_id);
-            let reply = match entry.payload {
-                EntryPayload::Blank => Ok(Reply::Done),
-                EntryPayload::Normal(ref req) => applied.state.apply(req),
-                EntryPayload::Membership(ref m) => {
-                    applied.last_membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                    Ok(Reply::Done)
-                }
-            };
-            replies.push(reply);
-        }
-        if applied.state.format() > model::state::FORMAT_VERSION {
-            crate::fatal(&format!(
-                "the cluster moved to replicated format {}; this binary knows up to {}: upgrade it",
-                applied.state.format(),
-                model::state::FORMAT_VERSION
-            ));
+        let _gate = self.encoding.write().await;
+        let (replies, logs) = self.apply_locked(entries);
+        // The lines go to the store outside the state's lock (readers of the
+        // state need not wait on sled) but inside the gate, before a
+        // snapshot encode can start.
+        if !logs.is_empty() {
+            let store = self.logs.clone();
+            tokio::task::spawn_blocking(move || store.write(logs))
+                .await
+                .map_err(|e| store_error(ErrorVerb::Write, e))?
+                .map_err(|e| store_error(ErrorVerb::Write, e))?;
         }
         Ok(replies)
     }
@@ -296,9 +373,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let (state, data) = tokio::task::spawn_blocking(move || (decode_state(&data), data)).await.map_err(|e| {
             io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, std::io::Error::other(e.to_string()))
         })?;
-        let state = state?;
+        let (state, used) = state?;
         let decode_ms = started.elapsed().as_secs_f64() * 1e3;
         let data = self.save_snapshot(meta, data).await?;
+        let store = self.clone();
+        let (lines, data) = tokio::task::spawn_blocking(move || (store.install_logs(&data[used..]), data))
+            .await
+            .map_err(|e| store_error(ErrorVerb::Write, e))?;
+        let lines = lines.map_err(|e| io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
         let old = {
             let (_gate, mut applied) = self.write_applied_after_encode().await;
             applied.last_applied = meta.last_log_id;
@@ -307,7 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         // Freeing the replaced state (100k workers) is not worth a runtime thread.
         tokio::task::spawn_blocking(move || drop(old));
-        tracing::info!(bytes = data.len(), decode_ms, total_ms = started.elapsed().as_secs_f64() * 1e3,
+        tracing::info!(bytes = data.len(), job_log_lines = lines, decode_ms, total_ms = started.elapsed().as_secs_f64() * 1e3,
             index = ?meta.last_log_id.map(|l| l.index), "snapshot installed");
         Ok(())
     }
@@ -363,5 +445,189 @@ mod tests {
         assert_eq!(replies.len(), 1);
         assert_eq!(sm.reader().read().last_applied.map(|l| l.index), Some(1));
         encoder.join().expect("encoder thread");
+    }
+
+    mod jobs {
+        use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, LeaseToken, NewJob, Renew};
+        use model::{Command, Request};
+        use openraft::CommittedLeaderId;
+
+        use super::super::*;
+        use crate::state_machine::job_logs::LineId;
+
+        fn entry(index: u64, at_ms: u64, command: Command) -> Entry {
+            Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Request { at_ms, node: 1, actor: "t".into(), command }),
+            }
+        }
+
+        fn ops(v: Vec<JobOp>) -> Command {
+            Command::Jobs(JobOps { ops: v })
+        }
+
+        const LEASE: LeaseToken = LeaseToken { seq: 1, nonce: 7 };
+
+        /// Format 5, job 1 enqueued and claimed (lease seq 1), renewed with
+        /// two lines, completed with one; job 2 enqueued.
+        fn history() -> Vec<Entry> {
+            let new = |q: &str| {
+                JobOp::Enqueue(NewJob {
+                    queue: q.into(),
+                    kind: "k".into(),
+                    payload: "{}".into(),
+                    priority: 0,
+                    pool: None,
+                    run_after_ms: None,
+                    idempotency_key: None,
+                    max_attempts: 3,
+                    backoff: Backoff { base_ms: 10, max_ms: 100 },
+                })
+            };
+            let claim = JobOp::Claim(Claim {
+                worker: "w1".into(),
+                queues: vec!["q".into()],
+                max_jobs: 1,
+                lease_ms: 60_000,
+                nonce: 7,
+            });
+            let renew = JobOp::Renew(Renew {
+                job_id: 1,
+                worker: "w1".into(),
+                lease: LEASE,
+                lease_ms: 60_000,
+                progress: None,
+                logs: vec!["starting".into(), "Half Way".into()],
+            });
+            let complete = JobOp::Complete(Finish {
+                job_id: 1,
+                worker: "w1".into(),
+                lease: LEASE,
+                result: None,
+                error: None,
+                retryable: false,
+                logs: vec!["done".into()],
+            });
+            vec![
+                entry(1, 1_000, Command::SetFormatVersion { version: 5 }),
+                entry(2, 1_000, ops(vec![new("q"), new("other")])),
+                entry(3, 2_000, ops(vec![claim])),
+                // A refused renewal (an outdated token) stores nothing.
+                entry(
+                    4,
+                    2_500,
+                    ops(vec![
+                        JobOp::Renew(Renew {
+                            job_id: 1,
+                            worker: "w1".into(),
+                            lease: LeaseToken { seq: 1, nonce: 8 },
+                            lease_ms: 60_000,
+                            progress: None,
+                            logs: vec!["forged".into()],
+                        }),
+                        renew,
+                    ]),
+                ),
+                entry(5, 3_000, ops(vec![complete])),
+            ]
+        }
+
+        fn texts(sm: &StateMachineStore, job: u64) -> Vec<String> {
+            sm.job_logs().lines(job, None, 100).unwrap().into_iter().map(|l| l.text).collect()
+        }
+
+        #[tokio::test]
+        async fn apply_writes_the_accepted_lines_and_a_replay_rewrites_the_same_keys() {
+            let dir = tempfile::tempdir().unwrap();
+            let (_log, mut sm) = crate::open_storage(dir.path(), 16 << 20).unwrap();
+            sm.apply(history()).await.unwrap();
+            assert_eq!(texts(&sm, 1), vec!["starting", "Half Way", "done"]);
+            let lines = sm.job_logs().lines(1, None, 100).unwrap();
+            assert_eq!(lines[0].id, LineId { index: 4, op: 1, line: 0 });
+            assert_eq!((lines[0].at_ms, lines[2].at_ms), (2_500, 3_000));
+            assert_eq!(sm.reader().read().state.jobs.get(1).unwrap().log_lines, 3);
+            // Paging with a cursor.
+            let page = sm.job_logs().lines(1, Some(lines[0].id), 1).unwrap();
+            assert_eq!(page.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), vec!["Half Way"]);
+            assert!(sm.job_logs().lines(2, None, 100).unwrap().is_empty());
+            // A restart replays the log onto the last snapshot (none here):
+            // the same entries write the same keys, no line twice.
+            let mut again = StateMachineStore::new(sm.db.clone(), dir.path().join("snapshots")).unwrap();
+            again.apply(history()).await.unwrap();
+            assert_eq!(sm.job_logs().len(), 3);
+            assert_eq!(texts(&again, 1), vec!["starting", "Half Way", "done"]);
+        }
+
+        #[tokio::test]
+        async fn a_snapshot_carries_the_lines_to_a_fresh_store_and_compaction_deletes_them() {
+            let dir = tempfile::tempdir().unwrap();
+            let (_log, mut sm) = crate::open_storage(dir.path(), 16 << 20).unwrap();
+            sm.apply(history()).await.unwrap();
+            sm.build_snapshot().await.unwrap();
+            let snap = sm.get_current_snapshot().await.unwrap().expect("a snapshot");
+
+            let other = tempfile::tempdir().unwrap();
+            let (_log2, mut fresh) = crate::open_storage(other.path(), 16 << 20).unwrap();
+            // Lines the fresh store had are replaced, not merged.
+            fresh.apply(history()).await.unwrap();
+            fresh.logs.write(stray_line()).unwrap();
+            assert_eq!(fresh.job_logs().len(), 4);
+            fresh.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
+            assert_eq!(texts(&fresh, 1), vec!["starting", "Half Way", "done"]);
+            assert_eq!(fresh.job_logs().len(), 3);
+            assert_eq!(fresh.reader().read().state, sm.reader().read().state);
+
+            // A restart of the fresh store keeps both.
+            drop(fresh);
+            drop(_log2);
+            let (_log2, fresh) = crate::open_storage(other.path(), 16 << 20).unwrap();
+            assert_eq!(texts(&fresh, 1), vec!["starting", "Half Way", "done"]);
+            assert_eq!(fresh.reader().read().state.jobs.get(1).unwrap().log_lines, 3);
+
+            // Compaction removes the job and its lines.
+            let compact = ops(vec![JobOp::Compact { finished_before_ms: u64::MAX, keep_finished: 0 }]);
+            let replies = sm.apply(vec![entry(6, 9_000, compact)]).await.unwrap();
+            assert!(format!("{replies:?}").contains("removed: [1]"), "{replies:?}");
+            assert!(sm.job_logs().is_empty());
+        }
+
+        /// A line of job 9 at index 99, as if left from an older history.
+        fn stray_line() -> job_logs::Effects {
+            let renew = JobOp::Renew(Renew {
+                job_id: 9,
+                worker: "w".into(),
+                lease: LEASE,
+                lease_ms: 1,
+                progress: None,
+                logs: vec!["stray".into()],
+            });
+            let req = Request { at_ms: 1, node: 1, actor: "t".into(), command: ops(vec![renew]) };
+            let reply = Ok(Reply::Jobs(vec![Ok(model::state::job::JobReply::Renewed {
+                job_id: 9,
+                expires_ms: 2,
+                logs_accepted: 1,
+            })]));
+            let mut e = job_logs::Effects::default();
+            e.collect(99, &req, &reply);
+            e
+        }
+
+        #[tokio::test]
+        async fn a_snapshot_section_holds_lines_up_to_its_index_and_an_interrupted_install_is_redone() {
+            let dir = tempfile::tempdir().unwrap();
+            let (_log, mut sm) = crate::open_storage(dir.path(), 16 << 20).unwrap();
+            sm.apply(history()).await.unwrap();
+            let mut section = Vec::new();
+            assert_eq!(sm.logs.write_section(4, &mut section).unwrap(), 2, "entry 5's line is after index 4");
+            sm.build_snapshot().await.unwrap();
+            // A crash in the middle of an install: the marker is set and the
+            // tree half-replaced. The next start redoes it from the snapshot.
+            sm.logs.write(stray_line()).unwrap();
+            sm.snapshots.insert(KEY_LOGS_INSTALLING, &[1u8][..]).unwrap();
+            sm.db.flush().unwrap();
+            let again = StateMachineStore::new(sm.db.clone(), dir.path().join("snapshots")).unwrap();
+            assert_eq!(again.job_logs().len(), 3);
+            assert!(again.snapshots.get(KEY_LOGS_INSTALLING).unwrap().is_none());
+        }
     }
 }

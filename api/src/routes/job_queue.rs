@@ -4,13 +4,12 @@
 //! Operator ops are written on their own (not group-committed): each is
 //! audited under the caller's name.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::Json;
-use model::state::job::{JobCounters, JobOp, JobOps, JobReply, JobState, DEFAULT_MAX_QUEUED};
+use model::state::job::{JobOp, JobOps, JobReply, DEFAULT_MAX_QUEUED};
 use model::state::validate_name;
+use model::views::QueueStats;
 use model::{Command, Reply};
 use raft_store::cluster::now_ms;
 use serde::{Deserialize, Serialize};
@@ -166,91 +165,40 @@ pub async fn clear(
     }
 }
 
-/// One queue's numbers: jobs by state, oldest queued age, rates, config.
+/// One queue's numbers (the model's view) with what this node measures.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueueStats {
-    pub queue: String,
-    /// Jobs by state (every state listed).
-    pub length: BTreeMap<String, u64>,
-    /// Age of the oldest job claimable now, in seconds; null with none.
-    pub oldest_queued_age_seconds: Option<f64>,
-    /// Over the last minute this node measured (null until it has).
+pub struct QueueStatsView {
+    #[serde(flatten)]
+    pub stats: QueueStats,
+    /// Over the last minute this node sampled (null until it has).
     pub claims_per_minute: Option<f64>,
     pub completions_per_minute: Option<f64>,
-    /// Dead jobs kept now.
+    /// Dead jobs kept now (`length.dead`).
     pub dead_letters: u64,
-    pub paused: bool,
-    pub max_queued: u32,
-    /// Totals since the queue first saw a job.
-    pub claims_total: u64,
-    pub completions_total: u64,
-    pub failures_total: u64,
-    pub expirations_total: u64,
-    pub dead_total: u64,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StatsView {
-    pub queues: Vec<QueueStats>,
-    /// Every queue together.
-    pub total: QueueStats,
+    pub queues: Vec<QueueStatsView>,
+    /// Every queue together (queue `*`).
+    pub total: QueueStatsView,
 }
 
-/// Per-queue counts and ages, computed from the applied state.
+/// Per-queue counts and ages from the indices, and this node's rates.
 pub fn stats(s: &AppState) -> StatsView {
-    let now = now_ms();
-    let applied = s.cluster.state.read();
-    let jobs = &applied.state.jobs;
-    let mut by_queue: BTreeMap<&str, ([u64; 6], Option<u64>)> = BTreeMap::new();
-    for q in jobs.queues.keys().chain(jobs.queue_counters.keys()) {
-        by_queue.entry(q.as_str()).or_default();
-    }
-    for j in jobs.by_id.values() {
-        let e = by_queue.entry(j.queue.as_str()).or_default();
-        e.0[JobState::ALL.iter().position(|s| *s == j.state).unwrap_or(0)] += 1;
-        if j.state.is_pending() && j.run_after_ms <= now {
-            let since = j.run_after_ms.max(j.created_ms);
-            e.1 = Some(e.1.map_or(since, |o| o.min(since)));
-        }
-    }
+    let queues = QueueStats::of_all(&s.cluster.state.read().state.jobs, now_ms());
+    let total = QueueStats::total(&queues);
     let rates = s.job_rates.per_minute();
-    let one = |queue: &str, counts: [u64; 6], oldest: Option<u64>, c: JobCounters, paused: bool, cap: u32| {
-        let rate = rates.get(queue);
-        QueueStats {
-            queue: queue.to_string(),
-            length: JobState::ALL.iter().zip(counts).map(|(s, n)| (s.as_str().to_string(), n)).collect(),
-            oldest_queued_age_seconds: oldest.map(|t| now.saturating_sub(t) as f64 / 1000.0),
+    let with_rates = |stats: QueueStats| {
+        let rate = rates.get(&stats.queue);
+        QueueStatsView {
             claims_per_minute: rate.map(|r| r.0),
             completions_per_minute: rate.map(|r| r.1),
-            dead_letters: counts[4],
-            paused,
-            max_queued: cap,
-            claims_total: c.claims,
-            completions_total: c.completions,
-            failures_total: c.failures,
-            expirations_total: c.expirations,
-            dead_total: c.dead,
+            dead_letters: stats.length.dead,
+            stats,
         }
     };
-    let mut total_counts = [0u64; 6];
-    let mut total_oldest: Option<u64> = None;
-    let queues = by_queue
-        .into_iter()
-        .map(|(q, (counts, oldest))| {
-            for (t, n) in total_counts.iter_mut().zip(counts) {
-                *t += n;
-            }
-            total_oldest = match (total_oldest, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            let cfg = jobs.queues.get(q).cloned().unwrap_or_default();
-            let c = jobs.queue_counters.get(q).copied().unwrap_or_default();
-            one(q, counts, oldest, c, cfg.paused, cfg.max_queued.unwrap_or(DEFAULT_MAX_QUEUED))
-        })
-        .collect();
-    let total = one("*", total_counts, total_oldest, jobs.totals, false, 0);
-    StatsView { queues, total }
+    StatsView { total: with_rates(total), queues: queues.into_iter().map(with_rates).collect() }
 }
 
 /// Queue stats: length by state, oldest queued age, claims and completions

@@ -10,7 +10,7 @@ use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::Json;
 use model::state::job::{
-    Claim, Finish, Job, JobId, JobOp, JobReply, LeaseToken, Renew, MAX_CLAIM, MAX_CLAIM_QUEUES, MAX_ERROR_BYTES,
+    Claim, Finish, JobId, JobOp, JobReply, LeaseToken, Renew, MAX_CLAIM, MAX_CLAIM_QUEUES, MAX_ERROR_BYTES,
     MAX_LOG_LINE, MAX_PAYLOAD_BYTES, MAX_PROGRESS_BYTES,
 };
 use model::state::{validate_name, ControlState, DesiredState};
@@ -22,7 +22,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::routes::jobs::{batch_refused, body_job_id, view, JobView, MAX_WAIT_MS};
-use crate::{rfc3339, AppState};
+use crate::AppState;
 
 /// Most log lines one renew, complete or fail carries.
 pub const MAX_LINES_PER_CALL: usize = 1_000;
@@ -59,21 +59,7 @@ pub struct ClaimBody {
 }
 
 /// A claimed job: what the worker needs to run it and to keep its lease.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ClaimedJob {
-    pub job_id: String,
-    /// Opaque; present it to renew, complete and fail.
-    pub lease_token: String,
-    pub lease_expires_at: String,
-    pub queue: String,
-    pub kind: String,
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    /// This attempt's number, from 1.
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub priority: i32,
-}
+pub use model::views::ClaimedJob;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClaimAnswer {
@@ -83,51 +69,29 @@ pub struct ClaimAnswer {
     pub heartbeat_interval_seconds: u64,
 }
 
-fn claimed(job: &Job) -> ClaimedJob {
-    let lease = job.lease.as_ref();
-    ClaimedJob {
-        job_id: job.id.to_string(),
-        lease_token: lease.map(|l| l.token.to_string()).unwrap_or_default(),
-        lease_expires_at: lease.map(|l| rfc3339::format(l.expires_ms)).unwrap_or_default(),
-        queue: job.queue.clone(),
-        kind: job.kind.clone(),
-        payload: serde_json::from_str(&job.payload).unwrap_or(Value::Null),
-        attempt: job.attempt_count,
-        max_attempts: job.max_attempts,
-        priority: job.priority,
-    }
-}
-
 /// May this worker get jobs? A worker the cluster knows must be running and
 /// not quarantined (apply checks the desired state too).
 fn worker_may_claim(state: &ControlState, worker: &str) -> bool {
     state.workers.get(worker).is_none_or(|w| w.desired_state == DesiredState::Running && !w.quarantined)
 }
 
-/// What a waiting claim looks at: whether a job in its queues is claimable
-/// now for this worker, and when the next delayed one becomes due.
-fn availability(state: &ControlState, queues: &[String], worker: &str, now: u64) -> (bool, Option<u64>) {
-    if !worker_may_claim(state, worker) {
-        return (false, None);
-    }
-    let pool = state.workers.get(worker).map(|w| w.pool.to_string());
+/// Does one of `queues` hold a pending job (queued, or failed waiting for
+/// its retry) and is it not paused? From the indices.
+fn pending(state: &ControlState, queues: &[String]) -> bool {
     let jobs = &state.jobs;
-    let mut next_due: Option<u64> = None;
-    for q in queues {
-        if jobs.queues.get(q).is_some_and(|c| c.paused) {
-            continue;
-        }
-        for j in jobs.by_id.values().filter(|j| &j.queue == q && j.state.is_pending()) {
-            if j.pool.is_some() && j.pool != pool {
-                continue;
-            }
-            if j.run_after_ms <= now {
-                return (true, None);
-            }
-            next_due = Some(next_due.map_or(j.run_after_ms, |d| d.min(j.run_after_ms)));
-        }
-    }
-    (false, next_due)
+    queues.iter().any(|q| !jobs.queues.get(q).is_some_and(|c| c.paused) && jobs.pending_in(q) > 0)
+}
+
+/// When the next delayed job of `queues` falls due, after an empty claim
+/// while some were pending: a walk over the jobs, done once per change.
+fn next_due(state: &ControlState, queues: &[String], now: u64) -> Option<u64> {
+    state
+        .jobs
+        .by_id
+        .values()
+        .filter(|j| j.state.is_pending() && j.run_after_ms > now && queues.contains(&j.queue))
+        .map(|j| j.run_after_ms)
+        .min()
 }
 
 /// Claim up to `max_jobs` jobs, committed through Raft before the answer;
@@ -175,18 +139,16 @@ pub async fn claim(
     let mut wake = s.job_wake.subscribe();
     // Look before proposing: a claim is proposed at once, and afterwards
     // only when the jobs changed since the last empty claim (or a delayed
-    // job fell due) and one looks claimable, so a waiting claim costs no
-    // Raft entry until there is something to take.
-    let (mut first, mut proposed_at, mut due_passed) = (true, None, false);
+    // job fell due) and one is pending, so a waiting claim costs no Raft
+    // entry until there is something to take.
+    let (mut first, mut proposed_at, mut due_passed, mut due) = (true, None, false, None);
     loop {
         let generation = *wake.borrow_and_update();
-        let (now, may, (ready, next_due)) = {
+        let (may, any) = {
             let applied = s.cluster.state.read();
-            let now = now_ms();
-            let may = worker_may_claim(&applied.state, &body.worker_id);
-            (now, may, availability(&applied.state, &body.queues, &body.worker_id, now))
+            (worker_may_claim(&applied.state, &body.worker_id), pending(&applied.state, &body.queues))
         };
-        if may && (first || (ready && (proposed_at != Some(generation) || due_passed))) {
+        if may && (first || (any && (proposed_at != Some(generation) || due_passed))) {
             (proposed_at, due_passed) = (Some(generation), false);
             let op = JobOp::Claim(Claim {
                 worker: body.worker_id.clone(),
@@ -201,25 +163,37 @@ pub async fn claim(
             };
             if !jobs.is_empty() {
                 s.metrics.job_claim_seconds.observe(started.elapsed().as_secs_f64());
-                let jobs = jobs.iter().map(claimed).collect();
+                let jobs = jobs.iter().filter_map(ClaimedJob::of).collect();
                 return Ok(Json(ClaimAnswer { jobs, heartbeat_interval_seconds: interval }));
             }
+            // Nothing for us though some are pending: delayed ones, or
+            // another pool's. Wake at the next due time too.
+            let now = now_ms();
+            due = if any {
+                next_due(&s.cluster.state.read().state, &body.queues, now)
+                    .map(|d| Instant::now() + Duration::from_millis(d - now))
+            } else {
+                None
+            };
         }
         first = false;
-        let at = Instant::now();
-        if at >= deadline {
+        if Instant::now() >= deadline {
             return Ok(Json(ClaimAnswer { jobs: Vec::new(), heartbeat_interval_seconds: interval }));
         }
         // Sleep until the jobs change, a delayed job falls due, or time is up.
-        let due = next_due.map(|d| at + Duration::from_millis(d.saturating_sub(now)));
-        let until = due.map_or(deadline, |d| d.min(deadline));
+        let until = due.map_or(deadline, |d: Instant| d.min(deadline));
         tokio::select! {
             changed = wake.changed() => {
                 if changed.is_err() {
                     return Err(ApiError::unavailable("the node is shutting down"));
                 }
             }
-            () = tokio::time::sleep_until(until.into()) => due_passed = due.is_some(),
+            () = tokio::time::sleep_until(until.into()) => {
+                due_passed = due.is_some_and(|d| d <= Instant::now());
+                if due_passed {
+                    due = None;
+                }
+            }
         }
     }
 }
@@ -315,7 +289,7 @@ pub async fn heartbeat(
     match s.jobs.submit(op).await.map_err(batch_refused)? {
         JobReply::Renewed { job_id, expires_ms, logs_accepted } => Ok(Json(Renewed {
             job_id: job_id.to_string(),
-            lease_expires_at: rfc3339::format(expires_ms),
+            lease_expires_at: model::views::rfc3339(expires_ms),
             logs_accepted,
         })),
         other => Err(ApiError::internal(format!("unexpected reply to a renewal: {other:?}"))),

@@ -16,8 +16,8 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::rfc3339;
 use crate::AppState;
+use model::views::parse_rfc3339;
 
 /// Longest wait a claim may ask for (`wait_ms`).
 pub const MAX_WAIT_MS: u64 = 30_000;
@@ -34,115 +34,11 @@ pub const MAX_PAGE: usize = 500;
 /// cursor to go on from, so a rare filter never holds the state lock long.
 const MAX_SCAN: usize = 100_000;
 
-// ---- the job view ----
-
-/// A job's lease as the API shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LeaseView {
-    pub worker_id: String,
-    /// Opaque; present it to renew, complete or fail.
-    pub lease_token: String,
-    pub lease_expires_at: String,
-}
-
-/// One attempt: who ran it, when, and how it ended.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AttemptView {
-    pub attempt: u32,
-    pub worker_id: String,
-    pub claimed_at: String,
-    pub ended_at: Option<String>,
-    /// `running`, `succeeded`, `failed`, `expired` or `cancelled`.
-    pub outcome: String,
-    pub error: Option<String>,
-    pub retryable: Option<bool>,
-}
-
-/// A job. Times are RFC 3339 (UTC).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    /// Decimal.
-    pub job_id: String,
-    pub queue: String,
-    pub kind: String,
-    #[schema(value_type = Object)]
-    pub payload: Value,
-    pub priority: i32,
-    pub pool: Option<String>,
-    pub state: JobState,
-    /// Attempts started since the job was (re)queued.
-    pub attempts: u32,
-    pub max_attempts: u32,
-    pub lease: Option<LeaseView>,
-    #[schema(value_type = Option<Object>)]
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub progress: Option<String>,
-    pub idempotency_key: Option<String>,
-    /// Claimable from then on (queued, or failed waiting for its retry).
-    pub run_after: String,
-    pub created_at: String,
-    pub updated_at: String,
-    pub finished_at: Option<String>,
-    pub log_lines: u32,
-    /// Newest last; the last 20 are kept.
-    pub attempt_history: Vec<AttemptView>,
-}
-
-/// JSON text the cluster holds (validated by the API when it came in).
-fn json_of(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
-}
+/// A job as every jobs route shows it (the model's view).
+pub use model::views::JobView;
 
 pub fn view(job: &Job) -> JobView {
-    use model::state::job::AttemptOutcome as O;
-    JobView {
-        job_id: job.id.to_string(),
-        queue: job.queue.clone(),
-        kind: job.kind.clone(),
-        payload: json_of(&job.payload),
-        priority: job.priority,
-        pool: job.pool.clone(),
-        state: job.state,
-        attempts: job.attempt_count,
-        max_attempts: job.max_attempts,
-        lease: job.lease.as_ref().map(|l| LeaseView {
-            worker_id: l.worker.clone(),
-            lease_token: l.token.to_string(),
-            lease_expires_at: rfc3339::format(l.expires_ms),
-        }),
-        result: job.result.as_deref().map(json_of),
-        error: job.error.clone(),
-        progress: job.progress.clone(),
-        idempotency_key: job.idempotency_key.clone(),
-        run_after: rfc3339::format(job.run_after_ms),
-        created_at: rfc3339::format(job.created_ms),
-        updated_at: rfc3339::format(job.updated_ms),
-        finished_at: job.finished_ms.map(rfc3339::format),
-        log_lines: job.log_lines,
-        attempt_history: job
-            .attempts
-            .iter()
-            .map(|a| {
-                let (outcome, error, retryable) = match &a.outcome {
-                    O::Running => ("running", None, None),
-                    O::Succeeded => ("succeeded", None, None),
-                    O::Failed { error, retryable } => ("failed", Some(error.clone()), Some(*retryable)),
-                    O::Expired => ("expired", None, None),
-                    O::Cancelled => ("cancelled", None, None),
-                };
-                AttemptView {
-                    attempt: a.n,
-                    worker_id: a.worker.clone(),
-                    claimed_at: rfc3339::format(a.claimed_ms),
-                    ended_at: a.ended_ms.map(rfc3339::format),
-                    outcome: outcome.to_string(),
-                    error,
-                    retryable,
-                }
-            })
-            .collect(),
-    }
+    JobView::from(job)
 }
 
 // ---- errors and ids ----
@@ -254,7 +150,7 @@ impl CreateJob {
             return Err(ApiError::bad_request(format!("max_attempts must be 1..={MAX_ATTEMPTS}")));
         }
         let run_after_ms = match &self.run_after {
-            Some(t) => Some(rfc3339::parse(t).ok_or_else(|| {
+            Some(t) => Some(parse_rfc3339(t).ok_or_else(|| {
                 ApiError::bad_request(format!("run_after {t:?} is not an RFC 3339 time (like 2026-12-01T16:41:07Z)"))
             })?),
             None => None,
@@ -478,9 +374,7 @@ impl Filter {
 
 fn time_param(name: &str, v: &Option<String>) -> Result<Option<u64>, ApiError> {
     v.as_deref()
-        .map(|t| {
-            rfc3339::parse(t).ok_or_else(|| ApiError::bad_request(format!("{name} {t:?} is not an RFC 3339 time")))
-        })
+        .map(|t| parse_rfc3339(t).ok_or_else(|| ApiError::bad_request(format!("{name} {t:?} is not an RFC 3339 time"))))
         .transpose()
 }
 
@@ -547,4 +441,132 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<HistoryQuery>
 #[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = crate::openapi::Live), (status = 503, description = "the Raft core has stopped", body = crate::openapi::Live)))]
 pub async fn health(s: State<AppState>) -> (StatusCode, Json<crate::openapi::Live>) {
     crate::routes::health::live(s).await
+}
+
+// ---- logs ----
+
+/// One stored log line.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogLineView {
+    pub job_id: String,
+    /// Where the line sits (`index-op-line`); pass as `after` to read on.
+    pub id: String,
+    /// When the entry that carried it was accepted.
+    pub at: String,
+    pub text: String,
+}
+
+fn line_view(l: raft_store::state_machine::job_logs::LogLine) -> LogLineView {
+    LogLineView { job_id: l.job_id.to_string(), id: l.id.to_string(), at: model::views::rfc3339(l.at_ms), text: l.text }
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// The last `id` read: lines after it come next.
+    #[param(pattern = "^[0-9]{1,20}-[0-9]{1,10}-[0-9]{1,10}$")]
+    pub after: Option<String>,
+    /// Default 200, at most 1,000.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LogPage {
+    pub job_id: String,
+    /// Oldest first.
+    pub lines: Vec<LogLineView>,
+    /// Pass as `after` for more; null when this page was not full.
+    pub next_after: Option<String>,
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(format!("the job log store could not be read: {e}"))
+}
+
+/// A job's log lines, oldest first, paged by the last line's id.
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$"), LogsQuery), responses(
+    (status = 200, body = LogPage),
+    (status = 400, body = crate::openapi::ErrorBody),
+    (status = 404, body = crate::openapi::ErrorBody),
+    (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn logs(
+    State(s): State<AppState>,
+    ApiPath(raw): ApiPath<String>,
+    ApiQuery(q): ApiQuery<LogsQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    use raft_store::state_machine::job_logs::{LineId, MAX_READ};
+    let id = job_id(&raw)?;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=MAX_READ).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1..={MAX_READ}")));
+    }
+    let after = match &q.after {
+        Some(a) => {
+            Some(a.parse::<LineId>().map_err(|()| ApiError::bad_request(format!("after {a:?} is not a line id")))?)
+        }
+        None => None,
+    };
+    if s.cluster.state.read().state.jobs.get(id).is_none() {
+        return Err(not_found(id));
+    }
+    let store = s.cluster.job_logs.clone();
+    let lines = tokio::task::spawn_blocking(move || store.lines(id, after, limit))
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
+    let next_after = (lines.len() == limit).then(|| lines.last().map(|l| l.id.to_string())).flatten();
+    Ok(Json(LogPage { job_id: id.to_string(), lines: lines.into_iter().map(line_view).collect(), next_after }))
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Text to find (ASCII case-insensitive), 1-256 bytes.
+    #[param(min_length = 1, max_length = 256)]
+    pub q: String,
+    /// Default 50, at most 500.
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchAnswer {
+    /// Newest job first.
+    pub lines: Vec<LogLineView>,
+    /// False when the search stopped at its time bound (1 s) or its limit
+    /// before the end of the store.
+    pub complete: bool,
+    pub scanned: u64,
+}
+
+/// Search the stored job logs, bounded in time (1 s) and results.
+#[utoipa::path(get, path = "/api/jobs/logs/search", tag = "jobs", params(SearchQuery), responses(
+    (status = 200, body = SearchAnswer),
+    (status = 400, body = crate::openapi::ErrorBody),
+    (status = 503, body = crate::openapi::ErrorBody)))]
+pub async fn search(
+    State(s): State<AppState>,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> Result<Json<SearchAnswer>, ApiError> {
+    if q.q.is_empty() || q.q.len() > 256 {
+        return Err(ApiError::bad_request("q must be 1-256 bytes"));
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be 1..=500"));
+    }
+    let store = s.cluster.job_logs.clone();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    let hits = tokio::task::spawn_blocking(move || store.search(&q.q, limit, deadline))
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?;
+    Ok(Json(SearchAnswer {
+        lines: hits.lines.into_iter().map(line_view).collect(),
+        complete: hits.complete,
+        scanned: hits.scanned,
+    }))
 }

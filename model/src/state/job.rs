@@ -402,11 +402,17 @@ pub struct Jobs {
     counts: BTreeMap<String, [u64; 6]>,
     /// Payload and result bytes held, for [`MAX_HELD_BYTES`].
     held_bytes: u64,
+    /// Log bytes the log store holds for all jobs, for [`MAX_STORED_LOG_BYTES`].
+    log_bytes: u64,
 }
 
 /// Payload and result bytes all jobs together may hold; with [`MAX_JOBS`]
 /// this bounds the jobs' memory (see the module doc).
 pub const MAX_HELD_BYTES: u64 = 1 << 30;
+/// Log bytes the log store holds for all jobs together: a job's lines past
+/// it are not accepted (as past its own cap), so that the store, and the
+/// snapshots that carry it, stay bounded.
+pub const MAX_STORED_LOG_BYTES: u64 = 512 << 20;
 /// Queues the cluster knows at once.
 pub const MAX_QUEUES: usize = 1_000;
 
@@ -500,6 +506,7 @@ impl Jobs {
         self.finished.clear();
         self.counts.clear();
         self.held_bytes = 0;
+        self.log_bytes = 0;
         let ids: Vec<JobId> = self.by_id.keys().copied().collect();
         for id in ids {
             self.index(id);
@@ -527,6 +534,7 @@ impl Jobs {
             && fresh.finished == self.finished
             && fresh.counts == self.counts
             && fresh.held_bytes == self.held_bytes
+            && fresh.log_bytes == self.log_bytes
     }
 
     pub fn get(&self, id: JobId) -> Option<&Job> {
@@ -536,6 +544,11 @@ impl Jobs {
     /// Payload and result bytes the jobs hold.
     pub fn held_bytes(&self) -> u64 {
         self.held_bytes
+    }
+
+    /// Log bytes the log store holds for all jobs.
+    pub fn log_bytes(&self) -> u64 {
+        self.log_bytes
     }
 
     /// Jobs of a queue in a state, from the index.
@@ -603,6 +616,7 @@ impl Jobs {
         }
         self.counts.entry(job.queue.clone()).or_default()[job.state.index()] += 1;
         self.held_bytes += held(job);
+        self.log_bytes += job.log_bytes;
         match job.state {
             JobState::Queued | JobState::Failed => {
                 self.pending.entry(job.queue.clone()).or_default().insert((job.run_after_ms, id));
@@ -635,6 +649,7 @@ impl Jobs {
             }
         }
         self.held_bytes -= held(job);
+        self.log_bytes -= job.log_bytes;
         match job.state {
             JobState::Queued | JobState::Failed => {
                 if let Some(p) = self.pending.get_mut(&job.queue) {

@@ -269,12 +269,16 @@ impl Jobs {
         }
     }
 
-    /// How many of `logs` (from the front) the job still has room for, and their bytes.
-    fn room(job: &Job, logs: &[String]) -> (u32, u64) {
+    /// How many of `logs` (from the front) the job still has room for, and
+    /// their bytes, within its caps and the store's.
+    fn room(&self, job: &Job, logs: &[String]) -> (u32, u64) {
         let (mut lines, mut bytes) = (0u32, 0u64);
         for l in logs {
             let b = l.len() as u64;
-            if job.log_lines + lines >= MAX_LOG_LINES || job.log_bytes + bytes + b > MAX_LOG_BYTES {
+            if job.log_lines + lines >= MAX_LOG_LINES
+                || job.log_bytes + bytes + b > MAX_LOG_BYTES
+                || self.log_bytes + bytes + b > MAX_STORED_LOG_BYTES
+            {
                 break;
             }
             lines += 1;
@@ -290,7 +294,7 @@ impl Jobs {
         }
         check_logs(&r.logs)?;
         let job = self.fenced(r.job_id, &r.worker, &r.lease, at_ms)?;
-        let (lines, bytes) = Self::room(job, &r.logs);
+        let (lines, bytes) = self.room(job, &r.logs);
         let expires_ms = at_ms.saturating_add(r.lease_ms);
         self.update(r.job_id, |job| {
             if let Some(l) = &mut job.lease {
@@ -312,7 +316,7 @@ impl Jobs {
         }
         check_logs(&f.logs)?;
         let job = self.fenced(f.job_id, &f.worker, &f.lease, at_ms)?;
-        let (lines, bytes) = Self::room(job, &f.logs);
+        let (lines, bytes) = self.room(job, &f.logs);
         let queue = job.queue.clone();
         self.tally(&queue, |n| n.completions += 1);
         let job = self
@@ -335,7 +339,7 @@ impl Jobs {
         }
         check_logs(&f.logs)?;
         let job = self.fenced(f.job_id, &f.worker, &f.lease, at_ms)?;
-        let (lines, bytes) = Self::room(job, &f.logs);
+        let (lines, bytes) = self.room(job, &f.logs);
         let queue = job.queue.clone();
         self.tally(&queue, |n| n.failures += 1);
         let error = f.error.clone().unwrap_or_else(|| "failed".to_string());

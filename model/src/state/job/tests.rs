@@ -576,6 +576,14 @@ fn log_lines_are_accepted_up_to_the_caps() {
     f.logs = vec!["z".into()];
     let JobReply::Finished { logs_accepted, .. } = one(&mut s, 3_000, JobOp::Complete(f)).unwrap() else { panic!() };
     assert_eq!(logs_accepted, 0, "the job is full; the completion still counts");
+    // The store-wide cap.
+    let mut s = at5();
+    enqueue(&mut s, 1_000, new_job("q"));
+    let job = claim(&mut s, 2_000, "w1", &["q"], 1).remove(0);
+    s.jobs.log_bytes = MAX_STORED_LOG_BYTES - 3;
+    let r = one(&mut s, 3_000, JobOp::Renew(renew(&job, "w1", vec!["ab".into(), "cd".into()]))).unwrap();
+    assert!(matches!(r, JobReply::Renewed { logs_accepted: 1, .. }), "{r:?}");
+    assert_eq!(s.jobs.log_bytes(), MAX_STORED_LOG_BYTES - 1);
 }
 
 #[test]
