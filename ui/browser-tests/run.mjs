@@ -376,7 +376,10 @@ await step("jobs: seed queues over the API (enqueue, claim, complete, fail)", as
   // FIFO within a queue: the claims take the oldest first.
   const a = await claimOne("bt-mail", "bt-jobworker");
   assert(a.job_id === jobs.first, `first claim ${a.job_id} vs ${jobs.first}`);
-  await apiSend("POST", "/internal/worker/complete", { job_id: a.job_id, worker_id: "bt-jobworker", lease_token: a.lease_token, result: { ok: true } });
+  await apiSend("POST", "/internal/worker/complete", {
+    job_id: a.job_id, worker_id: "bt-jobworker", lease_token: a.lease_token, result: { ok: true },
+    logs: ["connected to mx.example.com", "sent <script>window.__bt=1</script>"],
+  });
   jobs.doneId = a.job_id;
   const b = await claimOne("bt-mail", "bt-jobworker");
   await apiSend("POST", "/internal/worker/fail", { job_id: b.job_id, worker_id: "bt-jobworker", lease_token: b.lease_token, error: "<b>boom</b> smtp 550", retryable: false });
@@ -479,7 +482,7 @@ await step("job detail: attempts, lease with a shortened token, error and payloa
   assert(attempt.includes("bt-jobworker") && attempt.includes("failed (final)"), "attempt row: " + attempt);
   assert((await page.locator("#job-error").textContent()).includes("<b>boom</b> smtp 550"), "error shown as text");
   assert((await page.locator("#job-error b").count()) === 0, "no markup from an error");
-  assert((await page.locator("#job-logs").textContent()).includes("/api/v1/jobs/" + jobs.deadId + "/logs"), "where the logs are");
+  assert((await page.locator("#job-logs").textContent()).includes("No log lines"), "a job without log lines says so");
   assert((await page.locator('button[data-job-action="requeue"]').count()) === 1, "requeue offered");
   assert((await page.locator('button[data-job-action="cancel"]').count()) === 0, "no cancel for a dead job");
   await page.screenshot({ path: `${SHOTS}/job-dead.png`, fullPage: true });
@@ -492,6 +495,9 @@ await step("job detail: attempts, lease with a shortened token, error and payloa
   // The first job's payload: markup as text.
   await page.goto(UI + BASE + "/jobs/" + jobs.doneId);
   assert((await page.locator("#job-result").textContent()).includes('"ok": true'), "result shown");
+  const logText = await page.locator("#job-logs").textContent();
+  assert(logText.includes("connected to mx.example.com") && logText.includes("sent <script>window.__bt=1</script>"), "log lines as text: " + logText);
+  assert((await page.evaluate(() => window.__bt)) === undefined, "a log line runs nothing");
   await page.goto(UI + BASE + "/jobs/" + jobs.first);
   assert((await page.locator("#bt-injected").count()) === 0, "no markup from a payload");
   const missing = await page.goto(UI + BASE + "/jobs/999999999");

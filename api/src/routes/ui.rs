@@ -190,7 +190,7 @@ pub async fn job(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Res
     let now = now_ms();
     // Built before taking the state lock: `chrome` reads settings, which locks too.
     let chrome = chrome(&s, "jobs", format!("Job {job_id}"));
-    let logs = ui::jobs::JobLogs::At(format!("/api/v1/jobs/{job_id}/logs"));
+    let logs = job_logs(&s, job_id).await;
     let body = {
         let applied = s.cluster.state.read();
         applied.state.jobs.by_id.get(&job_id).map(|j| ui::jobs::job_page(&chrome, j, now, &logs))
@@ -198,6 +198,25 @@ pub async fn job(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Res
     match body {
         Some(b) => html(StatusCode::OK, b),
         None => not_found(&s, &format!("no job {job_id}")),
+    }
+}
+
+/// Log lines a job page shows; the rest are a click away in the API.
+const UI_LOG_LINES: usize = 500;
+
+/// The first lines of a job's log from the log store, or where to read them
+/// when the store does not answer.
+async fn job_logs(s: &AppState, job_id: u64) -> ui::jobs::JobLogs {
+    let store = s.cluster.job_logs.clone();
+    match tokio::task::spawn_blocking(move || store.lines(job_id, None, UI_LOG_LINES + 1)).await {
+        Ok(Ok(mut lines)) => {
+            let more = lines.len() > UI_LOG_LINES;
+            lines.truncate(UI_LOG_LINES);
+            let lines =
+                lines.into_iter().map(|l| ui::jobs::LogLine { at: ui::format::utc(l.at_ms), text: l.text }).collect();
+            ui::jobs::JobLogs::Lines { lines, more }
+        }
+        _ => ui::jobs::JobLogs::At(format!("/api/v1/jobs/{job_id}/logs")),
     }
 }
 
