@@ -285,13 +285,11 @@ impl JobResults {
 pub fn select(jobs: &Jobs, filter: &JobFilter, now_ms: u64) -> (Vec<JobRow>, Option<JobId>, bool) {
     let upper = filter.cursor.unwrap_or(JobId::MAX);
     let mut rows = Vec::new();
-    let mut scanned = 0usize;
-    for job in jobs.by_id.range(..upper).rev().map(|(_, j)| j) {
+    for (scanned, job) in jobs.by_id.range(..upper).rev().map(|(_, j)| j).enumerate() {
         if scanned == MAX_SCAN {
-            // Continue below the last job examined.
+            // Continue from this job, the first not examined.
             return (rows, Some(job.id.saturating_add(1)), true);
         }
-        scanned += 1;
         if !filter.matches(job) {
             continue;
         }
