@@ -208,6 +208,7 @@ fn public_routes(state: AppState) -> Router {
         .route("/verifier-engine-room/events", get(routes::ui::events))
         .route("/verifier-engine-room/static/{file}", get(routes::ui::asset))
         .route("/verifier-engine-room/workers/{id}", get(routes::ui::worker))
+        .route("/verifier-engine-room/jobs/{id}", get(routes::ui::job))
         .route("/verifier-engine-room/{page}", get(routes::ui::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic))
         .layer(middleware::from_fn(ui_headers));

@@ -95,6 +95,7 @@ async fn every_page_renders_with_navigation_and_state() {
     let expected = [
         ("overview", "Fleet heartbeat rate"),
         ("workers", "w-2"),
+        ("jobs", "No queues yet"),
         ("alerts", "Alert rules"),
         ("pools", "eu-west"),
         ("settings", "SSE_INTERVAL_SECONDS"),
@@ -179,6 +180,94 @@ async fn a_browser_style_pause_shows_on_the_pages() {
     let detail = get(&app, "/verifier-engine-room/workers/w-9", Some(BASIC)).await.body;
     assert!(detail.contains("disk full"), "audit entry with the reason");
     assert!(detail.contains("1,200"), "processed counter");
+}
+
+async fn post_json(app: &axum::Router, uri: &str, body: &str) -> Answer {
+    let req = Request::post(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    send(app, req).await
+}
+
+#[tokio::test]
+async fn jobs_pages_list_filter_and_detail_the_jobs_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = leader(dir.path()).await;
+    // A one-node cluster stays at its first format until raised (the node's
+    // format loop does that; not running here).
+    let version = model::state::FORMAT_VERSION;
+    s.cluster.write("t", model::Command::SetFormatVersion { version }).await.unwrap().unwrap();
+    let app = api::app(s);
+    let mut ids = Vec::new();
+    for (queue, kind, payload) in
+        [("mail", "send", r#"{"html":"<img src=x id=injected>"}"#), ("mail", "send", "{}"), ("bulk", "scan", "[1]")]
+    {
+        let a =
+            post_json(&app, "/api/v1/jobs", &format!(r#"{{"queue":"{queue}","kind":"{kind}","payload":{payload}}}"#))
+                .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        let v: Value = serde_json::from_str(&a.body).unwrap();
+        ids.push(v["job_id"].as_str().unwrap().to_string());
+    }
+    let claim =
+        post_json(&app, "/internal/worker/claim", r#"{"worker_id":"w-1","queues":["mail"],"max_jobs":1}"#).await;
+    let c2 = post_json(&app, "/internal/worker/claim", r#"{"worker_id":"w-2","queues":["bulk"],"max_jobs":1}"#).await;
+    let c2: Value = serde_json::from_str(&c2.body).unwrap();
+    let done = format!(
+        r#"{{"job_id":"{}","worker_id":"w-2","lease_token":"{}","result":{{"n":1}},"logs":["line one","<b>two</b>"]}}"#,
+        ids[2],
+        c2["jobs"][0]["lease_token"].as_str().unwrap()
+    );
+    let a = post_json(&app, "/internal/worker/complete", &done).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(claim.status, StatusCode::OK, "{}", claim.body);
+    let c: Value = serde_json::from_str(&claim.body).unwrap();
+    let token = c["jobs"][0]["lease_token"].as_str().unwrap().to_string();
+    assert_eq!(c["jobs"][0]["job_id"], ids[0]);
+
+    let page = get(&app, "/verifier-engine-room/jobs", Some(BASIC)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body.matches("<tr data-job=").count(), 3, "every job listed");
+    let first = page.body.find(&format!(r#"data-job="{}""#, ids[2])).unwrap();
+    let last = page.body.find(&format!(r#"data-job="{}""#, ids[0])).unwrap();
+    assert!(first < last, "newest first");
+    assert!(
+        page.body.contains(r#"data-queue="mail""#) && page.body.contains(r#"data-queue="bulk""#),
+        "a card per queue"
+    );
+    assert!(page.body.contains(r#"data-queue-action="pause""#) && page.body.contains(r#"data-job-action="cancel""#));
+
+    let rows = get(&app, "/verifier-engine-room/jobs?partial=rows&state=running", Some(BASIC)).await.body;
+    assert!(!rows.contains("<!doctype"), "a fragment");
+    assert_eq!(rows.matches("<tr data-job=").count(), 1, "{rows}");
+    let rows_done = get(&app, "/verifier-engine-room/jobs?partial=rows&state=succeeded", Some(BASIC)).await.body;
+    assert_eq!(rows_done.matches("<tr data-job=").count(), 1, "{rows_done}");
+    assert!(rows.contains(">w-1<"), "the lease holder");
+    let rows = get(&app, "/verifier-engine-room/jobs?partial=rows&kind=scan&limit=1", Some(BASIC)).await.body;
+    assert_eq!(rows.matches("<tr data-job=").count(), 1);
+    assert!(!rows.contains(r#"id="job-more""#), "one scan job: no more");
+    let rows = get(&app, "/verifier-engine-room/jobs?partial=rows&queue=mail&limit=1", Some(BASIC)).await.body;
+    assert!(rows.contains(&format!("cursor={}", ids[1])), "more continues below the last row: {rows}");
+
+    let detail = get(&app, &format!("/verifier-engine-room/jobs/{}", ids[0]), Some(BASIC)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(!detail.body.contains("<img src=x"), "payload escaped");
+    assert!(detail.body.contains("&#60;img src=x"), "payload shown");
+    assert!(!detail.body.contains(&token), "the full lease token stays off the page");
+    assert!(detail.body.contains(&format!("{}…", &token[..token.find('-').unwrap() + 5])), "the short token");
+    assert!(detail.body.contains("No log lines."), "the log store answered: no lines yet");
+    let done = get(&app, &format!("/verifier-engine-room/jobs/{}", ids[2]), Some(BASIC)).await.body;
+    assert!(done.contains("line one") && done.contains("&#60;b&#62;two&#60;/b&#62;"), "log lines, escaped");
+    for missing in ["/verifier-engine-room/jobs/999", "/verifier-engine-room/jobs/abc"] {
+        assert_eq!(get(&app, missing, Some(BASIC)).await.status, StatusCode::NOT_FOUND, "{missing}");
+    }
+    let overview = get(&app, "/verifier-engine-room/overview", Some(BASIC)).await.body;
+    assert!(
+        overview.contains(r#"data-k="jobs_queued">1<"#) && overview.contains(r#"data-k="jobs_running">1<"#),
+        "jobs card"
+    );
 }
 
 #[tokio::test]

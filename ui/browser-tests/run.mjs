@@ -13,7 +13,7 @@ const TOKEN = process.env.TOKEN;
 const SHOTS = process.env.SHOT_DIR || "screenshots";
 const SCALE = Number(process.env.SCALE_WORKERS || 10000);
 const BASE = "/verifier-engine-room";
-const PAGES = ["overview", "workers", "alerts", "pools", "settings", "cluster"];
+const PAGES = ["overview", "workers", "jobs", "alerts", "pools", "settings", "cluster"];
 if (!UI || !TOKEN) throw new Error("UI_URL and TOKEN are required");
 mkdirSync(SHOTS, { recursive: true });
 
@@ -342,6 +342,247 @@ await step("cluster page lists every node with role, term, indexes and lag", asy
   assert((await page.locator("#banner").textContent()).includes("http://"), "learner error shown");
   const unexpected = problems.slice(since).filter((x) => !/status of 400/.test(x));
   assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
+});
+
+// ------------------------------------------------------------------ jobs
+
+// Jobs seeded over HTTP as a producer and a worker would: two queues, one
+// job completed, one failed for good (dead), one left running, the rest
+// queued. Payloads and errors carry markup: the pages must show it as text.
+const jobs = {};
+async function enqueue(body) {
+  return await apiSend("POST", "/api/v1/jobs", body);
+}
+async function claimOne(queue, worker) {
+  const r = await apiSend("POST", "/internal/worker/claim", { worker_id: worker, queues: [queue], max_jobs: 1 });
+  assert(r.jobs.length === 1, `claimed from ${queue}: ${JSON.stringify(r)}`);
+  return r.jobs[0];
+}
+
+await step("jobs: seed queues over the API (enqueue, claim, complete, fail)", async () => {
+  // A fresh cluster reaches format 5 (jobs) shortly after it starts.
+  const first = await waitFor(
+    "the jobs API (cluster format 5)",
+    async () => enqueue({ queue: "bt-mail", kind: "send", payload: { to: "a@example.com", html: "<img src=x id=bt-injected>" } }),
+    30000,
+    500,
+  );
+  jobs.first = first.job_id;
+  jobs.doneId = (await enqueue({ queue: "bt-mail", kind: "send", payload: { n: 2 } })).job_id;
+  jobs.deadId = (await enqueue({ queue: "bt-mail", kind: "send", payload: { n: 3 }, max_attempts: 1 })).job_id;
+  jobs.runId = (await enqueue({ queue: "bt-mail", kind: "send", payload: { n: 4 } })).job_id;
+  jobs.scanA = (await enqueue({ queue: "bt-bulk", kind: "scan", payload: { n: 5 } })).job_id;
+  jobs.scanB = (await enqueue({ queue: "bt-bulk", kind: "scan", payload: { n: 6 } })).job_id;
+  // FIFO within a queue: the claims take the oldest first.
+  const a = await claimOne("bt-mail", "bt-jobworker");
+  assert(a.job_id === jobs.first, `first claim ${a.job_id} vs ${jobs.first}`);
+  await apiSend("POST", "/internal/worker/complete", {
+    job_id: a.job_id, worker_id: "bt-jobworker", lease_token: a.lease_token, result: { ok: true },
+    logs: ["connected to mx.example.com", "sent <script>window.__bt=1</script>"],
+  });
+  jobs.doneId = a.job_id;
+  const b = await claimOne("bt-mail", "bt-jobworker");
+  await apiSend("POST", "/internal/worker/fail", { job_id: b.job_id, worker_id: "bt-jobworker", lease_token: b.lease_token, error: "<b>boom</b> smtp 550", retryable: false });
+  jobs.deadId = b.job_id;
+  const c = await claimOne("bt-mail", "bt-other-worker");
+  jobs.runId = c.job_id;
+  jobs.runToken = c.lease_token;
+  const dead = await apiGet("/api/v1/jobs/" + jobs.deadId);
+  assert(dead.state === "dead", "dead job: " + JSON.stringify(dead));
+  console.log(`     jobs: done ${jobs.doneId}, dead ${jobs.deadId}, running ${jobs.runId}, bulk ${jobs.scanA} ${jobs.scanB}`);
+});
+
+const jobRows = async () => page.locator("#jobs-table tbody tr[data-job]").evaluateAll((rs) => rs.map((r) => ({ id: Number(r.dataset.job), state: r.dataset.state })));
+
+await step("jobs page: per-queue cards and the table, newest first", async () => {
+  const since = problems.length;
+  const res = await page.goto(UI + BASE + "/jobs");
+  assert(res.status() === 200, "status " + res.status());
+  assert((await page.locator("body").getAttribute("data-page")) === "jobs", "jobs page");
+  assert((await page.locator('nav a.active[href$="/jobs"]').count()) === 1, "nav entry current");
+  // The follower may still be applying the seed: wait until its cards show it.
+  await waitFor("the bt-mail card with one dead job", async () => {
+    await page.goto(UI + BASE + "/jobs");
+    return (await page.locator('.queue-card[data-queue="bt-mail"] [data-k="dead"]').textContent()).trim() === "1";
+  });
+  const mail = page.locator('.queue-card[data-queue="bt-mail"]');
+  assert((await mail.locator('[data-k="running"]').textContent()).trim() === "1", "one running");
+  assert((await mail.locator('[data-k="succeeded"]').textContent()).trim() === "1", "one succeeded");
+  assert((await mail.locator('[data-k="queued"]').textContent()).trim() === "1", "one left queued");
+  const bulk = page.locator('.queue-card[data-queue="bt-bulk"]');
+  assert((await bulk.locator('[data-k="queued"]').textContent()).trim() === "2", "two queued in bt-bulk");
+  assert((await bulk.locator('[data-k="oldest"]').textContent()).trim() !== "–", "an oldest queued age");
+  const rows = await jobRows();
+  assert(rows.length >= 6, "rows " + rows.length);
+  const ids = rows.map((r) => r.id);
+  assert(JSON.stringify(ids) === JSON.stringify([...ids].sort((x, y) => y - x)), "newest first: " + ids);
+  assert((await page.locator("#bt-injected").count()) === 0, "no markup from a payload");
+  await page.screenshot({ path: `${SHOTS}/jobs.png`, fullPage: true });
+  await noProblems(since);
+});
+
+await step("jobs page: filters by state, kind, queue and worker; more pages by cursor; live refresh", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/jobs");
+  await page.evaluate(() => (window.__noReload = true));
+  await page.selectOption('#job-filters select[name="state"]', "dead");
+  await waitFor("dead filter", async () => new URL(page.url()).searchParams.get("state") === "dead" && (await jobRows()).every((r) => r.state === "dead"));
+  assert((await jobRows()).some((r) => String(r.id) === jobs.deadId), "the dead job listed");
+  await page.selectOption('#job-filters select[name="state"]', "");
+  await page.fill('#job-filters input[name="kind"]', "scan");
+  await waitFor("kind filter", async () => {
+    const r = await jobRows();
+    return r.length === 2 && r.every((x) => [jobs.scanA, jobs.scanB].includes(String(x.id)));
+  });
+  await page.fill('#job-filters input[name="kind"]', "");
+  await page.fill('#job-filters input[name="worker"]', "bt-jobworker");
+  await waitFor("worker filter", async () => {
+    const r = (await jobRows()).map((x) => String(x.id)).sort();
+    return JSON.stringify(r) === JSON.stringify([jobs.doneId, jobs.deadId].sort());
+  });
+  await page.fill('#job-filters input[name="worker"]', "");
+  await page.selectOption('#job-filters select[name="queue"]', "bt-bulk");
+  await waitFor("queue filter", async () => (await jobRows()).length === 2);
+  // Two rows a page: "More" goes on below the last id shown.
+  await page.selectOption('#job-filters select[name="queue"]', "");
+  await page.goto(UI + BASE + "/jobs?limit=50&queue=bt-mail");
+  const all = (await jobRows()).map((r) => r.id);
+  assert(all.length === 4, "bt-mail rows " + all);
+  await page.goto(UI + BASE + "/jobs?queue=bt-mail");
+  await page.evaluate(() => (window.__noReload = true));
+  // The table follows new jobs without a reload.
+  const fresh = (await enqueue({ queue: "bt-mail", kind: "send", payload: { n: 7 } })).job_id;
+  await waitFor("the new job appears by itself", async () => (await jobRows()).some((r) => String(r.id) === fresh), 15000);
+  assert(await page.evaluate(() => window.__noReload === true), "page was reloaded");
+  jobs.fresh = fresh;
+  // Two rows a page: "More" continues below the last id shown, in place.
+  await page.goto(UI + BASE + "/jobs?queue=bt-mail&limit=2");
+  await page.evaluate(() => (window.__noReload = true));
+  const first = (await jobRows()).map((r) => r.id);
+  assert(first.length === 2 && String(first[0]) === fresh, "first page " + first);
+  await page.click("#job-more");
+  await waitFor("the second page", async () => new URL(page.url()).searchParams.get("cursor") === String(first[1]));
+  const second = (await jobRows()).map((r) => r.id);
+  assert(second.length === 2 && Math.max(...second) < first[1], "second page " + second + " after " + first);
+  assert(second.every((x) => all.includes(x)), "older bt-mail jobs: " + second);
+  assert(await page.evaluate(() => window.__noReload === true), "page was reloaded");
+  await page.screenshot({ path: `${SHOTS}/jobs-filtered.png`, fullPage: true });
+  await noProblems(since);
+});
+
+await step("job detail: attempts, lease with a shortened token, error and payload as text", async () => {
+  const since = problems.length;
+  const res = await page.goto(UI + BASE + "/jobs/" + jobs.deadId);
+  assert(res.status() === 200, "status " + res.status());
+  await page.locator("[data-job-detail]").waitFor();
+  assert((await page.locator('[data-job-detail] [data-field="state"]').textContent()).trim() === "dead", "dead");
+  const attempts = page.locator("#job-attempts tbody tr");
+  assert((await attempts.count()) === 1, "one attempt");
+  const attempt = await attempts.first().textContent();
+  assert(attempt.includes("bt-jobworker") && attempt.includes("failed (final)"), "attempt row: " + attempt);
+  assert((await page.locator("#job-error").textContent()).includes("<b>boom</b> smtp 550"), "error shown as text");
+  assert((await page.locator("#job-error b").count()) === 0, "no markup from an error");
+  assert((await page.locator("#job-logs").textContent()).includes("No log lines"), "a job without log lines says so");
+  assert((await page.locator('button[data-job-action="requeue"]').count()) === 1, "requeue offered");
+  assert((await page.locator('button[data-job-action="cancel"]').count()) === 0, "no cancel for a dead job");
+  await page.screenshot({ path: `${SHOTS}/job-dead.png`, fullPage: true });
+  // A running job: the lease, with its token cut short.
+  await page.goto(UI + BASE + "/jobs/" + jobs.runId);
+  const lease = await page.locator("#job-lease").textContent();
+  assert(lease.includes("bt-other-worker"), "lease holder: " + lease);
+  assert(!(await page.content()).includes(jobs.runToken), "the full lease token is not on the page");
+  assert(lease.includes(jobs.runToken.split("-")[0] + "-" + jobs.runToken.split("-")[1].slice(0, 4) + "…"), "short token: " + lease);
+  // The first job's payload: markup as text.
+  await page.goto(UI + BASE + "/jobs/" + jobs.doneId);
+  assert((await page.locator("#job-result").textContent()).includes('"ok": true'), "result shown");
+  const logText = await page.locator("#job-logs").textContent();
+  assert(logText.includes("connected to mx.example.com") && logText.includes("sent <script>window.__bt=1</script>"), "log lines as text: " + logText);
+  assert((await page.evaluate(() => window.__bt)) === undefined, "a log line runs nothing");
+  await page.goto(UI + BASE + "/jobs/" + jobs.first);
+  assert((await page.locator("#bt-injected").count()) === 0, "no markup from a payload");
+  const missing = await page.goto(UI + BASE + "/jobs/999999999");
+  assert(missing.status() === 404, "unknown job " + missing.status());
+  const bad = await page.goto(UI + BASE + "/jobs/x<y");
+  assert(bad.status() === 404, "bad id " + bad.status());
+  // The two 404s are logged by Chromium as failed loads.
+  const unexpected = problems.slice(since).filter((x) => !/status of 404/.test(x));
+  assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
+});
+
+await step("jobs: cancel from the table, requeue from the detail page, pause and resume a queue", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/jobs?queue=bt-bulk");
+  await page.evaluate(() => (window.__noReload = true));
+  const row = page.locator(`#jobs-table tr[data-job="${jobs.scanB}"]`);
+  await row.locator('button[data-job-action="cancel"]').click();
+  await page.locator("#confirm").waitFor({ state: "visible" });
+  assert((await page.locator("#confirm-title").textContent()).includes(jobs.scanB), "dialog names the job");
+  await page.fill("#confirm-reason", "browser test: cancel");
+  await page.click("#confirm-ok");
+  await page.locator("#confirm").waitFor({ state: "hidden" });
+  await waitFor("row shows cancelled", async () => (await page.locator(`#jobs-table tr[data-job="${jobs.scanB}"]`).getAttribute("data-state")) === "cancelled");
+  assert(await page.evaluate(() => window.__noReload === true), "page was reloaded");
+  assert((await apiGet("/api/v1/jobs/" + jobs.scanB)).state === "cancelled", "API says cancelled");
+  await page.screenshot({ path: `${SHOTS}/jobs-after-cancel.png`, fullPage: true });
+  // Requeue it from its page: queued again.
+  await page.goto(UI + BASE + "/jobs/" + jobs.scanB);
+  const reloaded = page.waitForEvent("framenavigated", { timeout: 15000 });
+  await page.click('button[data-job-action="requeue"]');
+  await page.click("#confirm-ok");
+  await reloaded;
+  await waitFor("API says queued", async () => (await apiGet("/api/v1/jobs/" + jobs.scanB)).state === "queued");
+  await page.waitForLoadState("load");
+  // Pause the queue from its card, then resume it.
+  await page.goto(UI + BASE + "/jobs");
+  await page.click('.queue-card[data-queue="bt-bulk"] button[data-queue-action="pause"]');
+  await page.click("#confirm-ok");
+  await waitFor("card shows paused", async () => (await page.locator('.queue-card[data-queue="bt-bulk"] [data-field="paused"]').textContent()).trim() === "paused");
+  const stats = await apiGet("/api/v1/queue/stats");
+  assert(stats.queues.find((q) => q.queue === "bt-bulk").paused === true, "API says paused");
+  const empty = await apiSend("POST", "/internal/worker/claim", { worker_id: "bt-jobworker", queues: ["bt-bulk"], max_jobs: 1 });
+  assert(empty.jobs.length === 0, "a paused queue gives nothing");
+  await page.click('.queue-card[data-queue="bt-bulk"] button[data-queue-action="resume"]');
+  await page.click("#confirm-ok");
+  await waitFor("card shows active", async () => (await page.locator('.queue-card[data-queue="bt-bulk"] [data-field="paused"]').textContent()).trim() === "active");
+  await noProblems(since);
+});
+
+await step("jobs: a read token sees the pages without any control", async () => {
+  const made = await apiSend("POST", "/api/tokens", { name: "bt-ui-reader", scope: "read" });
+  const reader = await browser.newContext({ httpCredentials: { username: "reader", password: made.secret }, viewport: { width: 1280, height: 900 } });
+  try {
+    const p = watch(await reader.newPage());
+    const since = problems.length;
+    await p.goto(UI + BASE + "/jobs");
+    assert((await p.locator("body").getAttribute("data-read-only")) === "true", "read-only page");
+    assert((await p.locator("#jobs-table tbody tr[data-job]").count()) >= 6, "jobs listed");
+    assert((await p.locator("button[data-job-action], button[data-queue-action]").count()) === 0, "no job or queue buttons");
+    await p.goto(UI + BASE + "/jobs/" + jobs.deadId);
+    assert((await p.locator("[data-job-detail]").count()) === 1, "detail shown");
+    assert((await p.locator("button[data-job-action]").count()) === 0, "no buttons on the detail");
+    assert(await p.locator('a.btn.keep[href$="/jobs"]').isVisible(), "the way back stays");
+    await p.goto(UI + BASE + "/overview");
+    assert((await p.locator("#jobs-card").count()) === 1, "jobs card on the overview");
+    await p.screenshot({ path: `${SHOTS}/jobs-read-only.png`, fullPage: true });
+    await noProblems(since);
+  } finally {
+    await reader.close();
+  }
+});
+
+await step("overview: jobs card with totals and a link to the Jobs page", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/overview");
+  await page.locator("#live.on").waitFor({ timeout: 10000 });
+  const st = await apiGet("/api/v1/queue/stats");
+  await waitFor("live jobs totals", async () =>
+    Number(await page.locator('[data-k="jobs_dead"]').textContent()) === st.total.length.dead &&
+    Number(await page.locator('[data-k="jobs_running"]').textContent()) === st.total.length.running);
+  assert(Number(await page.locator('[data-k="jobs_queued"]').textContent()) >= 2, "queued total");
+  assert((await page.locator("#jobs-dead-stat").getAttribute("class")).includes("bad"), "dead jobs shown as bad");
+  await page.click('#jobs-card a[href="/verifier-engine-room/jobs"]');
+  await page.waitForURL((u) => u.pathname === BASE + "/jobs");
+  await noProblems(since);
 });
 
 // The live view survives its node going away: freeze the follower (SIGSTOP)

@@ -46,6 +46,33 @@ pub fn ago(then_ms: u64, now_ms: u64) -> String {
     }
 }
 
+/// `then_ms` relative to `now_ms`: `in 12s` ahead, `3m ago` behind.
+pub fn relative(then_ms: u64, now_ms: u64) -> String {
+    if then_ms > now_ms {
+        format!("in {}", age(then_ms - now_ms))
+    } else {
+        format!("{} ago", age(now_ms - then_ms))
+    }
+}
+
+/// The first `max` characters of `s`.
+pub fn cut(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// At most `max` characters of `s`, with `…` when cut.
+pub fn clip(s: &str, max: usize) -> String {
+    let c = cut(s, max);
+    if c.len() < s.len() {
+        format!("{c}…")
+    } else {
+        c.to_string()
+    }
+}
+
 /// A Unix-ms time as `YYYY-MM-DD HH:MM:SS` UTC (no time-zone crate needed).
 pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
@@ -81,5 +108,11 @@ mod tests {
         assert_eq!(ago(1_000, 181_000), "3m ago");
         assert_eq!(utc(0), "1970-01-01 00:00:00");
         assert_eq!(utc(1_764_118_800_000), "2025-11-26 01:00:00");
+        assert_eq!(relative(72_000, 60_000), "in 12s");
+        assert_eq!(relative(60_000, 240_000), "3m ago");
+        assert_eq!(clip("héllo", 2), "hé…");
+        assert_eq!(clip("héllo", 5), "héllo");
+        assert_eq!(clip("", 0), "");
+        assert_eq!(cut("héllo", 2), "hé");
     }
 }

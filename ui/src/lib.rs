@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod fleet;
 pub mod format;
+pub mod jobs;
 pub mod pages;
 
 pub use fleet::{summarize, FleetSummary};

@@ -40,7 +40,7 @@ impl Chrome {
     }
 }
 
-fn render(t: &impl Template) -> String {
+pub(crate) fn render(t: &impl Template) -> String {
     t.render().unwrap_or_else(|e| format!("<!doctype html><p>template error: {e}</p>"))
 }
 
@@ -131,7 +131,7 @@ impl WorkerFilter {
 }
 
 /// Percent-encode a query value (RFC 3986 unreserved characters pass).
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -328,17 +328,25 @@ struct OverviewPage<'a> {
     healthy_nodes: usize,
     total_nodes: usize,
     incidents: &'a [IncidentRow],
+    jobs: &'a crate::jobs::JobTotals,
 }
 
-/// The overview: fleet counts, pools, incidents, cluster health and the live
-/// charts (filled by the event stream).
-pub fn overview(chrome: &Chrome, fleet: &FleetSummary, cluster: &ClusterStatus, incidents: &[IncidentRow]) -> String {
+/// The overview: fleet counts, pools, jobs, incidents, cluster health and the
+/// live charts (filled by the event stream).
+pub fn overview(
+    chrome: &Chrome,
+    fleet: &FleetSummary,
+    cluster: &ClusterStatus,
+    incidents: &[IncidentRow],
+    jobs: &crate::jobs::JobTotals,
+) -> String {
     render(&OverviewPage {
         chrome,
         fleet,
         healthy_nodes: cluster.healthy_nodes,
         total_nodes: cluster.total_nodes,
         incidents,
+        jobs,
     })
 }
 

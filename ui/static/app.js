@@ -230,6 +230,133 @@ function initWorkerDetail() {
   });
 }
 
+// ------------------------------------------------------------------ jobs
+
+const JOB_ACTIONS = {
+  cancel: { label: "Cancel job", text: "is cancelled; a worker holding it loses its lease.", reason: true, danger: true },
+  requeue: { label: "Requeue", text: "goes back to queued with its attempts reset.", reason: false },
+};
+
+/** Per-queue pause and resume: the operator routes of the queue API. */
+function queueCall(action, queue) {
+  return api("POST", "/api/queue/" + encodeURIComponent(queue) + "/" + action);
+}
+
+/** Wire job and queue action buttons inside `root`; `after()` runs on success. */
+function wireJobActions(root, after) {
+  root.addEventListener("click", (ev) => {
+    const jb = ev.target.closest("button[data-job-action]");
+    if (jb) {
+      const id = jb.dataset.job;
+      const a = JOB_ACTIONS[jb.dataset.jobAction];
+      if (!a) return;
+      confirmThen(
+        { title: a.label + " " + id + "?", text: "Job " + id + " " + a.text, withReason: a.reason, okLabel: a.label, danger: a.danger },
+        async (reason) => {
+          const path = "/api/v1/jobs/" + encodeURIComponent(id) + "/" + jb.dataset.jobAction;
+          const j = await api("POST", path, reason ? { reason } : {});
+          toast(a.label + ": job " + id + " is now " + ((j && (j.state || (j.job && j.job.state))) || "changed"));
+          await after(id);
+        },
+      );
+      return;
+    }
+    const qb = ev.target.closest("button[data-queue-action]");
+    if (qb) {
+      const q = qb.dataset.queue;
+      const action = qb.dataset.queueAction;
+      const label = action === "pause" ? "Pause" : "Resume";
+      const text = action === "pause" ? "Workers claim nothing from queue " + q + " until it is resumed; running jobs finish." : "Workers may claim from queue " + q + " again.";
+      confirmThen({ title: label + " queue " + q + "?", text, okLabel: label }, async () => {
+        await queueCall(action, q);
+        toast("Queue " + q + (action === "pause" ? " paused" : " resumed"));
+        await after(null);
+      });
+    }
+  });
+}
+
+function initJobs() {
+  const form = $("#job-filters");
+  const results = $("#job-results");
+  const live = $("#jobs-live");
+  let current = location.search.replace(/^\?/, "");
+  let loading = null;
+
+  function queryFromForm() {
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(form).entries()) {
+      if (v !== "" && !(k === "limit" && v === "200")) p.set(k, v);
+    }
+    return p.toString();
+  }
+
+  async function load(query, opts = {}) {
+    if (loading) loading.abort();
+    const ctl = new AbortController();
+    loading = ctl;
+    const sep = query ? "&" : "";
+    try {
+      const res = await fetch(BASE + "/jobs?" + query + sep + "partial=rows", { credentials: "same-origin", signal: ctl.signal });
+      if (!res.ok) throw new Error("HTTP " + res.status);
+      results.innerHTML = await res.text();
+      current = query;
+      if (!opts.keepUrl) history.replaceState(null, "", BASE + "/jobs" + (query ? "?" + query : ""));
+      if (opts.flash) {
+        const row = $('tr[data-job="' + CSS.escape(opts.flash) + '"]', results);
+        if (row) row.classList.add("flash");
+      }
+      live.className = "live on";
+      live.textContent = "live · every " + (Number(document.body.dataset.poll) || 10) + " s";
+      banner(null);
+    } catch (e) {
+      if (e.name !== "AbortError") {
+        live.className = "live off";
+        live.textContent = "not refreshing";
+        banner("Could not refresh the jobs: " + describe(e));
+      }
+    } finally {
+      if (loading === ctl) loading = null;
+    }
+  }
+
+  let typing = null;
+  form.addEventListener("input", (ev) => {
+    clearTimeout(typing);
+    const delay = ev.target.type === "search" ? 300 : 0;
+    typing = setTimeout(() => load(queryFromForm()), delay);
+  });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load(queryFromForm());
+  });
+  results.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-page-link]");
+    if (!a) return;
+    ev.preventDefault();
+    load(new URL(a.href).search.replace(/^\?/, ""));
+  });
+  if (!document.body.dataset.readOnly) wireJobActions(results, (id) => load(current, { keepUrl: true, flash: id }));
+
+  // Keep the cards and the table current, unless the operator is busy.
+  const every = Math.max(1, Number(document.body.dataset.poll) || 10) * 1000;
+  setInterval(() => {
+    if ($("#confirm").open || document.hidden || loading) return;
+    if (document.activeElement && document.activeElement.type === "search") return;
+    load(current, { keepUrl: true });
+  }, every);
+  live.className = "live on";
+  live.textContent = "live · every " + every / 1000 + " s";
+}
+
+function initJobDetail() {
+  const root = $("[data-job-detail]");
+  if (!root || document.body.dataset.readOnly) return;
+  wireJobActions(root, async () => {
+    setTimeout(() => location.reload(), 600);
+  });
+}
+
 // ------------------------------------------------------------------ overview (live)
 
 /** A minimal SVG line chart over a rolling window of samples. */
@@ -378,6 +505,18 @@ function initOverview() {
       );
     }
     renderIncidents(d.incidents || [], d.at_ms);
+    const j = d.jobs;
+    if (j) {
+      for (const k of ["queued", "running", "dead", "failed", "succeeded", "queues", "paused_queues"]) set("jobs_" + k, j[k]);
+      const dead = $("#jobs-dead-stat");
+      if (dead) dead.className = "stat " + (j.dead > 0 ? "bad" : "ok");
+      if (j.claims_per_minute != null) {
+        set("jobs_claims_rate", fmt(j.claims_per_minute));
+      } else if (prev && prev.jobs && d.at_ms > prev.at_ms) {
+        const perMin = Math.max(0, ((j.claims - prev.jobs.claims) * 60000) / (d.at_ms - prev.at_ms));
+        set("jobs_claims_rate", fmt(perMin));
+      }
+    }
     if (prev && d.at_ms > prev.at_ms) {
       const r = Math.max(0, ((f.heartbeats_total - prev.fleet.heartbeats_total) * 1000) / (d.at_ms - prev.at_ms));
       rate.push({ t: d.at_ms, rate: r });
@@ -737,6 +876,7 @@ document.addEventListener("DOMContentLoaded", () => {
   const init = {
     overview: initOverview,
     workers: $("#worker-filters") ? initWorkers : initWorkerDetail,
+    jobs: $("#job-filters") ? initJobs : initJobDetail,
     pools: initPools,
     alerts: initAlerts,
     settings: initSettings,

@@ -62,6 +62,7 @@ pub async fn page(
     match page.as_str() {
         "overview" => overview(&s).await,
         "workers" => workers(&s, &query),
+        "jobs" => jobs(&s, &query),
         "alerts" => alerts(&s),
         "pools" => pools(&s),
         "settings" => settings(&s),
@@ -82,12 +83,14 @@ fn recent_active(state: &model::ControlState) -> impl Iterator<Item = &model::st
 async fn overview(s: &AppState) -> Response {
     let status = s.cluster.status().await;
     let (now, grace) = (now_ms(), s.grace_ms());
-    let (fleet, incidents) = {
+    let rates = s.job_rates.per_minute();
+    let (fleet, incidents, jobs) = {
         let applied = s.cluster.state.read();
         let incidents: Vec<_> = recent_active(&applied.state).map(|i| ui::IncidentRow::new(i, now)).collect();
-        (ui::summarize(&applied.state, now, grace), incidents)
+        let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|q| rates.get(q).map(|r| r.0)).totals;
+        (ui::summarize(&applied.state, now, grace), incidents, jobs)
     };
-    html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents))
+    html(StatusCode::OK, ui::overview(&chrome(s, "overview", "Overview"), &fleet, &status, &incidents, &jobs))
 }
 
 /// The filter typed on the page, cleaned: unknown choices mean "any".
@@ -158,6 +161,62 @@ pub async fn worker(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> 
     match body {
         Some(b) => html(StatusCode::OK, b),
         None => not_found(&s, &format!("no worker {id:?}")),
+    }
+}
+
+fn jobs(s: &AppState, query: &HashMap<String, String>) -> Response {
+    let filter = ui::jobs::JobFilter::from_query(query);
+    let read_only = crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false);
+    let now = now_ms();
+    let rates = s.job_rates.per_minute();
+    let results = {
+        let applied = s.cluster.state.read();
+        let jobs = &applied.state.jobs;
+        let (rows, next_cursor, scan_capped) = ui::jobs::select(jobs, &filter, now);
+        let queues = ui::jobs::summarize(jobs, now, &|q| rates.get(q).map(|r| r.0)).queues;
+        ui::jobs::JobResults { queues, rows, filter, next_cursor, scan_capped, read_only }
+    };
+    if query.get("partial").is_some_and(|p| p == "rows") {
+        return html(StatusCode::OK, ui::jobs::job_results(&results));
+    }
+    html(StatusCode::OK, ui::jobs::jobs_page(&chrome(s, "jobs", "Jobs"), &results))
+}
+
+/// `/verifier-engine-room/jobs/{id}`.
+pub async fn job(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
+    let Ok(job_id) = id.parse::<u64>() else {
+        return not_found(&s, &format!("no job {id:?}"));
+    };
+    let now = now_ms();
+    // Built before taking the state lock: `chrome` reads settings, which locks too.
+    let chrome = chrome(&s, "jobs", format!("Job {job_id}"));
+    let logs = job_logs(&s, job_id).await;
+    let body = {
+        let applied = s.cluster.state.read();
+        applied.state.jobs.by_id.get(&job_id).map(|j| ui::jobs::job_page(&chrome, j, now, &logs))
+    };
+    match body {
+        Some(b) => html(StatusCode::OK, b),
+        None => not_found(&s, &format!("no job {job_id}")),
+    }
+}
+
+/// Log lines a job page shows; the rest are a click away in the API.
+const UI_LOG_LINES: usize = 500;
+
+/// The first lines of a job's log from the log store, or where to read them
+/// when the store does not answer.
+async fn job_logs(s: &AppState, job_id: u64) -> ui::jobs::JobLogs {
+    let store = s.cluster.job_logs.clone();
+    match tokio::task::spawn_blocking(move || store.lines(job_id, None, UI_LOG_LINES + 1)).await {
+        Ok(Ok(mut lines)) => {
+            let more = lines.len() > UI_LOG_LINES;
+            lines.truncate(UI_LOG_LINES);
+            let lines =
+                lines.into_iter().map(|l| ui::jobs::LogLine { at: ui::format::utc(l.at_ms), text: l.text }).collect();
+            ui::jobs::JobLogs::Lines { lines, more }
+        }
+        _ => ui::jobs::JobLogs::At(format!("/api/v1/jobs/{job_id}/logs")),
     }
 }
 
@@ -278,8 +337,10 @@ impl Ticker {
         let status = s.cluster.status().await;
         let me = s.cluster.report();
         let (now, grace) = (now_ms(), s.grace_ms());
-        let (fleet, incidents) = {
+        let rates = s.job_rates.per_minute();
+        let (fleet, incidents, jobs) = {
             let applied = s.cluster.state.read();
+            let jobs = ui::jobs::summarize(&applied.state.jobs, now, &|q| rates.get(q).map(|r| r.0)).totals;
             let incidents: Vec<LiveIncident> = recent_active(&applied.state)
                 .map(|i| LiveIncident {
                     id: i.id,
@@ -290,7 +351,7 @@ impl Ticker {
                     opened_ms: i.opened_ms,
                 })
                 .collect();
-            (ui::summarize(&applied.state, now, grace), incidents)
+            (ui::summarize(&applied.state, now, grace), incidents, jobs)
         };
         let (buckets, count) = super::slo::commit_buckets(s);
         // Quantiles over this interval only: subtract the previous cumulative counts.
@@ -320,6 +381,7 @@ impl Ticker {
             nodes,
             healthy_percent: fleet.healthy_percent(),
             fleet,
+            jobs,
             incidents,
             commit_latency_ms,
             interval_seconds: s.with_settings(|e| e.count("SSE_INTERVAL_SECONDS")).max(1),
@@ -340,6 +402,7 @@ struct LiveSnapshot {
     total_nodes: usize,
     nodes: Vec<LiveNode>,
     fleet: ui::FleetSummary,
+    jobs: ui::jobs::JobTotals,
     incidents: Vec<LiveIncident>,
     healthy_percent: u64,
     commit_latency_ms: CommitLatency,
