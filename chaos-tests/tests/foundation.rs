@@ -23,8 +23,10 @@ fn format_caps_delete_history_and_loops() {
     let other = (1..=3).find(|id| *id != leader).unwrap();
 
     // A fresh cluster of one release moves to its format on its own.
-    c.eventually(SECS(20), "cluster format 4 on every node", || {
-        (1..=3).all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == 4).then_some(())
+    c.eventually(SECS(20), "the newest cluster format on every node", || {
+        (1..=3)
+            .all(|n| c.get(n, "/api/history?entity=cluster:format").1["format_version"] == model::state::FORMAT_VERSION)
+            .then_some(())
     });
     let (code, h) = c.get(other, "/api/history?entity=cluster:format");
     assert_eq!(code, 200);
@@ -147,8 +149,9 @@ fn a_fleet_wide_outage_opens_every_incident_in_entries_under_the_limit() {
             .env("ENGINE_ELECTION_MAX_MS", "1200"),
     );
     c.wait_for_leader(SECS(10));
-    c.eventually(SECS(20), "cluster format 4", || {
-        (c.get(1, "/api/history?entity=cluster:format").1["format_version"] == 4).then_some(())
+    c.eventually(SECS(20), "the newest cluster format", || {
+        (c.get(1, "/api/history?entity=cluster:format").1["format_version"] == model::state::FORMAT_VERSION)
+            .then_some(())
     });
 
     // The fleet beats once, spread over the three nodes.
