@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use logs::{LogBuffer, LogCaps, MAX_LINE_BYTES};
+pub use logs::{cut, LogBuffer, LogCaps, MAX_LINE_BYTES};
 pub use run::{JobContext, JobFailure, RunStats, StatsSnapshot};
 pub use transport::{Nodes, Refusal, RetryPolicy};
 
@@ -306,6 +306,7 @@ impl JobsClient {
             "queues": self.cfg.queues,
             "max_jobs": max_jobs.clamp(1, MAX_CLAIM),
             "wait_ms": wait_ms.min(MAX_WAIT_MS),
+            "pool": self.cfg.pool,
         });
         let wait = Duration::from_millis(wait_ms.min(MAX_WAIT_MS));
         Ok(self.nodes.post::<_, ClaimAnswer>("/internal/worker/claim", &body, wait).await?.value.jobs)
@@ -314,7 +315,7 @@ impl JobsClient {
     /// Check the credential without claiming (`dry_run`).
     pub async fn check(&self) -> Result<(), ClientError> {
         let body = json!({"worker_id": self.cfg.worker_id, "queues": self.cfg.queues, "max_jobs": 1,
-            "wait_ms": 0, "dry_run": true});
+            "wait_ms": 0, "dry_run": true, "pool": self.cfg.pool});
         self.nodes.post::<_, ClaimAnswer>("/internal/worker/claim", &body, Duration::ZERO).await.map(|_| ())
     }
 

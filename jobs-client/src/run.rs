@@ -73,7 +73,8 @@ impl JobContext {
         self.shared.lost.send_replace(true);
     }
 
-    fn take_logs(&self) -> Vec<String> {
+    /// The next batch of buffered lines (what a renewal would send).
+    pub fn take_logs(&self) -> Vec<String> {
         self.shared.logs.lock().expect("log buffer lock is never poisoned").take_batch()
     }
 
