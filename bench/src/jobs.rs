@@ -99,7 +99,8 @@ impl Run {
         if let Some(sent) = payload.get("sent_us").and_then(Value::as_u64) {
             let us = self.us().saturating_sub(sent).max(1);
             let mut h = self.latency.lock().expect("histogram lock is never poisoned");
-            let _ = h.record(us.min(h.high()));
+            let high = h.high();
+            let _ = h.record(us.min(high));
         }
     }
 

@@ -71,7 +71,7 @@ fn heartbeat(id: &str, n: usize, pool: &str, status: &str, processed: u64, error
         "host": format!("vps-{}", n / 4 + 1),
         "ip": format!("127.0.1.{}", n % 250 + 1),
         "pool": pool,
-        "version": if n % 5 == 0 { "1.4.1" } else { "1.4.2" },
+        "version": if n.is_multiple_of(5) { "1.4.1" } else { "1.4.2" },
         "status": status,
         "process_state": if status == "stopped" { "stopped" } else { "running" },
         "metrics": {"processed": processed, "errors": errors, "in_flight": in_flight},
