@@ -1,6 +1,6 @@
 //! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
-//! a running cluster over its HTTP API (`cluster`, `pools`), or run a job
-//! worker (`worker run`).
+//! a running cluster over its HTTP API (`cluster`, `pools`, `tokens`, `jobs`),
+//! or run a job worker (`worker run`).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -37,6 +37,8 @@ enum Cmd {
     Pools(client::PoolsCmd),
     /// Create, list and revoke named, scoped API tokens.
     Tokens(client::TokensCmd),
+    /// Enqueue, list, read, cancel and requeue jobs.
+    Jobs(client::JobsCmd),
     /// Create a cluster CA and node certificates for TLS.
     Certs(transport::certs::CertsCmd),
     /// Run a job worker: a command per claimed job.
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
         Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Jobs(cmd) => runtime.block_on(cmd.run()),
         Cmd::Certs(cmd) => cmd.run(),
         Cmd::Worker(cmd) => runtime.block_on(cmd.run()),
     };
