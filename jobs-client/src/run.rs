@@ -327,7 +327,14 @@ impl JobsClient {
             let sent_at = Instant::now();
             let batch = ctx.take_logs();
             let progress = ctx.take_progress();
-            match self.renew(&job, progress.as_deref(), &batch).await {
+            // Retries stop at the lease's end: past it the lease is gone anyway.
+            let renewal = tokio::time::timeout_at(deadline.into(), self.renew(&job, progress.as_deref(), &batch));
+            let Ok(renewal) = renewal.await else {
+                tracing::warn!(job = %job.job_id, "lease TTL passed without a renewal; giving the job up");
+                ctx.mark_lost();
+                return;
+            };
+            match renewal {
                 Ok(r) => {
                     deadline = sent_at + self.cfg.lease_ttl;
                     ctx.accepted(r.logs_accepted, batch.len());

@@ -30,6 +30,8 @@ struct Fake {
     desired: &'static str,
     /// Renewals answer 409 lease_lost.
     lose_leases: bool,
+    /// Renewals are never answered in time.
+    stall_renewals: bool,
     /// Complete and fail answer 409 lease_lost.
     refuse_finish: bool,
     /// logs_accepted answered at most this many per call.
@@ -47,7 +49,12 @@ async fn handle(s: Shared, path: &str, body: Value) -> Response {
     let (stall, fail) = {
         let mut f = s.lock().unwrap();
         f.seen.push((path.to_string(), body.clone()));
-        (f.stall, f.fail_with)
+        let stall = if f.stall_renewals && path == "/internal/worker/heartbeat" {
+            Some(Duration::from_secs(30))
+        } else {
+            f.stall
+        };
+        (stall, f.fail_with)
     };
     if let Some(d) = stall {
         tokio::time::sleep(d).await;
@@ -306,6 +313,22 @@ async fn a_lost_lease_stops_the_handler_and_nothing_is_reported() {
     assert_eq!(stats.snapshot().lease_lost, 1);
     assert_eq!(stats.snapshot().succeeded, 0);
     assert_eq!(count(&s, "/internal/worker/complete"), 0, "a handler whose lease is gone reports nothing");
+}
+
+#[tokio::test]
+async fn a_lease_not_renewed_within_its_ttl_is_given_up() {
+    // Every renewal times out on every try: after the 2 s TTL the job is
+    // dropped as lost, although no node ever said so.
+    let (url, s) =
+        fake_node(Fake { desired: "running", queue: vec![job("11")], stall_renewals: true, ..Fake::default() }).await;
+    let t0 = std::time::Instant::now();
+    let stats = run_until(JobsClient::new(config(vec![url])).unwrap(), 20_000, false, |st| {
+        st.lease_lost.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    assert_eq!(stats.snapshot().lease_lost, 1);
+    assert!(t0.elapsed() < Duration::from_secs(5), "given up at the TTL, not after every retry: {:?}", t0.elapsed());
+    assert_eq!(count(&s, "/internal/worker/complete"), 0);
 }
 
 #[tokio::test]
