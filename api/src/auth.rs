@@ -150,8 +150,11 @@ impl Access {
     pub const ADMIN_WRITES: Access = Access { read: Scope::Read, write: Scope::Admin };
     /// Everything needs `admin`: tokens.
     pub const ADMIN: Access = Access { read: Scope::Admin, write: Scope::Admin };
-    /// A worker's own calls: heartbeats.
+    /// A worker's own calls: heartbeats; claiming, renewing and finishing jobs.
     pub const WORKER: Access = Access { read: Scope::Worker, write: Scope::Worker };
+    /// Reads need `read`, enqueues `producer` (or `admin`): the jobs API of
+    /// reference 004. Operators enqueue through `/api/queue/enqueue`.
+    pub const PRODUCER: Access = Access { read: Scope::Read, write: Scope::Producer };
     /// The Prometheus scrape.
     pub const METRICS: Access = Access { read: Scope::Metrics, write: Scope::Metrics };
 

@@ -59,6 +59,8 @@ impl From<CommandError> for ApiError {
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),
             ErrorKind::Invalid => (StatusCode::BAD_REQUEST, "invalid"),
             ErrorKind::Limit => (StatusCode::TOO_MANY_REQUESTS, "limit_reached"),
+            ErrorKind::LeaseLost => (StatusCode::CONFLICT, "lease_lost"),
+            ErrorKind::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         };
         Self::new(status, code, e.message)
     }

@@ -5,9 +5,11 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod job_watch;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod rfc3339;
 pub mod routes;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use raft_store::group_commit::{BatchOptions, HeartbeatBatcher};
+pub use raft_store::job_commit::{JobBatcher, JobOptions};
 use raft_store::rpc_server::RaftService;
 
 /// Largest `/api` request body accepted (heartbeats are far smaller).
@@ -55,7 +58,14 @@ pub struct Handles {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub batcher: HeartbeatBatcher,
-    /// The `/raft` handlers' handles (the same cluster, batcher and secret).
+    /// Producers' and workers' job operations, group-committed.
+    pub jobs: JobBatcher,
+    pub job_options: JobOptions,
+    /// Bumped when applied entries changed the jobs: waiting claims look again.
+    pub job_wake: tokio::sync::watch::Sender<u64>,
+    /// Claims and completions per minute, per queue.
+    pub job_rates: Arc<job_watch::JobRates>,
+    /// The `/raft` handlers' handles (the same cluster, batchers and secret).
     pub raft: Arc<RaftService>,
     /// Failed authentications per source address.
     pub auth_failures: auth::FailLimiter,
@@ -77,7 +87,7 @@ impl Default for AuthOptions {
 
 impl AppState {
     pub fn new(cluster: Arc<Cluster>, token: &str, secret: &str, settings: Settings, batch: BatchOptions) -> Self {
-        Self::with_auth(cluster, token, secret, settings, batch, AuthOptions::default())
+        Self::with_auth(cluster, token, secret, settings, batch, AuthOptions::default(), JobOptions::default())
     }
 
     pub fn with_auth(
@@ -87,11 +97,24 @@ impl AppState {
         settings: Settings,
         batch: BatchOptions,
         auth: AuthOptions,
+        job_options: JobOptions,
     ) -> Self {
         let metrics = Arc::new(Metrics::new(cluster.id));
         let batcher = HeartbeatBatcher::start(cluster.clone(), metrics.clone(), batch);
+        // Job rounds close at an eighth of the entry limit: with a batch
+        // enqueue (at most half of it) joining, an entry stays under it.
+        let job_batch =
+            BatchOptions { max_batch_bytes: (cluster.opts.max_entry_bytes / 8).min(batch.max_batch_bytes), ..batch };
+        let jobs = JobBatcher::start(cluster.clone(), Arc::new(metrics::JobCommitObserver(metrics.clone())), job_batch);
+        let job_rates = Arc::new(job_watch::JobRates::default());
+        let job_wake = job_watch::start(cluster.clone(), job_rates.clone());
         let secret: Arc<str> = secret.into();
-        let raft = Arc::new(RaftService { cluster: cluster.clone(), batcher: batcher.clone(), secret: secret.clone() });
+        let raft = Arc::new(RaftService {
+            cluster: cluster.clone(),
+            batcher: batcher.clone(),
+            jobs: jobs.clone(),
+            secret: secret.clone(),
+        });
         Self(Arc::new(Handles {
             cluster,
             token: token.into(),
@@ -99,6 +122,10 @@ impl AppState {
             settings: Arc::new(settings),
             metrics,
             batcher,
+            jobs,
+            job_options,
+            job_wake,
+            job_rates,
             raft,
             auth_failures: auth::FailLimiter::new(auth.fail_burst, auth.fail_window),
         }))
@@ -201,9 +228,20 @@ fn public_routes(state: AppState) -> Router {
 /// requires its `#[utoipa::path]`, so the OpenAPI document stays complete.
 pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
     use auth::{scoped, Access};
-    use routes::{audit, cluster, health, history, incidents, pools, providers, settings, slo, tokens, workers};
+    use routes::{
+        audit, cluster, health, history, incidents, job_queue, job_worker, jobs, pools, providers, settings, slo,
+        tokens, workers,
+    };
     let s = &state;
-    let public = OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready));
+    let public =
+        OpenApiRouter::new().routes(routes!(health::live)).routes(routes!(health::ready)).routes(routes!(jobs::health));
+    // Job routes whose bodies may pass the default limit get their own
+    // (the innermost `DefaultBodyLimit` wins): a batch up to half an entry.
+    let sized = |limit: usize, (schemas, paths, router): utoipa_axum::router::UtoipaMethodRouter<AppState>| {
+        (schemas, paths, router.layer(DefaultBodyLimit::max(limit)))
+    };
+    let batch_limit = s.cluster.opts.max_entry_bytes / 2;
+    let worker_limit = routes::job_worker::WORKER_BODY_LIMIT;
     // Every route names the scope it needs (reads: GET and HEAD; writes:
     // the rest); `scoped` enforces it and writes it into the document.
     let private = OpenApiRouter::new()
@@ -235,6 +273,24 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(scoped(s, Access::ADMIN, routes!(tokens::list, tokens::create)))
         .routes(scoped(s, Access::ADMIN, routes!(tokens::revoke)))
         .routes(scoped(s, Access::METRICS, routes!(metrics_text)))
+        .routes(sized(jobs::CREATE_BODY_LIMIT, scoped(s, Access::PRODUCER, routes!(jobs::create, jobs::list))))
+        .routes(sized(batch_limit, scoped(s, Access::PRODUCER, routes!(jobs::batch))))
+        .routes(scoped(s, Access::PRODUCER, routes!(jobs::get)))
+        .routes(scoped(s, Access::PRODUCER, routes!(job_queue::stats_v1)))
+        .routes(scoped(s, Access::WORKER, routes!(job_worker::claim)))
+        .routes(sized(worker_limit, scoped(s, Access::WORKER, routes!(job_worker::heartbeat))))
+        .routes(sized(worker_limit, scoped(s, Access::WORKER, routes!(job_worker::complete))))
+        .routes(sized(worker_limit, scoped(s, Access::WORKER, routes!(job_worker::fail))))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::cancel)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::requeue)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::reconcile)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::items)))
+        .routes(sized(jobs::CREATE_BODY_LIMIT, scoped(s, Access::OPERATOR, routes!(job_queue::enqueue))))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::clear)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::stats_ops)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::pause)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::resume)))
+        .routes(scoped(s, Access::OPERATOR, routes!(job_queue::cap)))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private)
 }

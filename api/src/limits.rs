@@ -63,7 +63,7 @@ async fn guard(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Respo
     // Probes answer even when the node is saturated, so an orchestrator does
     // not restart a node for being busy.
     let _permit = match &gate.inflight {
-        Some(sem) if !path.starts_with("/api/health/") => match sem.try_acquire() {
+        Some(sem) if !path.starts_with("/api/health/") && path != "/health" => match sem.try_acquire() {
             Ok(p) => Some(p),
             Err(_) => return overloaded("too many requests in flight on this node; retry shortly"),
         },

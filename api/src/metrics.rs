@@ -1,5 +1,6 @@
 //! Prometheus metrics of one node: Raft progress, heartbeat ingest, HTTP
-//! traffic, and the fleet by state (computed at scrape time).
+//! traffic, the fleet by state and the job queues (computed at scrape time),
+//! job claim latency and the job group commit.
 
 use std::time::Instant;
 
@@ -8,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use model::state::worker::heartbeat_state;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::AppState;
@@ -33,7 +34,20 @@ pub struct Metrics {
     workers_quarantined: IntGauge,
     loop_panics: IntCounterVec,
     loop_runs: IntCounterVec,
+    /// Time from a claim's arrival to its answer with jobs (long polls included).
+    pub job_claim_seconds: Histogram,
+    job_batch_size: Histogram,
+    job_commit_seconds: Histogram,
+    job_ops_abandoned: IntCounter,
+    jobs_by_state: IntGaugeVec,
+    jobs_oldest_queued: GaugeVec,
+    /// Cluster-wide totals from the replicated state, by event.
+    job_events: IntCounterVec,
 }
+
+/// Queues given their own series; the rest are summed into `other`, so a
+/// producer inventing queue names cannot blow up the scrape.
+const MAX_QUEUE_SERIES: usize = 100;
 
 fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     r.register(Box::new(c.clone())).expect("metric names are unique and valid");
@@ -90,7 +104,7 @@ impl Metrics {
             http_seconds: register(
                 &r,
                 HistogramVec::new(
-                    HistogramOpts::new("http_request_seconds", "HTTP request latency").buckets(latency),
+                    HistogramOpts::new("http_request_seconds", "HTTP request latency").buckets(latency.clone()),
                     &["route", "method"],
                 )
                 .unwrap(),
@@ -124,7 +138,101 @@ impl Metrics {
                 IntCounterVec::new(Opts::new("loop_runs_total", "Rounds a supervised loop completed"), &["loop"])
                     .unwrap(),
             ),
+            job_claim_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("job_claim_seconds", "Time from a claim's arrival to its answer with jobs")
+                        .buckets(vec![
+                            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                        ]),
+                )
+                .unwrap(),
+            ),
+            job_batch_size: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("job_batch_size", "Job operations per Raft entry")
+                        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+                )
+                .unwrap(),
+            ),
+            job_commit_seconds: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new("job_commit_seconds", "Time to commit and apply a batch of job operations")
+                        .buckets(latency.clone()),
+                )
+                .unwrap(),
+            ),
+            job_ops_abandoned: register(
+                &r,
+                IntCounter::new(
+                    "job_ops_abandoned_total",
+                    "Job operations not proposed, or no longer retried, because every caller had given up",
+                )
+                .unwrap(),
+            ),
+            jobs_by_state: register(
+                &r,
+                IntGaugeVec::new(Opts::new("jobs_by_state", "Jobs kept, by queue and state"), &["queue", "state"])
+                    .unwrap(),
+            ),
+            jobs_oldest_queued: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new("jobs_oldest_queued_seconds", "Age of the oldest job claimable now, by queue"),
+                    &["queue"],
+                )
+                .unwrap(),
+            ),
+            job_events: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "job_events_total",
+                        "Claims, completions, failures, lease expirations and dead letters, cluster-wide",
+                    ),
+                    &["event"],
+                )
+                .unwrap(),
+            ),
             registry: r,
+        }
+    }
+
+    /// Job gauges and totals from the applied state.
+    fn render_jobs(&self, state: &AppState) {
+        let stats = crate::routes::job_queue::stats(state);
+        self.jobs_by_state.reset();
+        self.jobs_oldest_queued.reset();
+        let mut other: std::collections::BTreeMap<String, i64> = Default::default();
+        for (i, q) in stats.queues.iter().enumerate() {
+            if i >= MAX_QUEUE_SERIES {
+                for (s, n) in &q.length {
+                    *other.entry(s.clone()).or_default() += *n as i64;
+                }
+                continue;
+            }
+            for (s, n) in &q.length {
+                self.jobs_by_state.with_label_values(&[q.queue.as_str(), s.as_str()]).set(*n as i64);
+            }
+            if let Some(age) = q.oldest_queued_age_seconds {
+                self.jobs_oldest_queued.with_label_values(&[q.queue.as_str()]).set(age);
+            }
+        }
+        for (s, n) in other {
+            self.jobs_by_state.with_label_values(&["other", s.as_str()]).set(n);
+        }
+        let t = &stats.total;
+        for (event, total) in [
+            ("claim", t.claims_total),
+            ("completion", t.completions_total),
+            ("failure", t.failures_total),
+            ("lease_expiration", t.expirations_total),
+            ("dead_letter", t.dead_total),
+        ] {
+            let c = self.job_events.with_label_values(&[event]);
+            c.inc_by(total.saturating_sub(c.get()));
         }
     }
 
@@ -162,6 +270,7 @@ impl Metrics {
                 c.inc_by(total.saturating_sub(c.get()));
             }
         }
+        self.render_jobs(state);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text format is UTF-8")
@@ -194,5 +303,22 @@ impl raft_store::group_commit::BatchObserver for Metrics {
 
     fn abandoned(&self, heartbeats: usize) {
         self.heartbeats_abandoned.inc_by(heartbeats as u64);
+    }
+}
+
+/// The job group commit reports into the `job_*` metrics.
+pub struct JobCommitObserver(pub std::sync::Arc<Metrics>);
+
+impl raft_store::group_commit::BatchObserver for JobCommitObserver {
+    fn proposed(&self, ops: usize) {
+        self.0.job_batch_size.observe(ops as f64);
+    }
+
+    fn committed(&self, elapsed: std::time::Duration) {
+        self.0.job_commit_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    fn abandoned(&self, ops: usize) {
+        self.0.job_ops_abandoned.inc_by(ops as u64);
     }
 }

@@ -23,7 +23,7 @@ use crate::routes::workers::MAX_ENTRIES;
     info(title = "Engine Room API", description = "Highly available control plane for worker fleets."),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),
-    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "tokens"), (name = "health"))
+    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "tokens"), (name = "jobs"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -48,7 +48,7 @@ impl Modify for Security {
 /// [`crate::API_BODY_LIMIT`]). Run on the document once every route is in.
 pub fn add_layer_statuses(doc: &mut utoipa::openapi::OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
-        if path.starts_with("/api/health/") {
+        if path.starts_with("/api/health/") || path == "/health" {
             continue;
         }
         for (method, op) in operations_mut(item) {
@@ -98,7 +98,7 @@ pub fn add_transport_statuses(doc: &mut utoipa::openapi::OpenApi) {
                 op.responses.responses.entry(status.to_string()).or_insert_with(|| error_response(text).into());
             };
             add("408", "`request_timeout`: not completed within ENGINE_REQUEST_TIMEOUT_MS");
-            if !path.starts_with("/api/health/") {
+            if !path.starts_with("/api/health/") && path != "/health" {
                 add("503", "`overloaded`: more requests in flight than ENGINE_MAX_INFLIGHT; retry after a second");
             }
         }
@@ -262,7 +262,7 @@ fn num(min: f64, max: f64) -> Object {
     ObjectBuilder::new().schema_type(Type::Number).minimum(Some(min)).maximum(Some(max)).build()
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,

@@ -1,12 +1,13 @@
-//! Leader loops: alerts and incidents, notifications, autoscale, auto-protect
-//! and stale-worker cleanup. They run on every node but act only while the node
-//! is an acting leader, and every decision is committed through Raft before any
-//! outside effect.
+//! Leader loops: alerts and incidents, notifications, autoscale, auto-protect,
+//! stale-worker cleanup, and the job lease reaper with job compaction. They
+//! run on every node but act only while the node is an acting leader, and
+//! every decision is committed through Raft before any outside effect.
 
 pub mod alerts;
 pub mod autoscale;
 pub mod format;
 pub mod gc;
+pub mod jobs;
 pub mod notify;
 pub mod rules;
 
@@ -25,6 +26,8 @@ pub struct LoopContext {
     /// Settings read from the environment at startup (validated).
     pub env: BTreeMap<String, String>,
     pub notify: NotifyConfig,
+    /// Lease reaper period and job retention.
+    pub jobs: raft_store::job_commit::JobOptions,
 }
 
 impl LoopContext {
@@ -65,6 +68,8 @@ pub fn spawn_all(ctx: Arc<LoopContext>) {
     sup.spawn("autoscale", move |probe| autoscale::run(c.clone(), probe));
     let c = ctx.clone();
     sup.spawn("cleanup", move |probe| gc::run(c.clone(), probe));
+    let c = ctx.clone();
+    sup.spawn("jobs", move |probe| jobs::run(c.clone(), probe));
     sup.spawn("format", move |probe| format::run(ctx.clone(), probe));
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::state::job::{JobOps, JobReply};
 use crate::state::token::{ApiToken, NewToken};
 use crate::state::{
     Heartbeat, HeartbeatAnswer, Incident, IncidentChanges, Limits, Notification, Pool, PoolPatch, ProviderState,
@@ -144,6 +145,10 @@ pub enum Command {
     RevokeToken {
         name: String,
     },
+    // ---- cluster format 5 ----
+    /// A group of job operations (producers, workers, operators, the leader's
+    /// reaper and compaction), applied in order, each answered on its own.
+    Jobs(JobOps),
 }
 
 impl Command {
@@ -181,6 +186,7 @@ impl Command {
             Command::IncidentChanges(_) => "incident.reconcile",
             Command::CreateToken(_) => "token.create",
             Command::RevokeToken { .. } => "token.revoke",
+            Command::Jobs(_) => "job.ops",
         }
     }
 
@@ -194,6 +200,7 @@ impl Command {
             }
             Command::IncidentChanges(_) => 3,
             Command::CreateToken(_) | Command::RevokeToken { .. } => 4,
+            Command::Jobs(_) => 5,
             _ => 1,
         }
     }
@@ -219,6 +226,8 @@ pub enum Reply {
     Settings(BTreeMap<String, String>),
     /// Format 4.
     Token(ApiToken),
+    /// Format 5: one answer per job operation, in order.
+    Jobs(Vec<Result<JobReply, CommandError>>),
 }
 
 /// Why a command was refused by the state machine. Refusals are deterministic:
@@ -237,6 +246,10 @@ pub enum ErrorKind {
     Invalid,
     /// A cap on the replicated state was reached (HTTP 429). Format 2.
     Limit,
+    /// A job's lease is no longer the caller's (HTTP 409 `lease_lost`). Format 5.
+    LeaseLost,
+    /// A payload or result over its cap (HTTP 413). Format 5.
+    TooLarge,
 }
 
 impl CommandError {

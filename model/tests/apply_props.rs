@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, LeaseToken, NewJob, Renew};
 use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, SmallMap};
 use model::state::{Firing, Heartbeat, IncidentChanges, Limits, Metric, PoolPatch, Profile, Reconcile, WorkerAction};
@@ -69,6 +70,40 @@ fn patch() -> impl Strategy<Value = PoolPatch> {
     )
 }
 
+fn lease() -> impl Strategy<Value = LeaseToken> {
+    (1u64..8, 1u64..3).prop_map(|(seq, nonce)| LeaseToken { seq, nonce })
+}
+
+fn logs() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(prop_oneof![4 => Just("line".to_string()), 1 => Just("x".repeat(5_000))], 0..3)
+}
+
+fn job_op() -> impl Strategy<Value = JobOp> {
+    let queue = || prop::sample::select(vec!["q1", "q2", "bad q"]).prop_map(String::from);
+    prop_oneof![
+        4 => (queue(), -2i32..3, prop::option::of(name()), prop::option::of(0u64..4_000), prop::option::of(prop::sample::select(vec!["k1", "k2"])), 0u32..4, 0u64..3_000, prop_oneof![9 => Just(10usize), 1 => Just(70_000usize)])
+            .prop_map(|(queue, priority, pool, run_after_ms, key, max_attempts, base_ms, size)| JobOp::Enqueue(NewJob {
+                queue, kind: "k".into(), payload: "p".repeat(size), priority, pool, run_after_ms,
+                idempotency_key: key.map(String::from), max_attempts, backoff: Backoff { base_ms, max_ms: 2_000 },
+            })),
+        3 => (name(), prop::collection::vec(queue(), 0..3), 0u32..4, 0u64..3_000, 1u64..3)
+            .prop_map(|(worker, queues, max_jobs, lease_ms, nonce)| JobOp::Claim(Claim { worker, queues, max_jobs, lease_ms, nonce })),
+        2 => (1u64..8, name(), lease(), 0u64..3_000, prop::option::of(Just("50%".to_string())), logs())
+            .prop_map(|(job_id, worker, lease, lease_ms, progress, logs)| JobOp::Renew(Renew { job_id, worker, lease, lease_ms, progress, logs })),
+        2 => (1u64..8, name(), lease(), any::<bool>(), logs()).prop_map(|(job_id, worker, lease, retryable, logs)| {
+            let f = Finish { job_id, worker, lease, result: Some("{}".into()), error: Some("e".into()), retryable, logs };
+            if retryable { JobOp::Fail(f) } else { JobOp::Complete(f) }
+        }),
+        1 => (1u64..8, prop::option::of(name())).prop_map(|(job_id, reason)| JobOp::Cancel { job_id, reason }),
+        1 => (1u64..8).prop_map(|job_id| JobOp::Requeue { job_id }),
+        2 => (1u64..8, lease()).prop_map(|(job_id, lease)| JobOp::Reap { job_id, lease }),
+        1 => queue().prop_map(|queue| JobOp::ClearQueue { queue }),
+        1 => (queue(), any::<bool>()).prop_map(|(queue, paused)| JobOp::SetQueuePaused { queue, paused }),
+        1 => (queue(), prop::option::of(0u32..3)).prop_map(|(queue, max_queued)| JobOp::SetQueueCap { queue, max_queued }),
+        1 => (0u64..5_000, 0u32..4).prop_map(|(finished_before_ms, keep_finished)| JobOp::Compact { finished_before_ms, keep_finished }),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         4 => prop::collection::vec(beat(), 1..4).prop_map(|b| Command::HeartbeatBatch { beats: b.into() }),
@@ -117,6 +152,9 @@ fn command() -> impl Strategy<Value = Command> {
         2 => (prop::sample::select(vec!["ops", "fleet", "bad name"]), prop::sample::select(Scope::ALL.to_vec()), 0u8..3, prop::option::of(prop::sample::select(vec!["eu-", "us-"])), prop::option::of(name()))
             .prop_map(|(name, scope, seed, worker_prefix, pool)| Command::CreateToken(NewToken { name: name.into(), scope, sha256: [seed; 32], worker_prefix: worker_prefix.map(String::from), pool })),
         1 => prop::sample::select(vec!["ops", "fleet", "nope"]).prop_map(|name| Command::RevokeToken { name: name.into() }),
+        // format 5: mostly one operation per command, so that each refusal is checked alone
+        8 => job_op().prop_map(|op| Command::Jobs(JobOps { ops: vec![op] })),
+        2 => prop::collection::vec(job_op(), 0..5).prop_map(|ops| Command::Jobs(JobOps { ops })),
     ]
 }
 
@@ -124,7 +162,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..5, commands in prop::collection::vec(command(), 1..40)) {
+    fn apply_never_panics_and_a_refusal_changes_nothing(format in 0u32..6, commands in prop::collection::vec(command(), 1..40)) {
         let mut state = ControlState { format_version: format, ..Default::default() };
         for (i, command) in commands.into_iter().enumerate() {
             let req = Request { at_ms: 1_000 + i as u64 * 100, node: 1, actor: "prop".into(), command };
@@ -139,7 +177,22 @@ proptest! {
             let before = snapshot(&state);
             let result = state.apply(&req);
             if let Err(e) = &result {
-                prop_assert_eq!(snapshot(&state), before, "refused {} ({}) changed the state", req.command.name(), e);
+                prop_assert_eq!(&snapshot(&state), &before, "refused {} ({}) changed the state", req.command.name(), e);
+            }
+            // A job operation refused alone changes nothing either.
+            if let (Command::Jobs(ops), Ok(model::Reply::Jobs(answers))) = (&req.command, &result) {
+                prop_assert_eq!(answers.len(), ops.ops.len());
+                if let [Err(e)] = answers.as_slice() {
+                    prop_assert_eq!(&snapshot(&state), &before, "refused {:?} ({}) changed the state", ops.ops[0], e);
+                }
+            }
+            prop_assert!(state.jobs.indices_agree(), "job indices after {}", req.command.name());
+            // What a snapshot holds decodes to the same state, job indices included.
+            if state.format() >= 5 {
+                let back = model::state::decode_snapshot(&snapshot(&state)).unwrap();
+                prop_assert_eq!(&back.jobs, &state.jobs);
+                prop_assert_eq!(back.jobs.queue_numbers(), state.jobs.queue_numbers());
+                prop_assert_eq!(back.jobs.expired(u64::MAX, 100), state.jobs.expired(u64::MAX, 100));
             }
             // The derived pool index always matches the workers.
             let mut reindexed = state.clone();

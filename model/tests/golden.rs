@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, LeaseToken, NewJob, Renew};
 use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
 use model::state::{
@@ -59,7 +60,92 @@ fn variant(c: &Command) -> &'static str {
         Command::IncidentChanges(_) => "incident_changes",
         Command::CreateToken(_) => "create_token",
         Command::RevokeToken { .. } => "revoke_token",
+        // One sample per job operation, each alone in its command.
+        Command::Jobs(ops) => match ops.ops.as_slice() {
+            [JobOp::Enqueue(_)] => "jobs-enqueue",
+            [JobOp::Claim(_)] => "jobs-claim",
+            [JobOp::Renew(_)] => "jobs-renew",
+            [JobOp::Complete(_)] => "jobs-complete",
+            [JobOp::Fail(_)] => "jobs-fail",
+            [JobOp::Cancel { .. }] => "jobs-cancel",
+            [JobOp::Requeue { .. }] => "jobs-requeue",
+            [JobOp::Reap { .. }] => "jobs-reap",
+            [JobOp::ClearQueue { .. }] => "jobs-clear_queue",
+            [JobOp::SetQueuePaused { .. }] => "jobs-set_queue_paused",
+            [JobOp::SetQueueCap { .. }] => "jobs-set_queue_cap",
+            [JobOp::Compact { .. }] => "jobs-compact",
+            _ => panic!("a job sample holds one operation"),
+        },
     }
+}
+
+const NONCE: u64 = 0x5eed_0000_0000_0017;
+
+fn job(queue: &str, key: Option<&str>) -> NewJob {
+    NewJob {
+        queue: queue.into(),
+        kind: "send_email".into(),
+        payload: r#"{"to":"ops@example.com","template":"welcome"}"#.into(),
+        priority: 2,
+        pool: None,
+        run_after_ms: None,
+        idempotency_key: key.map(Into::into),
+        max_attempts: 3,
+        backoff: Backoff { base_ms: 2_000, max_ms: 120_000 },
+    }
+}
+
+fn jobs(op: JobOp) -> Command {
+    Command::Jobs(JobOps { ops: vec![op] })
+}
+
+/// The format-5 samples: job 1 is enqueued, claimed by w-19, renewed and
+/// completed; the rest are refused or find nothing, as they come.
+fn job_samples() -> Vec<Command> {
+    let lease = LeaseToken { seq: 1, nonce: NONCE };
+    vec![
+        jobs(JobOp::Enqueue(job("mail", Some("order-1")))),
+        jobs(JobOp::Claim(Claim {
+            worker: "w-19".into(),
+            queues: vec!["mail".into(), "bulk".into()],
+            max_jobs: 4,
+            lease_ms: 60_000,
+            nonce: NONCE,
+        })),
+        jobs(JobOp::Renew(Renew {
+            job_id: 1,
+            worker: "w-19".into(),
+            lease,
+            lease_ms: 60_000,
+            progress: Some("40%".into()),
+            logs: vec!["connecting".into(), "sent 1/2".into()],
+        })),
+        jobs(JobOp::Complete(Finish {
+            job_id: 1,
+            worker: "w-19".into(),
+            lease,
+            result: Some(r#"{"message_id":"m-1"}"#.into()),
+            error: None,
+            retryable: false,
+            logs: vec!["sent 2/2".into()],
+        })),
+        jobs(JobOp::Fail(Finish {
+            job_id: 1,
+            worker: "w-19".into(),
+            lease,
+            result: None,
+            error: Some("smtp 451".into()),
+            retryable: true,
+            logs: vec![],
+        })),
+        jobs(JobOp::Cancel { job_id: 1, reason: Some("duplicate".into()) }),
+        jobs(JobOp::Requeue { job_id: 1 }),
+        jobs(JobOp::Reap { job_id: 1, lease }),
+        jobs(JobOp::ClearQueue { queue: "mail".into() }),
+        jobs(JobOp::SetQueuePaused { queue: "bulk".into(), paused: true }),
+        jobs(JobOp::SetQueueCap { queue: "mail".into(), max_queued: Some(5_000) }),
+        jobs(JobOp::Compact { finished_before_ms: 1_699_000_000_000, keep_finished: 100_000 }),
+    ]
 }
 
 fn samples() -> Vec<Command> {
@@ -151,6 +237,10 @@ fn samples() -> Vec<Command> {
         }),
         Command::RevokeToken { name: "old-ci".into() },
     ]
+    .into_iter()
+    // ---- format 5 ----
+    .chain(job_samples())
+    .collect()
 }
 
 fn request(i: usize, command: Command) -> Request {
@@ -223,6 +313,45 @@ fn populated(format: u32) -> ControlState {
         // what matters is a state with every kind of entity in it.
         let _ = state.apply(&request(i, command));
     }
+    if format >= 5 {
+        // Jobs in every state but succeeded (job 1 is): queued (one delayed,
+        // one for a pool), running, failed waiting, dead and cancelled.
+        let mut after = job("mail", None);
+        after.run_after_ms = Some(1_700_009_000_000);
+        let mut pooled = job("bulk", Some("batch-7"));
+        pooled.pool = Some("edge".into());
+        let ops = vec![
+            JobOp::Enqueue(job("mail", Some("order-2"))),
+            JobOp::Enqueue(job("mail", None)),
+            JobOp::Enqueue(job("mail", None)),
+            JobOp::Enqueue(job("mail", None)),
+            JobOp::Enqueue(after),
+            JobOp::Enqueue(pooled),
+            JobOp::Claim(Claim {
+                worker: "w-19".into(),
+                queues: vec!["mail".into()],
+                max_jobs: 3,
+                lease_ms: 30_000,
+                nonce: NONCE + 1,
+            }),
+            JobOp::Cancel { job_id: 5, reason: None },
+        ];
+        state.apply(&request(100, Command::Jobs(JobOps { ops }))).unwrap();
+        let fail = |job_id, seq, retryable| {
+            JobOp::Fail(Finish {
+                job_id,
+                worker: "w-19".into(),
+                lease: LeaseToken { seq, nonce: NONCE + 1 },
+                result: None,
+                error: Some("timeout".into()),
+                retryable,
+                logs: vec!["giving up".into()],
+            })
+        };
+        state.apply(&request(101, Command::Jobs(JobOps { ops: vec![fail(2, 2, true), fail(3, 3, false)] }))).unwrap();
+        let states: std::collections::BTreeSet<_> = state.jobs.by_id.values().map(|j| j.state).collect();
+        assert_eq!(states.len(), 6, "every job state: {states:?}");
+    }
     assert!(!state.workers.is_empty() && !state.pools.is_empty() && !state.incidents.is_empty());
     assert!(!state.providers.is_empty() && !state.settings.is_empty() && !state.audit.is_empty());
     state
@@ -236,6 +365,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
         (2, "snapshot-populated-format2"),
         (3, "snapshot-populated-format3"),
         (4, "snapshot-populated-format4"),
+        (5, "snapshot-populated-format5"),
     ] {
         let state = populated(format);
         assert_eq!(state.format(), format);
@@ -243,6 +373,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
             assert!(!state.history.is_empty(), "format 2 records changes");
         }
         assert_eq!(state.tokens.by_name.is_empty(), format < 4, "tokens from format 4 on");
+        assert_eq!(state.jobs.by_id.is_empty(), format < 5, "jobs from format 5 on");
         let mut bytes = Vec::new();
         model::state::encode_snapshot(&state, &mut bytes).unwrap();
         if let Some(old) = check(name, &bytes, &mut missing) {

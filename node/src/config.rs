@@ -93,6 +93,21 @@ pub struct ServeArgs {
     /// Heartbeat batches the leader commits at once (a follower forwards one more).
     #[arg(long, env = "HEARTBEAT_BATCH_INFLIGHT", default_value_t = 1)]
     pub heartbeat_batch_inflight: usize,
+    /// A job's lease after a claim or renewal, in seconds; the reaper re-queues it after that.
+    #[arg(long, env = "WORKER_LEASE_TTL_SECONDS", default_value_t = 60)]
+    pub worker_lease_ttl_seconds: u64,
+    /// How often a worker renews its leases, in seconds (below the lease TTL).
+    #[arg(long, env = "WORKER_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 20)]
+    pub worker_heartbeat_interval_seconds: u64,
+    /// How often the leader looks for expired job leases, in seconds.
+    #[arg(long, env = "LEASE_REAPER_INTERVAL_SECONDS", default_value_t = 15)]
+    pub lease_reaper_interval_seconds: u64,
+    /// Finished jobs (succeeded, dead, cancelled) are removed after this many seconds.
+    #[arg(long, env = "JOB_RETENTION_SECONDS", default_value_t = 604_800)]
+    pub job_retention_seconds: u64,
+    /// And past this many finished jobs, the oldest first.
+    #[arg(long, env = "JOB_RETENTION_MAX_FINISHED", default_value_t = 100_000)]
+    pub job_retention_max_finished: u32,
     /// Slack incoming-webhook URL for incident notifications.
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
@@ -163,6 +178,7 @@ pub struct NodeConfig {
     pub batch: api::BatchOptions,
     pub notify: loops::NotifyConfig,
     pub auth: api::AuthOptions,
+    pub jobs: raft_store::job_commit::JobOptions,
     /// Problems that do not stop the node, logged once logging is up.
     pub warnings: Vec<String>,
     pub transport: crate::transport::TransportConfig,
@@ -266,6 +282,15 @@ impl ServeArgs {
         });
         let peer_security =
             peer_security(self.peer_allowlist.as_deref(), self.peer_clock_skew_secs, self.allow_plain_secret, &peers)?;
+        let write_timeout = Duration::from_millis(self.write_timeout_ms.max(100));
+        let jobs = JobArgs {
+            lease_ttl: self.worker_lease_ttl_seconds,
+            heartbeat: self.worker_heartbeat_interval_seconds,
+            reaper: self.lease_reaper_interval_seconds,
+            retention: self.job_retention_seconds,
+            keep: self.job_retention_max_finished,
+        }
+        .validate(transport.limits.request_timeout, write_timeout)?;
         let cluster = ClusterOptions {
             id: node_id,
             cluster_name: self.cluster_id,
@@ -275,7 +300,7 @@ impl ServeArgs {
             election_max_ms: self.election_max_ms,
             snapshot_logs: self.snapshot_logs.max(1),
             keep_logs: self.keep_logs,
-            write_timeout: Duration::from_millis(self.write_timeout_ms.max(100)),
+            write_timeout,
             rpc_source_ip,
             sled_cache_bytes: self.sled_cache_mb.max(1) << 20,
             limits: model::state::Limits { max_workers: self.max_workers, max_pools: self.max_pools },
@@ -321,6 +346,7 @@ impl ServeArgs {
             fail_window: Duration::from_secs(self.auth_fail_window_seconds),
         };
         Ok(NodeConfig {
+            jobs,
             node_id,
             listen,
             advertise,
@@ -334,6 +360,52 @@ impl ServeArgs {
             auth,
             warnings,
             transport,
+        })
+    }
+}
+
+/// The job keys of [`ServeArgs`], in seconds and counts.
+struct JobArgs {
+    lease_ttl: u64,
+    heartbeat: u64,
+    reaper: u64,
+    retention: u64,
+    keep: u32,
+}
+
+impl JobArgs {
+    /// Checked: a lease outlasts a renewal interval, and a long-poll claim
+    /// ends before the request deadline.
+    fn validate(
+        self,
+        request_timeout: Duration,
+        write_timeout: Duration,
+    ) -> Result<raft_store::job_commit::JobOptions, String> {
+        let JobArgs { lease_ttl: ttl, heartbeat: beat, reaper, retention, keep } = self;
+        if !(1..=86_400).contains(&ttl) || beat == 0 || beat >= ttl {
+            return Err(format!(
+                "need 1 <= WORKER_HEARTBEAT_INTERVAL_SECONDS < WORKER_LEASE_TTL_SECONDS <= 86400, got {beat} and {ttl}"
+            ));
+        }
+        if !(1..=3_600).contains(&reaper) {
+            return Err(format!("LEASE_REAPER_INTERVAL_SECONDS must be 1..=3600, got {reaper}"));
+        }
+        if !(60..=315_360_000).contains(&retention) {
+            return Err(format!("JOB_RETENTION_SECONDS must be 60..=315360000, got {retention}"));
+        }
+        if !(1..=1_000_000).contains(&keep) {
+            return Err(format!("JOB_RETENTION_MAX_FINISHED must be 1..=1000000, got {keep}"));
+        }
+        // A claim answers before the request deadline even if its last
+        // attempt waits the whole write timeout.
+        let room = request_timeout.saturating_sub(write_timeout + Duration::from_secs(1));
+        Ok(raft_store::job_commit::JobOptions {
+            lease_ttl: Duration::from_secs(ttl),
+            heartbeat_interval: Duration::from_secs(beat),
+            reaper_interval: Duration::from_secs(reaper),
+            retention: Duration::from_secs(retention),
+            keep_finished: keep,
+            max_claim_wait: room.min(Duration::from_millis(api::routes::jobs::MAX_WAIT_MS)),
         })
     }
 }

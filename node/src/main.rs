@@ -1,5 +1,6 @@
 //! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
-//! a running cluster over its HTTP API (`cluster`, `pools`).
+//! a running cluster over its HTTP API (`cluster`, `pools`, `tokens`, `jobs`),
+//! or run a job worker (`worker run`).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,6 +12,7 @@ mod secrets;
 mod serve;
 mod sim;
 mod transport;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -35,8 +37,12 @@ enum Cmd {
     Pools(client::PoolsCmd),
     /// Create, list and revoke named, scoped API tokens.
     Tokens(client::TokensCmd),
+    /// Enqueue, list, read, cancel and requeue jobs.
+    Jobs(client::JobsCmd),
     /// Create a cluster CA and node certificates for TLS.
     Certs(transport::certs::CertsCmd),
+    /// Run a job worker: a command per claimed job.
+    Worker(worker::WorkerCmd),
 }
 
 /// mimalloc 3 keeps freed memory for a second before giving it back to the
@@ -83,7 +89,9 @@ fn main() -> ExitCode {
         Cmd::Cluster(cmd) => runtime.block_on(cmd.run()),
         Cmd::Pools(cmd) => runtime.block_on(cmd.run()),
         Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
+        Cmd::Jobs(cmd) => runtime.block_on(cmd.run()),
         Cmd::Certs(cmd) => cmd.run(),
+        Cmd::Worker(cmd) => runtime.block_on(cmd.run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

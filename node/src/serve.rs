@@ -37,6 +37,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         cfg.settings.clone(),
         cfg.batch,
         cfg.auth,
+        cfg.jobs,
     );
     let listeners = bind_listeners(&cfg, state).await?;
     let boot = cluster.clone();
@@ -51,6 +52,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         cluster: cluster.clone(),
         env: (*cfg.settings.env).clone(),
         notify: cfg.notify.clone(),
+        jobs: cfg.jobs,
     }));
 
     let supervisor = cluster.supervisor.clone();

@@ -1,13 +1,15 @@
 //! Consensus for Engine Room: the Raft log (a WAL of its own), the state
 //! machine adapter over the model's state (in memory, snapshots in files,
 //! their meta in sled), both sides of the Raft RPC (client and axum server),
-//! forwarding, reads, pre-vote, the snapshot schedule, heartbeat group commit,
+//! forwarding, reads, pre-vote, the snapshot schedule, group commit of heartbeats
+//! and of job operations,
 //! and the cluster handle that turns a `model::Command`
 //! into a committed, applied write.
 
 pub mod cluster;
 pub mod election;
 pub mod group_commit;
+pub mod job_commit;
 pub mod log_store;
 pub mod network;
 pub mod peer_allowlist;

@@ -19,6 +19,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::cluster::{Proposal, ProposalOutcome, NOT_A_MEMBER, WAIT_HEADER};
 use crate::group_commit::{BatchError, HeartbeatBatcher};
+use crate::job_commit::JobBatcher;
 use crate::peer_auth::{AUTH_HEADER, PLAIN_SECRET_HEADER};
 use crate::{Cluster, ClusterError, NodeId, TypeConfig};
 
@@ -29,6 +30,8 @@ pub const RAFT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 pub struct RaftService {
     pub cluster: Arc<Cluster>,
     pub batcher: HeartbeatBatcher,
+    /// The job group commit: forwarded job rounds join the leader's.
+    pub jobs: JobBatcher,
     /// `CLUSTER_SECRET`; requests are checked by the cluster's
     /// [`crate::peer_auth::PeerAuth`], built from the same secret.
     pub secret: Arc<str>,
@@ -161,6 +164,13 @@ async fn propose(State(s): Svc, headers: HeaderMap, body: Bytes) -> Result<Respo
         Proposal::Write(Request { command: Command::HeartbeatBatch { beats }, .. }) if s.cluster.is_leader() => {
             let beats = Arc::try_unwrap(beats).unwrap_or_else(|shared| shared.as_ref().clone());
             return s.batcher.forwarded(beats, wait).await.map(|o| encoded(&o)).map_err(|e| batch_error(&e));
+        }
+        // Likewise a follower's round of job operations (only a grouped
+        // round: an operator's op keeps its own entry and audit actor).
+        Proposal::Write(Request { command: Command::Jobs(ops), actor, .. })
+            if s.cluster.is_leader() && actor == crate::job_commit::ACTOR =>
+        {
+            return s.jobs.forwarded(ops.ops, wait).await.map(|o| encoded(&o)).map_err(|e| batch_error(&e));
         }
         other => other,
     };

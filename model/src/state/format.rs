@@ -14,6 +14,7 @@
 //! | 2 | 0.2.0 | `SetFormatVersion`, `HeartbeatBatchLimited`, `DeleteWorker`, `RemoveEmptyPools`; the change history, implicit-pool tracking, pruning of an incident's bookkeeping; the snapshot envelope |
 //! | 3 | 0.3.0 | `IncidentChanges`: the alert round proposes only what changed, in parts under the entry limit |
 //! | 4 | 0.3.0 | `CreateToken`, `RevokeToken`: named, scoped API tokens; the snapshot's format-4 section |
+//! | 5 | | `Jobs`: the work queue (`state::job`); the snapshot's format-5 section |
 //!
 //! Snapshots: at format 1 a snapshot is written in the 0.1.0 layout (the
 //! bare state, so an 0.1.0 follower can install it); from format 2 on it is
@@ -30,13 +31,14 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::history::field;
+use super::job::{Jobs, Section5};
 use super::token::{ApiToken, Tokens};
 use super::{AuditEntry, ControlState, FleetSample, Incident, Notification, Pool, ProviderState, Worker};
 use crate::codec::{self, CodecError};
 use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// The newest replicated format this binary knows.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// First bytes of a versioned snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = [0xff, b'E', b'R', b'S'];
@@ -107,6 +109,9 @@ pub fn encode_snapshot<W: std::io::Write>(state: &ControlState, w: &mut W) -> Re
     if state.format() >= 4 {
         codec::encode_into_writer(&Section4Ref { tokens: &state.tokens.by_name }, w)?;
     }
+    if state.format() >= 5 {
+        codec::encode_into_writer(&state.jobs.section(), w)?;
+    }
     Ok(())
 }
 
@@ -123,7 +128,14 @@ struct Section4 {
 
 /// Read a snapshot of any format up to [`FORMAT_VERSION`].
 pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
-    let mut state = match bytes.strip_prefix(&SNAPSHOT_MAGIC) {
+    decode_snapshot_prefix(bytes).map(|(state, _)| state)
+}
+
+/// Read a snapshot from the front of `bytes`; returns the state and how many
+/// bytes it took, so that a container may carry more after it (raft-store
+/// puts the job logs there).
+pub fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(ControlState, usize), CodecError> {
+    let (mut state, end) = match bytes.strip_prefix(&SNAPSHOT_MAGIC) {
         Some(rest) => {
             let (version, body) =
                 rest.split_at_checked(4).ok_or_else(|| CodecError("snapshot: short header".into()))?;
@@ -133,17 +145,24 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
                     "snapshot is format {version}; this binary knows up to {FORMAT_VERSION}: upgrade it"
                 )));
             }
-            let (mut state, used) = codec::decode_prefix::<ControlState>(body)?;
+            let (mut state, mut used) = codec::decode_prefix::<ControlState>(body)?;
             if version >= 4 {
                 let rest = body.get(used..).unwrap_or_default();
-                let section: Section4 = codec::decode_snapshot_body(rest)?;
+                let (section, n) = codec::decode_prefix::<Section4>(rest)?;
                 state.tokens = Tokens::from_map(section.tokens);
+                used += n;
             }
-            state
+            if version >= 5 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (section, n) = codec::decode_prefix::<Section5>(rest)?;
+                state.jobs = Jobs::from_section(section);
+                used += n;
+            }
+            (state, SNAPSHOT_MAGIC.len() + 4 + used)
         }
         None => {
-            let v = codec::decode_snapshot_body::<V1>(bytes)?;
-            ControlState {
+            let (v, used) = codec::decode_prefix::<V1>(bytes)?;
+            let state = ControlState {
                 pools: v.pools,
                 workers: v.workers,
                 providers: v.providers,
@@ -159,11 +178,12 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<ControlState, CodecError> {
                 audit: v.audit,
                 audit_seq: v.audit_seq,
                 ..Default::default()
-            }
+            };
+            (state, used)
         }
     };
     state.reindex();
-    Ok(state)
+    Ok((state, end))
 }
 
 // ---- the format command family ----

@@ -19,7 +19,7 @@ pub struct Change {
     pub seq: u64,
     pub at_ms: u64,
     /// `worker:{id}`, `pool:{name}`, `incident:{id}`, `provider:{name}`,
-    /// `setting:{key}`, `cluster:format`.
+    /// `setting:{key}`, `cluster:format`, `job:{id}`, `queue:{name}`.
     pub entity: String,
     pub actor: String,
     /// The command's stable name (`worker.pause`, `pool.update`, …).
@@ -31,6 +31,11 @@ pub struct Change {
 impl ControlState {
     /// Record a change, if the cluster format records history (2 and up).
     pub(super) fn changed(&mut self, req: &Request, entity: String, fields: Vec<(String, String)>) {
+        self.changed_as(req, req.command.name(), entity, fields);
+    }
+
+    /// Record a change under its own action (for grouped commands).
+    pub(super) fn changed_as(&mut self, req: &Request, action: &str, entity: String, fields: Vec<(String, String)>) {
         if self.format() < 2 {
             return;
         }
@@ -40,7 +45,7 @@ impl ControlState {
             at_ms: req.at_ms,
             entity,
             actor: req.actor.clone(),
-            action: req.command.name().to_string(),
+            action: action.to_string(),
             fields,
         });
         while self.history.len() > HISTORY_CAPACITY {

@@ -4,7 +4,7 @@
 //! One module per command family owns its commands' validation, apply and
 //! unit tests: `worker` (heartbeats, controls, removal), `pool`, `incident`
 //! (incidents and notifications), `provider`, `setting`, `token` (API
-//! tokens and scopes), and `format` (the
+//! tokens and scopes), `job` (the work queue), and `format` (the
 //! cluster format version and the snapshot layout). [`ControlState::apply`]
 //! is only the dispatch; adding a command touches its family module, the
 //! dispatch and its route. Families record their entities' changes in one
@@ -13,6 +13,7 @@
 pub mod format;
 pub mod history;
 pub mod incident;
+pub mod job;
 pub mod metric;
 pub mod pool;
 pub mod provider;
@@ -26,10 +27,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandError, ErrorKind, Request, Response};
 use crate::NodeId;
-pub use format::{decode_snapshot, encode_snapshot, FORMAT_VERSION};
+pub use format::{decode_snapshot, decode_snapshot_prefix, encode_snapshot, FORMAT_VERSION};
 pub use history::{Change, HISTORY_CAPACITY};
 pub use incident::{
     DeliveryState, Firing, FleetSample, Incident, IncidentChanges, IncidentState, Notification, Reconcile,
+};
+pub use job::{
+    Attempt, AttemptOutcome, Backoff, Claim, Finish, Job, JobCounters, JobId, JobOp, JobOps, JobReply, JobState, Jobs,
+    Lease, LeaseToken, NewJob, QueueConfig, Renew,
 };
 pub use metric::{Key, Metric};
 pub use pool::{Pool, PoolPatch, Profile};
@@ -90,6 +95,10 @@ pub struct ControlState {
     /// Named, scoped API tokens (their hashes).
     #[serde(skip)]
     pub tokens: token::Tokens,
+    // ---- format 5: carried by the snapshot's format-5 section ----
+    /// Jobs, their queues and indices.
+    #[serde(skip)]
+    pub jobs: job::Jobs,
 }
 
 /// One operator or automation action, as recorded for `GET /api/audit`.
@@ -166,6 +175,7 @@ impl ControlState {
             Command::SetFormatVersion { version } => self.set_format_version(req, *version),
             Command::CreateToken(t) => self.create_token(req, t),
             Command::RevokeToken { name } => self.revoke_token(req, name),
+            Command::Jobs(ops) => self.job_ops(req, ops),
         }
     }
 
@@ -187,6 +197,7 @@ impl ControlState {
     /// Rebuild the derived index (after a snapshot decode).
     pub fn reindex(&mut self) {
         self.tokens.reindex();
+        self.jobs.reindex();
         self.by_pool.clear();
         for w in self.workers.values() {
             self.by_pool.entry(w.pool.to_string()).or_default().insert(w.id.clone());
@@ -194,13 +205,19 @@ impl ControlState {
     }
 
     fn audit(&mut self, req: &Request, subject: &str, reason: Option<String>) {
+        self.audit_as(req, req.command.name(), subject, reason);
+    }
+
+    /// An audit entry with its own action, for commands that group several
+    /// actions (`job.ops` records `job.cancel`, `queue.clear`, …).
+    fn audit_as(&mut self, req: &Request, action: &str, subject: &str, reason: Option<String>) {
         self.audit_seq += 1;
         self.audit.push_front(AuditEntry {
             seq: self.audit_seq,
             at_ms: req.at_ms,
             node: req.node,
             actor: req.actor.clone(),
-            action: req.command.name().to_string(),
+            action: action.to_string(),
             subject: subject.to_string(),
             reason,
         });
