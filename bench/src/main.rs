@@ -20,6 +20,10 @@ struct Cli {
 enum Cmd {
     /// Send bounded heartbeat load to one target and report throughput and latency.
     Run(RunArgs),
+    /// The job workload (P producers, W workers claim → complete) on Engine Room or Postgres.
+    Jobs(JobsArgs),
+    /// Enqueue many jobs in batches, claiming none (the memory figure).
+    JobsFill(FillArgs),
     /// Answer 200 to every request (the machine's HTTP ceiling).
     NoopServer {
         /// Loopback host:port to listen on (port 0 picks one; the address is printed).
@@ -77,6 +81,95 @@ struct RunArgs {
     /// PEM CA that `https://` targets are verified against (e.g. `certs init`'s ca.pem).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct JobsArgs {
+    #[arg(long, value_enum)]
+    target: bench::jobs::JobsTarget,
+    /// Engine Room node URLs (comma-separated), or a Postgres connection string.
+    #[arg(long = "url", required = true, value_delimiter = ',')]
+    urls: Vec<String>,
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true, default_value = "")]
+    token: String,
+    #[arg(long, default_value_t = 8)]
+    producers: usize,
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Jobs enqueued in all.
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Seconds after which the run stops even with jobs left (at most 3600).
+    #[arg(long, default_value_t = 120.0)]
+    max_time: f64,
+    /// Jobs per claim.
+    #[arg(long, default_value_t = 1)]
+    claim_batch: u32,
+    /// Queue name (default: one per run).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Write the summary as JSON to this file.
+    #[arg(long)]
+    json: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct FillArgs {
+    #[arg(long = "url", required = true, value_delimiter = ',')]
+    urls: Vec<String>,
+    #[arg(long, env = "CONTROL_PLANE_TOKEN", hide_env_values = true)]
+    token: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    jobs: u64,
+    /// Queues the jobs are spread over (each under its cap on queued jobs).
+    #[arg(long, default_value_t = 20)]
+    queues: u64,
+    #[arg(long, default_value_t = 4)]
+    producers: usize,
+}
+
+fn jobs(a: JobsArgs) -> anyhow::Result<()> {
+    for u in &a.urls {
+        if !(u.contains("127.0.0.1") || u.contains("localhost") || u.contains("[::1]") || u.contains("host=/")) {
+            anyhow::bail!("loopback targets only, not {u}");
+        }
+    }
+    let max_time = secs("max-time", a.max_time)?.min(bench::load::MAX_DURATION);
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let opts = bench::jobs::JobsOptions {
+        target: a.target,
+        urls: a.urls,
+        token: a.token,
+        producers: a.producers.clamp(1, 1_000),
+        workers: a.workers.clamp(1, 1_000),
+        jobs: a.jobs,
+        max_time,
+        claim_batch: a.claim_batch.clamp(1, 100),
+        queue: a.queue.unwrap_or_else(|| format!("bench-{stamp}")),
+    };
+    let summary = runtime(None)?.block_on(bench::jobs::run(opts)).map_err(anyhow::Error::msg)?;
+    let text = serde_json::to_string_pretty(&summary)?;
+    println!("{text}");
+    if let Some(path) = a.json {
+        std::fs::write(&path, text + "\n").with_context(|| format!("cannot write {path}"))?;
+    }
+    Ok(())
+}
+
+fn jobs_fill(a: FillArgs) -> anyhow::Result<()> {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let (done, errors, secs) = runtime(None)?
+        .block_on(bench::jobs::fill(
+            a.urls,
+            a.token,
+            a.jobs,
+            a.queues,
+            a.producers.clamp(1, 64),
+            format!("fill-{stamp}"),
+        ))
+        .map_err(anyhow::Error::msg)?;
+    println!("{}", serde_json::json!({"enqueued": done, "errors": errors, "seconds": secs}));
+    Ok(())
 }
 
 /// A TLS client trusting only the certificates in `path`.
@@ -166,6 +259,8 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Run(a) => run(a),
+        Cmd::Jobs(a) => jobs(a),
+        Cmd::JobsFill(a) => jobs_fill(a),
         Cmd::NoopServer { listen, threads } => {
             if !listen.ip().is_loopback() {
                 anyhow::bail!("noop-server listens on loopback only, not {}", listen.ip());

@@ -4,6 +4,7 @@
 //! when a test fails.
 
 pub mod cluster;
+pub mod jobs;
 pub mod net;
 pub mod peer;
 pub mod receivers;

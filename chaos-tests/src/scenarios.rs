@@ -652,6 +652,7 @@ pub fn all(p: &Params) -> Vec<Report> {
         ("follower paused", Box::new(|| follower_paused(p))),
         ("snapshot catch-up", Box::new(|| snapshot_catch_up(p))),
         ("membership", Box::new(|| membership_under_load(p))),
+        ("jobs", Box::new(|| crate::jobs::jobs_under_faults(p))),
     ];
     runs.into_iter()
         .map(|(name, run)| {
@@ -743,6 +744,17 @@ pub fn markdown(reports: &[Report], started: &str, machine: &str) -> String {
             s.push_str(&format!("- {n}\n"));
         }
         s.push_str(&format!("- acknowledged by kind: {:?}; terms observed: {}\n\n", r.acked_by_kind, r.terms_seen));
+    }
+    let jobs: Vec<&Report> = reports.iter().filter(|r| r.name.starts_with("jobs")).collect();
+    if !jobs.is_empty() {
+        s.push_str("## Jobs\n\n");
+        for r in jobs {
+            s.push_str(&format!("- {}: **{}**\n", r.name, if r.passed { "pass" } else { "FAIL" }));
+            for n in &r.notes {
+                s.push_str(&format!("  - {n}\n"));
+            }
+        }
+        s.push_str("\nJobs checks: every acknowledged enqueue exists exactly once (idempotency keys); every job whose completion was accepted is `succeeded` with that lease's result, and no job had two accepted completions (fencing); once the producers stop, the workers drain the queue and every job is `succeeded` (none lost, queued or stuck `running`); every node holds the same jobs.\n\n");
     }
     s.push_str("Checks after every scenario: every acknowledged heartbeat seq, pool count and quarantine action is present in a `?consistent=true` read through every live node; all nodes hold identical state; no term had two leaders in sampled status; every node takes writes after healing; no incident active twice.\n");
     s

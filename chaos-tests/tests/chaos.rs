@@ -102,3 +102,10 @@ fn node_down_through_compaction_returns_by_snapshot() {
 fn membership_change_under_load() {
     check(scenarios::membership_under_load(&Params::ci()));
 }
+
+/// Issue 20, point 10 (short version; the drill runs it with 20 leader kills).
+#[test]
+fn jobs_survive_leader_kills_and_a_minority_partition() {
+    need_iptables();
+    check(chaos_tests::jobs::jobs_under_faults(&Params::ci()));
+}

@@ -1,5 +1,6 @@
 //! `engine-room dev`: a local cluster of real node processes on loopback, with
-//! per-node data dirs and logs, for a newcomer to look at and poke.
+//! per-node data dirs and logs, simulated workers and job workers with a
+//! producer, for a newcomer to look at and poke.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -29,6 +30,12 @@ pub struct DevArgs {
     /// Simulated workers heartbeating to random nodes.
     #[arg(long, default_value_t = 36)]
     pub workers: usize,
+    /// Simulated job workers (each runs up to 4 jobs at once).
+    #[arg(long, default_value_t = 4)]
+    pub job_workers: usize,
+    /// Jobs the simulated producer enqueues per minute (0: none).
+    #[arg(long, default_value_t = 60)]
+    pub jobs_per_minute: u32,
 }
 
 /// The dev cluster's default token: long enough for the node's secret check.
@@ -76,6 +83,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("  try:   curl -H 'Authorization: Bearer {}' {}/api/cluster/status", args.token, url(1));
     println!("  {} simulated workers heartbeat to random nodes.", args.workers);
     crate::sim::spawn(args.workers, (1..=args.nodes).map(url).collect(), args.token.clone());
+    println!(
+        "  {} simulated job workers run jobs from queues email, reports, images; a producer enqueues {} a minute",
+        args.job_workers, args.jobs_per_minute
+    );
+    println!("  (some fail and retry, email.bounce always fails and ends dead): see the Jobs page");
+    crate::sim::spawn_jobs(
+        args.job_workers,
+        args.jobs_per_minute,
+        (1..=args.nodes).map(url).collect(),
+        args.token.clone(),
+    );
     println!("Ctrl-C stops the cluster; data stays in {}.", args.dir.display());
 
     // SIGTERM as well as Ctrl-C: a script that started `dev` stops it with

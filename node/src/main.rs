@@ -1,5 +1,6 @@
 //! `engine-room`: run a node (`serve`), a local dev cluster (`dev`), or talk to
-//! a running cluster over its HTTP API (`cluster`, `pools`, `tokens`, `jobs`).
+//! a running cluster over its HTTP API (`cluster`, `pools`, `tokens`, `jobs`),
+//! or run a job worker (`worker run`).
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -11,6 +12,7 @@ mod secrets;
 mod serve;
 mod sim;
 mod transport;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -39,6 +41,8 @@ enum Cmd {
     Jobs(client::JobsCmd),
     /// Create a cluster CA and node certificates for TLS.
     Certs(transport::certs::CertsCmd),
+    /// Run a job worker: a command per claimed job.
+    Worker(worker::WorkerCmd),
 }
 
 /// mimalloc 3 keeps freed memory for a second before giving it back to the
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Cmd::Tokens(cmd) => runtime.block_on(cmd.run()),
         Cmd::Jobs(cmd) => runtime.block_on(cmd.run()),
         Cmd::Certs(cmd) => cmd.run(),
+        Cmd::Worker(cmd) => runtime.block_on(cmd.run()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

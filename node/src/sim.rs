@@ -1,6 +1,7 @@
 //! Simulated workers for `engine-room dev`: they heartbeat to random nodes with
 //! varied metrics, some error a lot, some fall silent for a while, and all obey
-//! the desired state they are given back.
+//! the desired state they are given back. Simulated job workers (the
+//! reference client) and a producer make jobs flow, fail, retry and die.
 
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ fn heartbeat(id: &str, n: usize, pool: &str, status: &str, processed: u64, error
         "host": format!("vps-{}", n / 4 + 1),
         "ip": format!("127.0.1.{}", n % 250 + 1),
         "pool": pool,
-        "version": if n % 5 == 0 { "1.4.1" } else { "1.4.2" },
+        "version": if n.is_multiple_of(5) { "1.4.1" } else { "1.4.2" },
         "status": status,
         "process_state": if status == "stopped" { "stopped" } else { "running" },
         "metrics": {"processed": processed, "errors": errors, "in_flight": in_flight},
@@ -84,4 +85,101 @@ fn heartbeat(id: &str, n: usize, pool: &str, status: &str, processed: u64, error
         // Ordering field: wall-clock milliseconds keep rising across restarts.
         "seq": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     })
+}
+
+/// (queue, kind, run ms range, chance of a retryable failure, chance of a
+/// permanent one).
+type JobKind = (&'static str, &'static str, (u64, u64), f64, f64);
+
+/// Queues and kinds the dev producer enqueues, with how their simulated
+/// handler behaves.
+const JOB_MIX: &[JobKind] = &[
+    ("email", "email.send", (200, 1_500), 0.10, 0.0),
+    ("reports", "report.build", (3_000, 8_000), 0.05, 0.0),
+    ("images", "image.resize", (500, 2_000), 0.05, 0.05),
+    // Always fails, retryably: retries with backoff, then dead.
+    ("email", "email.bounce", (100, 300), 1.0, 0.0),
+];
+
+/// Start `workers` simulated job workers (the reference client's run loop)
+/// and a producer enqueueing about `per_minute` jobs, so a newcomer sees jobs
+/// flow, fail, retry and die.
+pub fn spawn_jobs(workers: usize, per_minute: u32, urls: Vec<String>, token: String) {
+    let queues: Vec<String> = ["email", "reports", "images"].map(String::from).to_vec();
+    for n in 0..workers {
+        let mut cfg =
+            jobs_client::WorkerConfig::new(urls.clone(), token.clone(), format!("sim-job-{n:02}"), queues.clone());
+        cfg.pool = Some("jobs".into());
+        cfg.concurrency = 4;
+        cfg.renew_every = Duration::from_secs(2);
+        cfg.heartbeat_every = Duration::from_secs(5);
+        let client = match jobs_client::JobsClient::new(cfg) {
+            Ok(c) => std::sync::Arc::new(c),
+            Err(e) => {
+                eprintln!("simulated job worker {n}: {e}");
+                return;
+            }
+        };
+        let stats = std::sync::Arc::new(jobs_client::RunStats::default());
+        tokio::spawn(client.run(simulated_job, stats, std::future::pending()));
+    }
+    if per_minute == 0 {
+        return;
+    }
+    let mut cfg = jobs_client::WorkerConfig::new(urls, token, "sim-producer".into(), queues);
+    cfg.retry.max_tries = 3;
+    let Ok(producer) = jobs_client::JobsClient::new(cfg) else { return };
+    let every = Duration::from_millis(60_000 / per_minute.max(1) as u64);
+    tokio::spawn(async move {
+        let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        for i in 0u64.. {
+            tokio::time::sleep(every).await;
+            // Half email, then images, reports, and one in ten bound to die.
+            let pick = match rand::thread_rng().gen_range(0..100) {
+                0..50 => 0,
+                50..65 => 1,
+                65..90 => 2,
+                _ => 3,
+            };
+            let (queue, kind, ..) = JOB_MIX[pick];
+            let job = jobs_client::NewJob {
+                queue: queue.into(),
+                kind: kind.into(),
+                payload: json!({"n": i, "to": format!("user{}@example.test", i % 97)}),
+                priority: Some(if i % 10 == 0 { 5 } else { 0 }),
+                idempotency_key: Some(format!("dev-{run}-{i}")),
+                max_attempts: Some(3),
+                run_after: None,
+            };
+            // A refused or unanswered enqueue is dropped; the next one follows.
+            let _ = producer.enqueue(&job).await;
+        }
+    });
+}
+
+/// A simulated job: runs for a while, logs, reports progress, and fails as
+/// its kind's mix says.
+async fn simulated_job(
+    job: jobs_client::ClaimedJob,
+    ctx: jobs_client::JobContext,
+) -> Result<Option<Value>, jobs_client::JobFailure> {
+    let (_, _, (lo, hi), retry_p, fatal_p) =
+        JOB_MIX.iter().find(|m| m.1 == job.kind).copied().unwrap_or(("", "", (200, 1_000), 0.05, 0.0));
+    let (ms, roll) = {
+        let mut rng = rand::thread_rng();
+        (rng.gen_range(lo..hi), rng.gen::<f64>())
+    };
+    ctx.log(&format!("attempt {} of {}: {} {}", job.attempt, job.max_attempts, job.kind, job.payload));
+    for step in 1..=4u64 {
+        tokio::time::sleep(Duration::from_millis(ms / 4)).await;
+        ctx.progress(&format!("{}%", step * 25));
+        ctx.log(&format!("step {step} of 4 done"));
+    }
+    if roll < fatal_p {
+        return Err(jobs_client::JobFailure { error: "payload rejected (simulated)".into(), retryable: false });
+    }
+    if roll < fatal_p + retry_p {
+        return Err(jobs_client::JobFailure { error: "upstream timed out (simulated)".into(), retryable: true });
+    }
+    Ok(Some(json!({"took_ms": ms})))
 }
