@@ -66,10 +66,23 @@ jobs_load() { # jobs_load TARGET JSON URL
 
 ER_URLS=http://127.0.0.1:27101,http://127.0.0.1:27102,http://127.0.0.1:27103
 
+# Job operations need cluster format 5, which the leader's upgrade loop
+# commits shortly after the cluster first forms.
+wait_format_5() {
+    for _ in $(seq 600); do
+        curl -fsS -m 1 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:27101/api/history?entity=cluster:format" 2>/dev/null \
+            | grep -q '"format_version":5' && return 0
+        sleep 0.1
+    done
+    echo "the cluster did not reach format 5 within 60 s" >&2
+    return 1
+}
+
 if [[ $MODE == fill ]]; then
     COMMAND="MODE=fill FILL_JOBS=$FILL_JOBS bench/jobs.sh"
     log "engine-room: 3 nodes on 127.0.0.1:27101-27103"
     er_start_cluster 27100
+    wait_format_5
     before=$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)
     log "enqueueing $FILL_JOBS jobs in batches of 1,000"
     "$BENCH_BIN" jobs-fill --url "$ER_URLS" --token "$TOKEN" --jobs "$FILL_JOBS" >"$WORK/fill.json"
@@ -107,6 +120,7 @@ stop_pid "$PG_PID"
 
 log "engine-room: 3 nodes on 127.0.0.1:27101-27103"
 er_start_cluster 27100
+wait_format_5
 jobs_load engine-room "$WORK/engine-room.json" "$ER_URLS"
 rss=$(for n in 1 2 3; do printf '%s ' "$(rss_mb "${ER_PID[$n]}")"; done)
 er_stop_cluster
