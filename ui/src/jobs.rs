@@ -496,7 +496,7 @@ mod tests {
     fn jobs(list: Vec<Job>) -> Jobs {
         let mut j = Jobs::default();
         for job in list {
-            j.by_id.insert(job.id, job);
+            j.by_id.insert(job.id, Box::new(job));
         }
         j.reindex();
         j
