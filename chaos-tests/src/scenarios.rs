@@ -634,6 +634,11 @@ pub fn membership_under_load(p: &Params) -> Report {
 /// Every scenario, in drill order; `catch_unwind` turns a failed check into a
 /// failed report so the drill goes on.
 pub fn all(p: &Params) -> Vec<Report> {
+    some(p, None)
+}
+
+/// The scenarios whose drill name starts with `only` (all of them for `None`).
+pub fn some(p: &Params, only: Option<&str>) -> Vec<Report> {
     type Run<'a> = (&'a str, Box<dyn Fn() -> Report + 'a>);
     let runs: Vec<Run> = vec![
         ("leader kill (3)", Box::new(|| leader_kill_repeated(p, 3))),
@@ -655,6 +660,7 @@ pub fn all(p: &Params) -> Vec<Report> {
         ("jobs", Box::new(|| crate::jobs::jobs_under_faults(p))),
     ];
     runs.into_iter()
+        .filter(|(name, _)| only.is_none_or(|o| name.starts_with(o)))
         .map(|(name, run)| {
             let t0 = Instant::now();
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|e| {

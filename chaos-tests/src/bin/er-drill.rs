@@ -2,7 +2,8 @@
 //! by default), against local clusters of real `engine-room serve` processes;
 //! writes a markdown report. Exit status 1 when any scenario failed.
 //!
-//! `er-drill [--report PATH] [--leader-kills N] [--settle-ms MS] [--fault-ms MS]`
+//! `er-drill [--report PATH] [--leader-kills N] [--settle-ms MS] [--fault-ms MS] [--only NAME]`
+//! (`--only jobs` runs the scenarios whose name starts with `jobs`).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use chaos_tests::scenarios::{self, Params};
 fn main() {
     let mut p = Params::drill();
     let mut report = std::path::PathBuf::from("drill-report.md");
+    let mut only: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().unwrap_or_else(|| fail(&format!("{a} needs a value")));
@@ -23,8 +25,9 @@ fn main() {
             "--fault-ms" => {
                 p.fault = Duration::from_millis(val().parse().unwrap_or_else(|_| fail("--fault-ms: a number")))
             }
+            "--only" => only = Some(val()),
             "-h" | "--help" => {
-                println!("er-drill [--report PATH] [--leader-kills N] [--settle-ms MS] [--fault-ms MS]");
+                println!("er-drill [--report PATH] [--leader-kills N] [--settle-ms MS] [--fault-ms MS] [--only NAME]");
                 return;
             }
             other => fail(&format!("unknown argument {other}")),
@@ -43,7 +46,7 @@ fn main() {
         p.fault,
         chaos_tests::binary()
     );
-    let reports = scenarios::all(&p);
+    let reports = scenarios::some(&p, only.as_deref());
     let md = scenarios::markdown(&reports, &started, &machine);
     std::fs::write(&report, &md).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", report.display())));
     println!("{md}");
