@@ -52,11 +52,12 @@ pub struct LoopStatus {
 
 // ---- jobs (cluster format 5) ----
 
-/// A Unix-ms time as RFC 3339 UTC with milliseconds (`2026-12-01T16:41:07.250Z`).
-pub fn rfc3339(ms: u64) -> String {
+/// A Unix-ms time as UTC calendar fields: (year, month, day, hour, minute,
+/// second, millisecond). Civil-from-days (Howard Hinnant's algorithm), so no
+/// time-zone crate is needed.
+pub fn utc_fields(ms: u64) -> (i64, i64, i64, u64, u64, u64, u64) {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -66,7 +67,13 @@ pub fn rfc3339(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3_600, rem % 3_600 / 60, rem % 60, ms % 1000)
+    (y, m, d, rem / 3_600, rem % 3_600 / 60, rem % 60, ms % 1000)
+}
+
+/// A Unix-ms time as RFC 3339 UTC with milliseconds (`2026-12-01T16:41:07.250Z`).
+pub fn rfc3339(ms: u64) -> String {
+    let (y, m, d, h, mi, s, milli) = utc_fields(ms);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
 }
 
 /// An RFC 3339 time (`Z` or a `±HH:MM` offset, optional fraction) as Unix
