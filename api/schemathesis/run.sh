@@ -8,6 +8,10 @@
 # not input) and the membership changes (/api/cluster/{learners,promote,remove}),
 # which would take the throwaway cluster apart mid-run.
 #
+# Time limits fit the long poll: a job claim may wait up to 30 s (answered by
+# ENGINE_REQUEST_TIMEOUT_MS - ENGINE_WRITE_TIMEOUT_MS - 1 s, 24 s by default),
+# so requests may take 40 s and answers 35 s.
+#
 # One worker: CPython 3.11 before 3.11.8 can fail parsing in threads ("AST
 # constructor recursion depth mismatch", gh-106905) inside hypothesis.
 # SCHEMATHESIS_MAX_EXAMPLES (default 75) bounds the run, 1-2 min on 2 cores;
@@ -104,6 +108,8 @@ NO_PROXY=127.0.0.1 no_proxy=127.0.0.1 timeout 600 schemathesis run "$URL/openapi
   --header "Authorization: Bearer $TOKEN" \
   --exclude-path-regex '^/api/(health/|cluster/(learners|promote|remove)$)' \
   --max-examples "$MAX_EXAMPLES" \
+  --request-timeout 40 \
+  --max-response-time 35 \
   --workers 1 \
   --generation-database none \
   ${SCHEMATHESIS_SEED:+--seed "$SCHEMATHESIS_SEED"} \

@@ -59,6 +59,15 @@ pub fn whole<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<
     v.and_then(|v| T::try_from(v).ok()).ok_or_else(|| D::Error::custom(format!("{n} is not a whole number in range")))
 }
 
+/// A signed whole number that fits an `i32`, given as an integer or as a
+/// float with no fraction (`1412.0`, valid JSON Schema `integer`).
+pub fn whole_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    use serde::de::Error;
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    let v = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.3e18).map(|f| f as i64));
+    v.and_then(|v| i32::try_from(v).ok()).ok_or_else(|| D::Error::custom(format!("{n} is not a whole number in range")))
+}
+
 /// [`whole`] for an optional field (absent or `null` is `None`).
 pub fn whole_opt<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<Option<T>, D::Error> {
     #[derive(serde::Deserialize)]

@@ -302,7 +302,7 @@ fn the_worker_contract_end_to_end() {
     let (code, body) = api.post(&lu, "/api/v1/jobs", &producer, json!({"queue": "pq", "kind": "k"}));
     assert_eq!((code, body["error"]["code"].as_str()), (429, Some("queue_full")), "{body}");
     let (code, _) = api.post(&fu, "/api/queue/clear", &operator, json!({"queue": "pq", "confirm": "nope"}));
-    assert_eq!(code, 400);
+    assert_eq!(code, 409, "a confirm that is not the queue's name clears nothing");
     let (code, body) = api.post(&fu, "/api/queue/clear", &operator, json!({"queue": "pq", "confirm": "pq"}));
     assert_eq!((code, body["cancelled"].as_u64()), (200, Some(2)), "{body}");
     let (_, audit) = c.get(leader, "/api/audit");
@@ -333,7 +333,7 @@ fn the_worker_contract_end_to_end() {
     assert!(body["error"]["message"].as_str().unwrap().starts_with("jobs[1]"), "{body}");
     let too_many = json!({"jobs": vec![json!({"queue": "b", "kind": "k"}); 1_001]});
     assert_eq!(api.post(&fu, "/api/v1/jobs/batch", &producer, too_many).0, 400);
-    let huge = json!({"jobs": vec![json!({"queue": "b", "kind": "k", "payload": "x".repeat(60_000)}); 80]});
+    let huge = json!({"jobs": vec![json!({"queue": "b", "kind": "k", "payload": {"blob": "x".repeat(60_000)}}); 80]});
     let (code, body) = api.post(&fu, "/api/v1/jobs/batch", &producer, huge);
     assert_eq!(code, 413, "past half the entry limit: {body}");
     assert_eq!(count(&c), jobs_before + 2, "only the valid batch stored its two new jobs");

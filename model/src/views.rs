@@ -133,7 +133,8 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3_600 + mi * 60 + sec - offset_min * 60;
-    u64::try_from(secs.checked_mul(1000)? + frac_ms).ok()
+    // A time before 1970 is in the past like any other: the epoch.
+    Some(u64::try_from(secs.checked_mul(1000)? + frac_ms).unwrap_or(0))
 }
 
 /// JSON text as the value it holds (text that is not JSON as a string).

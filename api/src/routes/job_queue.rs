@@ -44,7 +44,7 @@ fn changed(reply: JobReply) -> Result<Json<JobView>, ApiError> {
 
 /// Cancel a queued, failed-waiting or running job (a running job's lease
 /// ends: its worker's next renew or finish gets 409 `lease_lost`). Audited.
-#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$")), request_body = Option<CancelBody>, responses(
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,19}$")), request_body = Option<CancelBody>, responses(
     (status = 200, body = JobView),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
@@ -65,7 +65,7 @@ pub async fn cancel(
 }
 
 /// Requeue a dead, failed or cancelled job: queued again, attempts from 0. Audited.
-#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/requeue", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$")), responses(
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/requeue", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,19}$")), responses(
     (status = 200, body = JobView),
     (status = 404, body = crate::openapi::ErrorBody),
     (status = 409, description = "not dead, failed or cancelled", body = crate::openapi::ErrorBody),
@@ -94,7 +94,7 @@ pub struct Reconciled {
 /// each at most once (a committed decision, as the leader's own rounds).
 #[utoipa::path(post, path = "/internal/admin/queue/reconcile", tag = "jobs", responses(
     (status = 200, body = Reconciled),
-    (status = 409, description = "the cluster format does not know jobs yet", body = crate::openapi::ErrorBody),
+    (status = 409, description = "the cluster format does not know jobs yet, or `run_after_too_far`: `run_after` more than a year ahead", body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn reconcile(
     State(s): State<AppState>,
@@ -119,7 +119,7 @@ pub async fn items(s: State<AppState>, q: ApiQuery<jobs::HistoryQuery>) -> Resul
     (status = 201, description = "created", body = JobView),
     (status = 200, description = "an existing job with this idempotency key; nothing changed", body = JobView),
     (status = 400, body = crate::openapi::ErrorBody),
-    (status = 409, description = "the cluster format does not know jobs yet", body = crate::openapi::ErrorBody),
+    (status = 409, description = "the cluster format does not know jobs yet, or `run_after_too_far`: `run_after` more than a year ahead", body = crate::openapi::ErrorBody),
     (status = 413, description = "`payload_too_large`", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 429, description = "`queue_full`", body = crate::openapi::ErrorBody),
@@ -147,7 +147,8 @@ pub struct Cleared {
 /// Cancel every queued and failed-waiting job of a queue. Audited.
 #[utoipa::path(post, path = "/api/queue/clear", tag = "jobs", request_body = ClearBody, responses(
     (status = 200, body = Cleared),
-    (status = 400, description = "`confirm` is not the queue's name", body = crate::openapi::ErrorBody),
+    (status = 400, body = crate::openapi::ErrorBody),
+    (status = 409, description = "`confirm_mismatch`: `confirm` is not the queue's name; nothing cleared", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn clear(
@@ -157,7 +158,11 @@ pub async fn clear(
 ) -> Result<Json<Cleared>, ApiError> {
     validate_name("queue", &b.queue)?;
     if b.confirm != b.queue {
-        return Err(ApiError::bad_request(format!("confirm must be the queue's name, {:?}", b.queue)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "confirm_mismatch",
+            format!("confirm must be the queue's name, {:?}", b.queue),
+        ));
     }
     match write_op(&s, &caller.actor(), JobOp::ClearQueue { queue: b.queue }).await? {
         JobReply::Cleared { queue, cancelled } => Ok(Json(Cleared { queue, cancelled })),
@@ -219,7 +224,8 @@ pub async fn stats_ops(State(s): State<AppState>) -> Json<StatsView> {
 pub struct CapBody {
     /// Most queued jobs (enqueues past it get 429 `queue_full`); null
     /// restores the default (100,000).
-    #[schema(minimum = 0, maximum = 1000000)]
+    #[serde(default, deserialize_with = "crate::extract::whole_opt")]
+    #[schema(required = true, nullable = true, minimum = 0, maximum = 1000000)]
     pub max_queued: Option<u32>,
 }
 

@@ -35,7 +35,7 @@ pub struct ClaimBody {
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub worker_id: String,
     /// 1..=16 queues, in preference order.
-    #[schema(min_items = 1, max_items = 16)]
+    #[schema(min_items = 1, max_items = 16, value_type = Vec<QueueName>)]
     pub queues: Vec<String>,
     /// 1..=100, default 1.
     #[serde(default, deserialize_with = "crate::extract::whole_opt")]
@@ -98,6 +98,7 @@ fn next_due(state: &ControlState, queues: &[String], now: u64) -> Option<u64> {
 /// with `wait_ms`, wait for one to arrive (woken by applied entries that
 /// change the jobs, never by polling).
 #[utoipa::path(post, path = "/internal/worker/claim", tag = "jobs", request_body = ClaimBody, responses(
+    (status = 415, description = "the body is not `application/json`", body = crate::openapi::ErrorBody),
     (status = 200, body = ClaimAnswer),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers or another pool", body = crate::openapi::ErrorBody),
@@ -238,7 +239,7 @@ fn text_cap(what: &str, v: &Option<String>, max: usize) -> Result<(), ApiError> 
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
     #[serde(deserialize_with = "body_job_id")]
-    #[schema(value_type = String, pattern = "^[0-9]{1,20}$")]
+    #[schema(value_type = String, pattern = "^[0-9]{1,19}$")]
     pub job_id: JobId,
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub worker_id: String,
@@ -261,8 +262,15 @@ pub struct Renewed {
     pub logs_accepted: u32,
 }
 
+/// A queue's name (as the document shows a claim's `queues`).
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
+#[allow(dead_code)]
+pub struct QueueName(String);
+
 /// Renew a lease (the job's heartbeat), with progress and log lines.
 #[utoipa::path(post, path = "/internal/worker/heartbeat", tag = "jobs", request_body = RenewBody, responses(
+    (status = 415, description = "the body is not `application/json`", body = crate::openapi::ErrorBody),
     (status = 200, body = Renewed),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers", body = crate::openapi::ErrorBody),
@@ -310,7 +318,7 @@ fn check_bound(s: &AppState, caller: &Caller, worker: &str) -> Result<(), ApiErr
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     #[serde(deserialize_with = "body_job_id")]
-    #[schema(value_type = String, pattern = "^[0-9]{1,20}$")]
+    #[schema(value_type = String, pattern = "^[0-9]{1,19}$")]
     pub job_id: JobId,
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub worker_id: String,
@@ -328,7 +336,7 @@ pub struct CompleteBody {
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     #[serde(deserialize_with = "body_job_id")]
-    #[schema(value_type = String, pattern = "^[0-9]{1,20}$")]
+    #[schema(value_type = String, pattern = "^[0-9]{1,19}$")]
     pub job_id: JobId,
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub worker_id: String,
@@ -364,6 +372,7 @@ fn finished(reply: JobReply) -> Result<Json<FinishAnswer>, ApiError> {
 
 /// Complete a job with its result: `succeeded`.
 #[utoipa::path(post, path = "/internal/worker/complete", tag = "jobs", request_body = CompleteBody, responses(
+    (status = 415, description = "the body is not `application/json`", body = crate::openapi::ErrorBody),
     (status = 200, body = FinishAnswer),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers", body = crate::openapi::ErrorBody),
@@ -402,6 +411,7 @@ pub async fn complete(
 /// Fail an attempt: retried after its backoff while attempts remain and
 /// `retryable`, else `dead` with this error.
 #[utoipa::path(post, path = "/internal/worker/fail", tag = "jobs", request_body = FailBody, responses(
+    (status = 415, description = "the body is not `application/json`", body = crate::openapi::ErrorBody),
     (status = 200, body = FinishAnswer),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers", body = crate::openapi::ErrorBody),

@@ -86,19 +86,21 @@ pub struct CreateJob {
     pub queue: String,
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub kind: String,
-    /// Any JSON, at most 64 KiB as compact text (413 past it). Default `{}`.
+    /// A JSON object, at most 64 KiB as compact text (413 past it). Default `{}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, nullable)]
     pub payload: Option<Value>,
     /// Higher first; equal priorities in enqueue order. Default 0.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i32")]
+    #[schema(minimum = -2147483648, maximum = 2147483647)]
     pub priority: i32,
     /// Only workers of this pool may claim it.
     #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     pub pool: Option<String>,
     /// A repeat with the same key answers the existing job (200, not 201)
     /// for as long as the job is kept (`JOB_RETENTION_SECONDS`).
-    #[schema(min_length = 1, max_length = 256)]
+    /// At most 64 characters (256 bytes), no control characters.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]+$")]
     pub idempotency_key: Option<String>,
     /// 1..=100, default 3.
     #[serde(default, deserialize_with = "crate::extract::whole_opt")]
@@ -128,6 +130,7 @@ impl CreateJob {
             validate_name("pool", p)?;
         }
         let payload = match self.payload {
+            Some(v) if !v.is_object() => return Err(ApiError::bad_request("payload must be a JSON object")),
             Some(v) => serde_json::to_string(&v).map_err(|e| ApiError::bad_request(e.to_string()))?,
             None => "{}".to_string(),
         };
@@ -139,9 +142,9 @@ impl CreateJob {
             ));
         }
         if let Some(k) = &self.idempotency_key {
-            if k.is_empty() || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
+            if k.is_empty() || k.chars().count() > 64 || k.len() > MAX_KEY_LEN || k.chars().any(char::is_control) {
                 return Err(ApiError::bad_request(format!(
-                    "idempotency_key must be 1-{MAX_KEY_LEN} bytes without control characters"
+                    "idempotency_key must be 1-64 characters ({MAX_KEY_LEN} bytes at most) without control characters"
                 )));
             }
         }
@@ -155,9 +158,21 @@ impl CreateJob {
             })?),
             None => None,
         };
+        // The model refuses a start more than a year ahead; a time any
+        // schema allows is not malformed, so this is a conflict with that
+        // rule (409), checked here with a minute's margin for clock skew.
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        if run_after_ms.is_some_and(|t| t > now_ms.saturating_add(model::state::job::MAX_DELAY_MS - 60_000)) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "run_after_too_far",
+                "run_after may be at most a year ahead (366 days)",
+            ));
+        }
         let base_ms = self.backoff_base_ms.unwrap_or(1_000);
         let max_ms = self.backoff_max_ms.unwrap_or(300_000).max(base_ms);
-        if base_ms == 0 || max_ms > DAY_MS {
+        if base_ms == 0 || self.backoff_max_ms == Some(0) || max_ms > DAY_MS {
             return Err(ApiError::bad_request("backoff_base_ms and backoff_max_ms must be 1..=86400000"));
         }
         Ok(NewJob {
@@ -190,7 +205,7 @@ pub(crate) fn enqueued(reply: JobReply) -> Result<(StatusCode, Json<JobView>), A
     (status = 201, description = "created", body = JobView),
     (status = 200, description = "an existing job with this idempotency key; nothing changed", body = JobView),
     (status = 400, body = crate::openapi::ErrorBody),
-    (status = 409, description = "the cluster format does not know jobs yet", body = crate::openapi::ErrorBody),
+    (status = 409, description = "the cluster format does not know jobs yet, or `run_after_too_far`: `run_after` more than a year ahead", body = crate::openapi::ErrorBody),
     (status = 413, description = "`payload_too_large`: body over 256 KiB or payload over 64 KiB", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 429, description = "`queue_full`: the queue's cap on queued jobs, or the cluster's on jobs", body = crate::openapi::ErrorBody),
@@ -245,7 +260,7 @@ pub struct BatchAnswer {
     (status = 201, description = "at least one job created", body = BatchAnswer),
     (status = 200, description = "no job created (repeats or refusals, see results)", body = BatchAnswer),
     (status = 400, body = crate::openapi::ErrorBody),
-    (status = 409, description = "the cluster format does not know jobs yet", body = crate::openapi::ErrorBody),
+    (status = 409, description = "the cluster format does not know jobs yet, or `run_after_too_far`: `run_after` more than a year ahead", body = crate::openapi::ErrorBody),
     (status = 413, description = "`payload_too_large`: body over half of ENGINE_MAX_ENTRY_BYTES, or a payload over 64 KiB", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
@@ -293,7 +308,7 @@ pub struct ConsistentOnly {
 }
 
 /// One job with its attempts and lease.
-#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$"), ConsistentOnly), responses(
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,19}$"), ConsistentOnly), responses(
     (status = 200, body = JobView),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
@@ -333,7 +348,7 @@ pub struct HistoryQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page: jobs with a smaller id come next.
-    #[param(pattern = "^[0-9]{1,20}$")]
+    #[param(pattern = "^[0-9]{1,19}$")]
     pub cursor: Option<String>,
     #[serde(default)]
     pub consistent: bool,
@@ -438,7 +453,7 @@ pub async fn list(State(s): State<AppState>, ApiQuery(q): ApiQuery<HistoryQuery>
 }
 
 /// `GET /health`, reference 004's probe: open, `ok` while the Raft core runs.
-#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = crate::openapi::Live), (status = 503, description = "the Raft core has stopped", body = crate::openapi::Live)))]
+#[utoipa::path(get, path = "/health", tag = "health", security(()), responses((status = 200, body = crate::openapi::Live), (status = 503, description = "the Raft core has stopped", body = crate::openapi::Live)))]
 pub async fn health(s: State<AppState>) -> (StatusCode, Json<crate::openapi::Live>) {
     crate::routes::health::live(s).await
 }
@@ -465,7 +480,7 @@ fn line_view(l: raft_store::state_machine::job_logs::LogLine) -> LogLineView {
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     /// The last `id` read: lines after it come next.
-    #[param(pattern = "^[0-9]{1,20}-[0-9]{1,10}-[0-9]{1,10}$")]
+    #[param(pattern = "^[0-9]{1,19}-[0-9]{1,9}-[0-9]{1,9}$")]
     pub after: Option<String>,
     /// Default 200, at most 1,000.
     #[param(minimum = 1, maximum = 1000)]
@@ -486,7 +501,7 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
 }
 
 /// A job's log lines, oldest first, paged by the last line's id.
-#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,20}$"), LogsQuery), responses(
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path, description = "decimal job id", pattern = "^[0-9]{1,19}$"), LogsQuery), responses(
     (status = 200, body = LogPage),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
