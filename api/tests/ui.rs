@@ -201,9 +201,11 @@ async fn jobs_pages_list_filter_and_detail_the_jobs_escaped() {
     s.cluster.write("t", model::Command::SetFormatVersion { version }).await.unwrap().unwrap();
     let app = api::app(s);
     let mut ids = Vec::new();
-    for (queue, kind, payload) in
-        [("mail", "send", r#"{"html":"<img src=x id=injected>"}"#), ("mail", "send", "{}"), ("bulk", "scan", "[1]")]
-    {
+    for (queue, kind, payload) in [
+        ("mail", "send", r#"{"html":"<img src=x id=injected>"}"#),
+        ("mail", "send", "{}"),
+        ("bulk", "scan", r#"{"n":[1]}"#),
+    ] {
         let a =
             post_json(&app, "/api/v1/jobs", &format!(r#"{{"queue":"{queue}","kind":"{kind}","payload":{payload}}}"#))
                 .await;

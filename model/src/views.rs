@@ -395,12 +395,14 @@ mod tests {
             "2025-12-01T00:00:00",
             "2025-12-01T00:00:00.Z",
             "2025-12-01T00:00:00+1:00",
-            "1969-12-31T23:59:59Z",
             "+025-12-01T00:00:00Z",
             "2025-12-01T00:00:00Zjunk",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
+        // A valid time before 1970 is in the past like any other: the epoch.
+        assert_eq!(parse_rfc3339("1969-12-31T23:59:59Z"), Some(0));
+        assert_eq!(parse_rfc3339("0164-02-09T19:57:14Z"), Some(0));
     }
 
     fn state_with_jobs() -> ControlState {
