@@ -363,8 +363,19 @@ pub struct FinishAnswer {
     pub logs_accepted: u32,
 }
 
-fn finished(reply: JobReply) -> Result<Json<FinishAnswer>, ApiError> {
-    match reply {
+/// A worker's report on its attempt (complete or fail): the worker id is
+/// checked and bound to the caller's token, then `op` builds the operation
+/// from it, which is committed and answered.
+async fn report(
+    s: &AppState,
+    caller: &Caller,
+    worker: String,
+    op: impl FnOnce(String) -> Result<JobOp, ApiError>,
+) -> Result<Json<FinishAnswer>, ApiError> {
+    validate_name("worker_id", &worker)?;
+    check_bound(s, caller, &worker)?;
+    let op = op(worker)?;
+    match s.jobs.submit(op).await.map_err(batch_refused)? {
         JobReply::Finished { job, logs_accepted } => Ok(Json(FinishAnswer { job: view(&job), logs_accepted })),
         other => Err(ApiError::internal(format!("unexpected reply to a finish: {other:?}"))),
     }
@@ -385,27 +396,26 @@ pub async fn complete(
     Extension(caller): Extension<Caller>,
     ApiJson(b): ApiJson<CompleteBody>,
 ) -> Result<Json<FinishAnswer>, ApiError> {
-    validate_name("worker_id", &b.worker_id)?;
-    check_bound(&s, &caller, &b.worker_id)?;
-    let result = b.result.map(|v| v.to_string());
-    if result.as_ref().is_some_and(|r| r.len() > MAX_PAYLOAD_BYTES) {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("result is over {MAX_PAYLOAD_BYTES} bytes as compact JSON"),
-        ));
-    }
-    let op = JobOp::Complete(Finish {
-        job_id: b.job_id,
-        worker: b.worker_id,
-        lease: lease(&b.lease_token)?,
-        result,
-        error: None,
-        retryable: false,
-        logs: log_lines(b.logs)?,
-    });
-    let reply = s.jobs.submit(op).await.map_err(batch_refused)?;
-    finished(reply)
+    report(&s, &caller, b.worker_id, |worker| {
+        let result = b.result.map(|v| v.to_string());
+        if result.as_ref().is_some_and(|r| r.len() > MAX_PAYLOAD_BYTES) {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("result is over {MAX_PAYLOAD_BYTES} bytes as compact JSON"),
+            ));
+        }
+        Ok(JobOp::Complete(Finish {
+            job_id: b.job_id,
+            worker,
+            lease: lease(&b.lease_token)?,
+            result,
+            error: None,
+            retryable: false,
+            logs: log_lines(b.logs)?,
+        }))
+    })
+    .await
 }
 
 /// Fail an attempt: retried after its backoff while attempts remain and
@@ -424,20 +434,19 @@ pub async fn fail(
     Extension(caller): Extension<Caller>,
     ApiJson(b): ApiJson<FailBody>,
 ) -> Result<Json<FinishAnswer>, ApiError> {
-    validate_name("worker_id", &b.worker_id)?;
-    check_bound(&s, &caller, &b.worker_id)?;
-    text_cap("error", &Some(b.error.clone()), MAX_ERROR_BYTES)?;
-    let op = JobOp::Fail(Finish {
-        job_id: b.job_id,
-        worker: b.worker_id,
-        lease: lease(&b.lease_token)?,
-        result: None,
-        error: Some(b.error),
-        retryable: b.retryable,
-        logs: log_lines(b.logs)?,
-    });
-    let reply = s.jobs.submit(op).await.map_err(batch_refused)?;
-    finished(reply)
+    report(&s, &caller, b.worker_id, |worker| {
+        text_cap("error", &Some(b.error.clone()), MAX_ERROR_BYTES)?;
+        Ok(JobOp::Fail(Finish {
+            job_id: b.job_id,
+            worker,
+            lease: lease(&b.lease_token)?,
+            result: None,
+            error: Some(b.error),
+            retryable: b.retryable,
+            logs: log_lines(b.logs)?,
+        }))
+    })
+    .await
 }
 
 #[cfg(test)]
