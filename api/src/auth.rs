@@ -15,8 +15,10 @@
 //! (see [`FailLimiter`]). Comparisons with the bootstrap token are
 //! constant-time; named tokens are looked up by hash.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +65,9 @@ pub struct Caller {
 
 impl Caller {
     fn bootstrap() -> Self {
-        Caller { actor: BOOTSTRAP_ACTOR.into(), scope: Scope::Admin, worker_prefix: None, pool: None }
+        // One shared name: the bootstrap token may be on every heartbeat.
+        static ACTOR: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| BOOTSTRAP_ACTOR.into());
+        Caller { actor: ACTOR.clone(), scope: Scope::Admin, worker_prefix: None, pool: None }
     }
 
     /// The audit actor: the token's name, never a client-supplied header.
@@ -98,14 +102,14 @@ fn forbidden(message: String) -> ApiError {
 
 /// The credential a request carries, and whether it came from a browser's
 /// basic auth (which needs the CSRF defence on writes).
-fn credential(headers: &HeaderMap) -> Option<(String, bool)> {
+fn credential(headers: &HeaderMap) -> Option<(Cow<'_, str>, bool)> {
     let value = header_str(headers, header::AUTHORIZATION)?;
     if let Some(t) = value.strip_prefix("Bearer ") {
-        return Some((t.trim().to_string(), false));
+        return Some((Cow::Borrowed(t.trim()), false));
     }
     let raw = base64::engine::general_purpose::STANDARD.decode(value.strip_prefix("Basic ")?.trim()).ok()?;
     let pair = String::from_utf8(raw).ok()?;
-    pair.split_once(':').map(|(_, pw)| (pw.to_string(), true))
+    pair.split_once(':').map(|(_, pw)| (Cow::Owned(pw.to_string()), true))
 }
 
 /// The caller a token belongs to: the bootstrap token, or a live named token.
@@ -180,23 +184,67 @@ pub fn scoped(state: &AppState, access: Access, routes: UtoipaMethodRouter<AppSt
                 Some(vec![SecurityRequirement::new("bearer", [scope]), SecurityRequirement::new("basic", [scope])]);
         }
     }
-    let layer = axum::middleware::from_fn_with_state((state.clone(), access), require);
-    (schemas, paths, router.route_layer(layer))
+    (schemas, paths, router.route_layer(RequireLayer { state: state.clone(), access }))
+}
+
+/// The layer [`scoped`] puts on its routes: [`authorize`] before the handler.
+/// A plain tower layer (the check is synchronous), so a heartbeat pays no
+/// boxed future or service clone for it.
+#[derive(Clone)]
+pub struct RequireLayer {
+    state: AppState,
+    access: Access,
+}
+
+impl<S> tower::Layer<S> for RequireLayer {
+    type Service = Require<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Require { inner, state: self.state.clone(), access: self.access }
+    }
+}
+
+#[derive(Clone)]
+pub struct Require<S> {
+    inner: S,
+    state: AppState,
+    access: Access,
+}
+
+impl<S> tower::Service<Request> for Require<S>
+where
+    S: tower::Service<Request, Response = Response, Error = std::convert::Infallible>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures::future::Either<std::future::Ready<Result<Response, std::convert::Infallible>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match authorize(&self.state, self.access, &mut req) {
+            Ok(()) => futures::future::Either::Right(self.inner.call(req)),
+            Err(refused) => futures::future::Either::Left(std::future::ready(Ok(refused))),
+        }
+    }
 }
 
 /// Authenticate, check the route's scope, put the [`Caller`] in the
-/// request; or 401, 403 or 429.
-async fn require(State((state, access)): State<(AppState, Access)>, mut req: Request, next: Next) -> Response {
+/// request; or the 401, 403 or 429 to answer instead.
+#[allow(clippy::result_large_err)] // the refusal is the answer itself, built once
+fn authorize(state: &AppState, access: Access, req: &mut Request) -> Result<(), Response> {
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     if let Some(retry) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
-        return too_many(retry);
+        return Err(too_many(retry));
     }
     let headers = req.headers();
     let cred = credential(headers);
-    let Some((caller, browser)) = cred.as_ref().and_then(|(t, b)| identify(&state, t).map(|c| (c, *b))) else {
+    let Some((caller, browser)) = cred.as_ref().and_then(|(t, b)| identify(state, t).map(|c| (c, *b))) else {
         if let Some(ip) = ip {
             if let Some(retry) = state.auth_failures.failed(ip, req.uri().path()) {
-                return too_many(retry);
+                return Err(too_many(retry));
             }
         }
         let mut res =
@@ -207,25 +255,25 @@ async fn require(State((state, access)): State<(AppState, Access)>, mut req: Req
         // challenge for the same realm.
         let challenge = if headers.contains_key(CSRF_HEADER) { BASIC_CHALLENGE } else { "Bearer" };
         res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
-        return res;
+        return Err(res);
     };
     let need = access.need(req.method());
     if !caller.scope.allows(need) {
         let message =
             format!("{} has scope {}; this call needs {}", caller.actor, caller.scope.as_str(), need.as_str());
-        return forbidden(message).into_response();
+        return Err(forbidden(message).into_response());
     }
     let safe = matches!(*req.method(), Method::GET | Method::HEAD);
     if browser && !safe && !(headers.contains_key(CSRF_HEADER) && same_origin(headers)) {
-        return ApiError::new(
+        return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "csrf",
             format!("state-changing browser requests need the {CSRF_HEADER} header and a same-origin Origin"),
         )
-        .into_response();
+        .into_response());
     }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    Ok(())
 }
 
 fn too_many(retry: Duration) -> Response {
@@ -291,17 +339,34 @@ pub struct FailLimiter {
     burst: u32,
     window: Duration,
     seen: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    /// When the last block ends, in ms after `epoch`: before any address is
+    /// blocked (the usual case), [`Self::blocked`] answers without the lock.
+    blocks_end_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl FailLimiter {
     pub const MAX_ADDRESSES: usize = 10_000;
 
     pub fn new(burst: u32, window: Duration) -> Self {
-        FailLimiter { burst: burst.max(1), window, seen: Mutex::new(HashMap::new()) }
+        FailLimiter {
+            burst: burst.max(1),
+            window,
+            seen: Mutex::new(HashMap::new()),
+            blocks_end_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn ms_since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// How long `ip` stays refused, if it is.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        if self.ms_since_epoch(Instant::now()) >= self.blocks_end_ms.load(Ordering::Relaxed) {
+            return None;
+        }
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let (start, count) = seen.get(&ip)?;
         let left = self.window.checked_sub(start.elapsed())?;
@@ -327,10 +392,36 @@ impl FailLimiter {
         if entry.1 == 1 {
             tracing::warn!(%ip, path, "authentication failed");
         }
+        if entry.1 >= self.burst {
+            // Rounded up: the fast path never ends a block early.
+            self.blocks_end_ms.fetch_max(self.ms_since_epoch(entry.0 + self.window) + 1, Ordering::Relaxed);
+        }
         if entry.1 == self.burst {
             tracing::warn!(%ip, path, failures = entry.1, window_s = self.window.as_secs(),
                 "authentication failing repeatedly; refusing this address for the rest of the window");
         }
         (entry.1 >= self.burst).then(|| self.window.saturating_sub(now.duration_since(entry.0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_limiter_blocks_past_the_burst_for_the_window_only() {
+        let limiter = FailLimiter::new(3, Duration::from_millis(300));
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        assert_eq!(limiter.blocked(a), None, "nothing failed yet: the lock-free path answers");
+        assert_eq!(limiter.failed(a, "/api/x"), None);
+        assert_eq!(limiter.failed(a, "/api/x"), None);
+        assert_eq!(limiter.blocked(a), None, "below the burst");
+        assert!(limiter.failed(a, "/api/x").is_some(), "the third failure blocks");
+        let left = limiter.blocked(a).expect("blocked within the window");
+        assert!(left <= Duration::from_millis(300));
+        assert_eq!(limiter.blocked(b), None, "another address is not blocked");
+        std::thread::sleep(Duration::from_millis(320));
+        assert_eq!(limiter.blocked(a), None, "the block ends with the window");
+        assert_eq!(limiter.failed(a, "/api/x"), None, "a new window starts counting again");
     }
 }

@@ -171,13 +171,6 @@ async fn ui_headers(req: axum::extract::Request, next: middleware::Next) -> axum
     res
 }
 
-/// `X-Content-Type-Options: nosniff` on every answer: a browser never takes a
-/// JSON error or a text body for HTML or script.
-async fn nosniff(mut res: axum::response::Response) -> axum::response::Response {
-    res.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
-    res
-}
-
 /// The whole HTTP surface of one node, without transport limits (tests).
 pub fn app(state: AppState) -> Router {
     public_routes(state.clone()).merge(raft_routes(&state))
@@ -217,11 +210,10 @@ fn public_routes(state: AppState) -> Router {
         .merge(router)
         .route("/openapi.json", get(move || async move { axum::Json(doc.as_ref().clone()) }))
         .merge(ui)
-        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::track_http))
+        .route_layer(metrics::TrackHttp(state.metrics.clone()))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .with_state(state)
-        .layer(middleware::map_response(nosniff))
 }
 
 /// Every documented route: `/api/*` and `/metrics`. Registering a handler here

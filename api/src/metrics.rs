@@ -2,10 +2,14 @@
 //! traffic, the fleet by state and the job queues (computed at scrape time),
 //! job claim latency and the job group commit.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use model::state::worker::heartbeat_state;
 use prometheus::{
@@ -289,17 +293,74 @@ impl Metrics {
 }
 
 /// Count and time every request by its route template (not the raw path).
-pub async fn track_http(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // Both are reference-counted or inline: no copy per request.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = req.method().clone();
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let m = &state.metrics;
-    m.http_seconds.with_label_values(&[route, method.as_str()]).observe(started.elapsed().as_secs_f64());
-    m.http_requests.with_label_values(&[route, method.as_str(), res.status().as_str()]).inc();
-    res
+/// A plain tower layer (see [`crate::limits`] for why): the route, method
+/// and start time ride in the future, the metrics are updated when it ends.
+#[derive(Clone)]
+pub struct TrackHttp(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for TrackHttp {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Tracked { inner, metrics: self.0.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Service<Request> for Tracked<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // Both are reference-counted or inline: no copy per request.
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let method = req.method().clone();
+        TrackedFuture {
+            inner: self.inner.call(req),
+            route,
+            method,
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+        method: axum::http::Method,
+        started: Instant,
+        metrics: Arc<Metrics>,
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for TrackedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = ready!(this.inner.poll(cx));
+        let route = this.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let m = &this.metrics;
+        m.http_seconds.with_label_values(&[route, this.method.as_str()]).observe(this.started.elapsed().as_secs_f64());
+        m.http_requests.with_label_values(&[route, this.method.as_str(), res.status().as_str()]).inc();
+        Poll::Ready(Ok(res))
+    }
 }
 
 /// The heartbeat group commit reports into these metrics.
