@@ -50,12 +50,12 @@ for dir in "$@"; do
     # Register the workers first, so the measured heartbeats update records.
     "$BENCH_BIN" run --target engine-room --url "$url" --token "$TOKEN" -c 8 --workers "$WORKERS" \
         --rate "$RATE" --duration 10 --warmup 2 --quiet >"$run/warm.txt"
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     b0=$(beats)
     "$BENCH_BIN" run --target engine-room --url "$url" --token "$TOKEN" -c 8 --workers "$WORKERS" \
         --rate "$RATE" --duration "$DURATION" --warmup 0 --quiet >"$run/bench.txt"
     b1=$(beats)
-    callgrind_control -d "$pid" >/dev/null
+    callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 2
     ir=$(callgrind_annotate "$run/cg.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
     stop_pid "$pid"

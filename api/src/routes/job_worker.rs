@@ -82,18 +82,6 @@ fn pending(state: &ControlState, queues: &[String]) -> bool {
     queues.iter().any(|q| !jobs.queues.get(q).is_some_and(|c| c.paused) && jobs.pending_in(q) > 0)
 }
 
-/// When the next delayed job of `queues` falls due, after an empty claim
-/// while some were pending: a walk over the jobs, done once per change.
-fn next_due(state: &ControlState, queues: &[String], now: u64) -> Option<u64> {
-    state
-        .jobs
-        .by_id
-        .values()
-        .filter(|j| j.state.is_pending() && j.run_after_ms > now && queues.contains(&j.queue))
-        .map(|j| j.run_after_ms)
-        .min()
-}
-
 /// Claim up to `max_jobs` jobs, committed through Raft before the answer;
 /// with `wait_ms`, wait for one to arrive (woken by applied entries that
 /// change the jobs, never by polling).
@@ -171,7 +159,12 @@ pub async fn claim(
             // another pool's. Wake at the next due time too.
             let now = now_ms();
             due = if any {
-                next_due(&s.cluster.state.read().state, &body.queues, now)
+                s.cluster
+                    .state
+                    .read()
+                    .state
+                    .jobs
+                    .next_due(&body.queues, now)
                     .map(|d| Instant::now() + Duration::from_millis(d - now))
             } else {
                 None

@@ -218,6 +218,18 @@ impl Jobs {
         self.counts.values().map(|c| c[state.index()]).sum()
     }
 
+    /// The earliest `run_after_ms` after `now_ms` among the pending jobs of
+    /// `queues`: when a waiting claim that found nothing should look again.
+    /// A range read of the pending index per queue, not a walk over the jobs.
+    pub fn next_due(&self, queues: &[String], now_ms: u64) -> Option<u64> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        queues
+            .iter()
+            .filter_map(|q| self.pending.get(q)?.range((Excluded((now_ms, JobId::MAX)), Unbounded)).next())
+            .map(|(run_after, _)| *run_after)
+            .min()
+    }
+
     /// Queued and failed (waiting) jobs of a queue: what its cap counts.
     pub fn pending_in(&self, queue: &str) -> u64 {
         self.count(queue, JobState::Queued) + self.count(queue, JobState::Failed)

@@ -745,3 +745,35 @@ fn jobs_survive_a_snapshot() {
     with_more.extend_from_slice(b"trailer");
     assert_eq!(crate::state::decode_snapshot_prefix(&with_more).unwrap().1, used);
 }
+
+/// The index answers what a walk over every job answers.
+#[test]
+fn next_due_reads_the_pending_index_as_a_walk_would() {
+    let mut s = at5();
+    let walk = |s: &ControlState, queues: &[String], now: u64| {
+        s.jobs
+            .by_id
+            .values()
+            .filter(|j| j.state.is_pending() && j.run_after_ms > now && queues.contains(&j.queue))
+            .map(|j| j.run_after_ms)
+            .min()
+    };
+    for i in 0..40u64 {
+        let queue = if i % 3 == 0 { "a" } else { "b" };
+        let run_after = (i % 4 != 0).then_some(2_000 + (i * 7_919) % 50_000);
+        enqueue(&mut s, 1_000 + i, NewJob { run_after_ms: run_after, ..new_job(queue) });
+    }
+    // Some run, some finish: neither counts as pending any more.
+    let taken = claim(&mut s, 30_000, "w1", &["a", "b"], 10);
+    for job in taken.iter().take(5) {
+        one(&mut s, 30_001, JobOp::Complete(finish(job, "w1"))).unwrap();
+    }
+    let sets =
+        [vec!["a".to_string()], vec!["b".to_string()], vec!["a".to_string(), "b".to_string()], vec!["c".to_string()]];
+    for queues in &sets {
+        for now in [0, 1_999, 2_000, 10_000, 30_000, 45_000, 60_000] {
+            assert_eq!(s.jobs.next_due(queues, now), walk(&s, queues, now), "{queues:?} at {now}");
+        }
+    }
+    assert!(s.jobs.next_due(&sets[2], 10_000).is_some(), "the test has delayed jobs left");
+}
