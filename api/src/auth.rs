@@ -184,6 +184,20 @@ pub fn scoped(state: &AppState, access: Access, routes: UtoipaMethodRouter<AppSt
     (schemas, paths, router.route_layer(layer))
 }
 
+/// Leave read routes open (no token), and say so in their OpenAPI
+/// `security`: the build farm's reads with `FARM_READS_OPEN=true`.
+pub fn open(routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, router) = routes;
+    for item in paths.paths.values_mut() {
+        for (_, op) in crate::openapi::operations_mut(item) {
+            if let Some(op) = op {
+                op.security = Some(vec![SecurityRequirement::default()]);
+            }
+        }
+    }
+    (schemas, paths, router)
+}
+
 /// Authenticate, check the route's scope, put the [`Caller`] in the
 /// request; or 401, 403 or 429.
 async fn require(State((state, access)): State<(AppState, Access)>, mut req: Request, next: Next) -> Response {
