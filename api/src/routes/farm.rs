@@ -567,20 +567,26 @@ pub struct ConfigView {
 /// The build strategy, target Python and platform, index and environment.
 #[utoipa::path(get, path = "/config", tag = "farm", responses((status = 200, body = ConfigView)))]
 pub async fn config(State(s): State<AppState>) -> Json<ConfigView> {
+    let (config, log_bytes) = {
+        let applied = s.cluster.state.read();
+        (applied.state.farm.config.clone(), applied.state.farm.log_bytes)
+    };
+    Json(config_view(&s, config, log_bytes))
+}
+
+fn config_view(s: &AppState, c: FarmConfig, build_log_bytes: u64) -> ConfigView {
     let o = &s.job_options;
-    let applied = s.cluster.state.read();
-    let c = &applied.state.farm.config;
-    Json(ConfigView {
+    ConfigView {
         strategy: c.strategy,
-        python: c.python.clone(),
-        platform: c.platform.clone(),
-        index_url: c.index_url.clone(),
-        env: c.env.clone(),
+        python: c.python,
+        platform: c.platform,
+        index_url: c.index_url,
+        env: c.env,
         build_log_retention_days: o.build_log_retention.as_secs() / 86_400,
         build_log_max_bytes: o.build_log_max_bytes,
-        build_log_bytes: applied.state.farm.log_bytes,
+        build_log_bytes,
         reads_open: o.farm_reads_open,
-    })
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -625,6 +631,12 @@ pub async fn set_config(
     let cfg =
         FarmConfig { strategy: b.strategy, python: b.python, platform: b.platform, index_url: b.index_url, env: b.env };
     cfg.validate().map_err(|e| ApiError::bad_request(e.message))?;
-    write(&s, &caller.actor(), FarmOp::SetConfig(cfg)).await?;
-    Ok(config(State(s)).await)
+    match write(&s, &caller.actor(), FarmOp::SetConfig(cfg)).await? {
+        // From the reply: this node may not have applied the entry yet.
+        FarmReply::Config(c) => {
+            let log_bytes = s.cluster.state.read().state.farm.log_bytes;
+            Ok(Json(config_view(&s, c, log_bytes)))
+        }
+        other => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
+    }
 }

@@ -107,10 +107,13 @@ async fn post_blob(s: &AppState, caller: &Caller, kind: BlobKind, doc: Value) ->
         ));
     }
     match write(s, &caller.actor(), FarmOp::PutBlob { kind, body }).await? {
-        FarmReply::Blob { meta, .. } => {
+        FarmReply::Blob { meta, dropped, .. } => {
+            // This node may not have applied the entry yet: its versions,
+            // as the reply says they are now.
             let applied = s.cluster.state.read();
-            let versions =
-                applied.state.farm.blobs.get(&kind).map(|v| v.iter().map(|b| b.version).collect()).unwrap_or_default();
+            let kept = applied.state.farm.blobs.get(&kind).into_iter().flatten().map(|b| b.version);
+            let mut versions: Vec<u64> = kept.filter(|v| *v < meta.version && !dropped.contains(v)).collect();
+            versions.push(meta.version);
             Ok(BlobView {
                 version: meta.version,
                 sha256: meta.sha256,
