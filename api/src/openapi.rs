@@ -203,6 +203,19 @@ pub fn env_map() -> Object {
         .build()
 }
 
+/// A hint's extra build requirements: at most 64, each 1-64 characters
+/// without control characters.
+pub fn requirements() -> utoipa::openapi::schema::Array {
+    let item =
+        string().min_length(Some(1)).max_length(Some(64)).pattern(Some("^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]+$"));
+    utoipa::openapi::schema::ArrayBuilder::new().items(item).max_items(Some(64)).build()
+}
+
+/// A hint's pattern: a regular expression of 1-256 characters.
+pub fn hint_pattern() -> Object {
+    string().format(Some(SchemaFormat::Custom("regex".into()))).min_length(Some(1)).max_length(Some(256)).build()
+}
+
 /// `GET /api/workers?heartbeat_state=`.
 pub fn heartbeat_state() -> Object {
     string().enum_values(Some(["healthy", "stale", "none"])).build()

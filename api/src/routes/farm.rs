@@ -53,6 +53,15 @@ pub(crate) async fn write(s: &AppState, actor: &str, op: FarmOp) -> Result<FarmR
     }
 }
 
+/// An environment map's values within the documented 256 characters (the
+/// model checks names, count and bytes).
+pub(crate) fn check_env(env: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    if env.values().any(|v| v.chars().count() > 256) {
+        return Err(ApiError::bad_request("an environment value is longer than 256 characters"));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_package(what: &str, v: &str) -> Result<(), ApiError> {
     model::state::farm::check_package(what, v).map_err(|e| ApiError::bad_request(e.message))
 }
@@ -288,6 +297,7 @@ pub struct HistoryQuery {
     pub package: Option<String>,
     #[param(pattern = "^[A-Za-z0-9._+!~-]{1,128}$")]
     pub version: Option<String>,
+    #[param(inline)]
     pub status: Option<Status>,
     #[param(pattern = "^[A-Za-z0-9._+!~-]{1,128}$")]
     pub run_id: Option<String>,
@@ -471,7 +481,7 @@ pub async fn enqueue(
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Cleared {
+pub struct BuildsCleared {
     /// Queued and retry-waiting builds now cancelled (running ones run on).
     pub cancelled: u32,
 }
@@ -479,23 +489,26 @@ pub struct Cleared {
 /// Cancel every queued and retry-waiting build (reference 003's shape: no
 /// confirmation field). Audited as `queue.clear` of `queue:build`.
 #[utoipa::path(post, path = "/queue/clear", tag = "farm", responses(
-    (status = 200, body = Cleared),
+    (status = 200, body = BuildsCleared),
     (status = 409, description = "`format_too_old`", body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
-pub async fn clear(State(s): State<AppState>, Extension(caller): Extension<Caller>) -> Result<Json<Cleared>, ApiError> {
+pub async fn clear(
+    State(s): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<BuildsCleared>, ApiError> {
     need_format(&s)?;
     let op = JobOp::ClearQueue { queue: BUILD_QUEUE.into() };
     match crate::routes::job_queue::write_op(&s, &caller.actor(), op).await {
-        Ok(JobReply::Cleared { cancelled, .. }) => Ok(Json(Cleared { cancelled })),
+        Ok(JobReply::Cleared { cancelled, .. }) => Ok(Json(BuildsCleared { cancelled })),
         // A queue that never held a build has nothing to clear.
-        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Json(Cleared { cancelled: 0 })),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(Json(BuildsCleared { cancelled: 0 })),
         Ok(other) => Err(ApiError::internal(format!("unexpected reply {other:?}"))),
         Err(e) => Err(e),
     }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueueStatsView {
+pub struct BuildQueueStats {
     /// Builds queued or waiting for a retry.
     pub length: u64,
     pub running: u64,
@@ -504,10 +517,10 @@ pub struct QueueStatsView {
 }
 
 /// The build queue's length and oldest age.
-#[utoipa::path(get, path = "/queue/stats", tag = "farm", responses((status = 200, body = QueueStatsView)))]
-pub async fn queue_stats(State(s): State<AppState>) -> Json<QueueStatsView> {
+#[utoipa::path(get, path = "/queue/stats", tag = "farm", responses((status = 200, body = BuildQueueStats)))]
+pub async fn queue_stats(State(s): State<AppState>) -> Json<BuildQueueStats> {
     let (length, running, oldest) = build_numbers(&s);
-    Json(QueueStatsView { length, running, oldest_age_seconds: oldest.map(|ms| ms as f64 / 1000.0) })
+    Json(BuildQueueStats { length, running, oldest_age_seconds: oldest.map(|ms| ms as f64 / 1000.0) })
 }
 
 // ---- cache reports and config ----
@@ -625,6 +638,7 @@ pub async fn set_config(
             return Err(ApiError::bad_request(format!("{what} is longer than 128 characters")));
         }
     }
+    check_env(&b.env)?;
     if b.index_url.chars().count() > 128 {
         return Err(ApiError::bad_request("index_url is longer than 128 characters"));
     }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
-use crate::routes::farm::write;
+use crate::routes::farm::{check_env, write};
 use crate::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -51,22 +51,22 @@ pub struct RecipeBody {
     #[serde(default)]
     #[schema(schema_with = crate::openapi::env_map)]
     pub env: BTreeMap<String, String>,
-    /// Extra build requirements: at most 64, each 1-256 bytes.
+    /// Extra build requirements: at most 64, each 1-64 characters.
     #[serde(default)]
-    #[schema(max_items = 64)]
+    #[schema(schema_with = crate::openapi::requirements)]
     pub extra_requirements: Vec<String>,
-    /// At most 4 KiB.
+    /// At most 1,024 characters, no NUL.
     #[serde(default)]
-    #[schema(max_length = 4096)]
+    #[schema(max_length = 1024, pattern = "^[^\\x00]*$")]
     pub note: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HintBody {
-    /// A regular expression (Rust `regex` syntax), 1-1024 bytes; 400 if it
-    /// does not compile within 256 KiB.
-    #[schema(min_length = 1, max_length = 1024)]
+    /// A regular expression (Rust `regex` syntax), 1-256 characters; 400
+    /// if it does not compile within 256 KiB.
+    #[schema(schema_with = crate::openapi::hint_pattern)]
     pub pattern: String,
     #[serde(default)]
     pub recipe: RecipeBody,
@@ -74,6 +74,17 @@ pub struct HintBody {
 
 impl HintBody {
     fn into_spec(self) -> Result<HintSpec, ApiError> {
+        let bad = |m: &str| ApiError::new(StatusCode::BAD_REQUEST, "invalid_hint", m);
+        if self.pattern.chars().count() > 256 {
+            return Err(bad("pattern is longer than 256 characters"));
+        }
+        check_env(&self.recipe.env)?;
+        if self.recipe.extra_requirements.iter().any(|r| r.chars().count() > 64) {
+            return Err(bad("an extra requirement is longer than 64 characters"));
+        }
+        if self.recipe.note.chars().count() > 1024 {
+            return Err(bad("note is longer than 1024 characters"));
+        }
         let spec = HintSpec {
             pattern: self.pattern,
             recipe: Recipe {
@@ -82,7 +93,11 @@ impl HintBody {
                 note: self.recipe.note,
             },
         };
-        spec.validate().map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_hint", e.message))?;
+        spec.validate().map_err(|e| match e.kind {
+            // A regular expression, but one over the compiled-size limit.
+            model::ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, "pattern_too_complex", e.message),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_hint", e.message),
+        })?;
         Ok(spec)
     }
 }
@@ -110,7 +125,7 @@ fn answered(reply: FarmReply) -> Result<Json<HintView>, ApiError> {
 #[utoipa::path(post, path = "/hints", tag = "farm", request_body = HintBody, responses(
     (status = 201, body = HintView),
     (status = 400, description = "`invalid_hint`: a pattern that does not compile, or a bad recipe", body = crate::openapi::ErrorBody),
-    (status = 409, description = "`format_too_old`", body = crate::openapi::ErrorBody),
+    (status = 409, description = "`pattern_too_complex`: compiles to more than 256 KiB; or `format_too_old`", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 429, description = "1,000 hints already", body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
@@ -138,7 +153,7 @@ fn hint_id(raw: &str) -> Result<u64, ApiError> {
     (status = 200, body = HintView),
     (status = 400, description = "`invalid_hint`", body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
-    (status = 409, description = "`format_too_old`", body = crate::openapi::ErrorBody),
+    (status = 409, description = "`pattern_too_complex`: compiles to more than 256 KiB; or `format_too_old`", body = crate::openapi::ErrorBody),
     (status = 415, body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn update(

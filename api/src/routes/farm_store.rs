@@ -60,7 +60,13 @@ pub struct VersionQuery {
     pub version: Option<u64>,
 }
 
+/// Largest `version` and `from` accepted (the documented maximum).
+const MAX_NUMBER: u64 = 999_999_999;
+
 fn read_blob(s: &AppState, kind: BlobKind, version: Option<u64>) -> Result<BlobView, ApiError> {
+    if version.is_some_and(|v| v == 0 || v > MAX_NUMBER) {
+        return Err(ApiError::bad_request(format!("version must be 1..={MAX_NUMBER}")));
+    }
     let (meta, versions) = {
         let applied = s.cluster.state.read();
         let farm = &applied.state.farm;
@@ -287,7 +293,7 @@ pub async fn artifacts(
 // ---- build logs ----
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct LogLineView {
+pub struct BuildLogLine {
     /// From 0 within the build's log.
     pub line: u64,
     /// RFC 3339: when it was posted.
@@ -301,7 +307,7 @@ pub struct BuildLogView {
     pub version: String,
     /// Lines the log holds.
     pub total_lines: u64,
-    pub lines: Vec<LogLineView>,
+    pub lines: Vec<BuildLogLine>,
     /// Pass as `from` for the next lines; null at the end.
     pub next_from: Option<u64>,
 }
@@ -344,6 +350,9 @@ pub async fn log(
     if !(1..=1_000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be 1..=1000"));
     }
+    if q.from.is_some_and(|f| f > MAX_NUMBER) {
+        return Err(ApiError::bad_request(format!("from must be 0..={MAX_NUMBER}")));
+    }
     if q.tail.is_some_and(|t| !(1..=1_000).contains(&t)) {
         return Err(ApiError::bad_request("tail must be 1..=1000"));
     }
@@ -362,7 +371,7 @@ pub async fn log(
         .map_err(|e| ApiError::internal(e.to_string()))?
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let next_from = lines.last().map(|l| l.line + 1).filter(|n| *n < total && lines.len() == limit);
-    let lines = lines.into_iter().map(|l| LogLineView { line: l.line, at: rfc3339(l.at_ms), text: l.text }).collect();
+    let lines = lines.into_iter().map(|l| BuildLogLine { line: l.line, at: rfc3339(l.at_ms), text: l.text }).collect();
     Ok(Json(BuildLogView { package: name, version, total_lines: total, lines, next_from }))
 }
 
@@ -440,7 +449,7 @@ pub struct SearchQuery {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SearchHit {
+pub struct BuildLogHit {
     pub package: String,
     pub version: String,
     pub line: u64,
@@ -453,9 +462,9 @@ pub struct SearchHit {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SearchAnswer {
+pub struct BuildLogSearch {
     /// By package, version and line.
-    pub hits: Vec<SearchHit>,
+    pub hits: Vec<BuildLogHit>,
     /// False when the search stopped at its limit or its 2 s budget.
     pub complete: bool,
     /// Lines looked at.
@@ -464,13 +473,13 @@ pub struct SearchAnswer {
 
 /// Find lines across stored build logs.
 #[utoipa::path(get, path = "/logs/search", tag = "farm", params(SearchQuery), responses(
-    (status = 200, body = SearchAnswer),
+    (status = 200, body = BuildLogSearch),
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn search(
     State(s): State<AppState>,
     ApiQuery(q): ApiQuery<SearchQuery>,
-) -> Result<Json<SearchAnswer>, ApiError> {
+) -> Result<Json<BuildLogSearch>, ApiError> {
     if q.q.is_empty() || q.q.chars().count() > 256 {
         return Err(ApiError::bad_request("q must be 1-256 characters"));
     }
@@ -496,7 +505,7 @@ pub async fn search(
     let hits = found
         .hits
         .into_iter()
-        .map(|h| SearchHit {
+        .map(|h| BuildLogHit {
             package: h.line.package,
             version: h.line.version,
             line: h.line.line,
@@ -506,5 +515,5 @@ pub async fn search(
             after: h.after,
         })
         .collect();
-    Ok(Json(SearchAnswer { hits, complete: found.complete, scanned: found.scanned }))
+    Ok(Json(BuildLogSearch { hits, complete: found.complete, scanned: found.scanned }))
 }

@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::job::{JobId, JobState};
+use crate::command::CommandError;
 
 /// The queue, and the job kind, of builds.
 pub const BUILD_QUEUE: &str = "build";
@@ -397,16 +398,28 @@ impl Farm {
     }
 }
 
-/// Compile a hint pattern within its limits; the error is one readable line.
-pub fn compile(pattern: &str) -> Result<regex::Regex, String> {
+/// Compile a hint pattern within its limits: `Invalid` if it is not a
+/// regular expression, `Conflict` if it is one whose compiled form is over
+/// [`MAX_PATTERN_COMPILED`]; the message is one readable line.
+pub fn compile(pattern: &str) -> Result<regex::Regex, CommandError> {
+    use crate::command::ErrorKind;
     if pattern.is_empty() || pattern.len() > MAX_PATTERN_BYTES {
-        return Err(format!("pattern must be 1-{MAX_PATTERN_BYTES} bytes"));
+        return Err(CommandError::new(ErrorKind::Invalid, format!("pattern must be 1-{MAX_PATTERN_BYTES} bytes")));
     }
     regex::RegexBuilder::new(pattern)
         .size_limit(MAX_PATTERN_COMPILED)
         .dfa_size_limit(MAX_PATTERN_COMPILED)
         .build()
-        .map_err(|e| format!("pattern is not a valid regular expression: {}", one_line(&e.to_string())))
+        .map_err(|e| match e {
+            regex::Error::CompiledTooBig(_) => CommandError::new(
+                ErrorKind::Conflict,
+                format!("pattern compiles to more than {MAX_PATTERN_COMPILED} bytes; simplify it"),
+            ),
+            other => CommandError::new(
+                ErrorKind::Invalid,
+                format!("pattern is not a valid regular expression: {}", one_line(&other.to_string())),
+            ),
+        })
 }
 
 fn one_line(s: &str) -> String {

@@ -68,7 +68,7 @@ fn check_env(env: &BTreeMap<String, String>) -> Result<(), CommandError> {
 impl HintSpec {
     /// Check the recipe and compile the pattern.
     pub fn validate(&self) -> Result<regex::Regex, CommandError> {
-        let re = compile(&self.pattern).map_err(invalid)?;
+        let re = compile(&self.pattern)?;
         check_env(&self.recipe.env)?;
         if self.recipe.extra_requirements.len() > MAX_REQUIREMENTS {
             return Err(invalid(format!("at most {MAX_REQUIREMENTS} extra requirements")));

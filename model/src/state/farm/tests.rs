@@ -81,10 +81,12 @@ fn kinds(s: &ControlState) -> Vec<(EventKind, JobState)> {
 #[test]
 fn hints_compile_at_create_and_a_bad_one_changes_nothing() {
     let mut s = at6();
-    for bad in ["(unclosed", "", "a{99999}{99999}"] {
+    for (bad, kind) in
+        [("(unclosed", ErrorKind::Invalid), ("", ErrorKind::Invalid), ("\\W{2,4}\\W{1,}\\W{2,4}", ErrorKind::Conflict)]
+    {
         let before = s.clone();
         let e = farm(&mut s, 1, FarmOp::CreateHint(hint(bad))).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Invalid, "{bad:?}: {e:?}");
+        assert_eq!(e.kind, kind, "{bad:?}: {e:?}");
         assert_eq!(s, before);
     }
     let long = "a".repeat(MAX_PATTERN_BYTES + 1);
