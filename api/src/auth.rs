@@ -231,6 +231,20 @@ where
     }
 }
 
+/// Leave read routes open (no token), and say so in their OpenAPI
+/// `security`: the build farm's reads with `FARM_READS_OPEN=true`.
+pub fn open(routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, router) = routes;
+    for item in paths.paths.values_mut() {
+        for (_, op) in crate::openapi::operations_mut(item) {
+            if let Some(op) = op {
+                op.security = Some(vec![SecurityRequirement::default()]);
+            }
+        }
+    }
+    (schemas, paths, router)
+}
+
 /// Authenticate, check the route's scope, put the [`Caller`] in the
 /// request; or the 401, 403 or 429 to answer instead.
 #[allow(clippy::result_large_err)] // the refusal is the answer itself, built once

@@ -221,8 +221,8 @@ fn public_routes(state: AppState) -> Router {
 pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
     use auth::{scoped, Access};
     use routes::{
-        audit, cluster, health, history, incidents, job_queue, job_worker, jobs, pools, providers, settings, slo,
-        tokens, workers,
+        audit, cluster, farm, farm_hints, farm_store, health, history, incidents, job_queue, job_worker, jobs, pools,
+        providers, settings, slo, tokens, workers,
     };
     let s = &state;
     let public =
@@ -286,5 +286,32 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(scoped(s, Access::OPERATOR, routes!(job_queue::cap)))
         .routes(scoped(s, Access::OPERATOR, routes!(jobs::search)))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private)
+    // The build farm under reference 003's paths: reads need `read` (none
+    // with FARM_READS_OPEN=true), writes `operator`, the build worker's
+    // callbacks (plan, manifest, log lines, cache reports) `worker`.
+    let read = |r| if s.job_options.farm_reads_open { auth::open(r) } else { scoped(s, Access::OPERATOR, r) };
+    let farm = OpenApiRouter::new()
+        .routes(read(routes!(farm::summary)))
+        .routes(read(routes!(farm::recent)))
+        .routes(read(routes!(farm::history)))
+        .routes(read(routes!(farm::queue)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm::enqueue)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm::clear)))
+        .routes(read(routes!(farm::queue_stats)))
+        .routes(read(routes!(farm::config)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm::set_config)))
+        .routes(scoped(s, Access::WORKER, routes!(farm::cache_report)))
+        .routes(read(routes!(farm_hints::list)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm_hints::create)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm_hints::update, farm_hints::delete)))
+        .routes(read(routes!(farm_store::plan)))
+        .routes(sized(farm_store::BLOB_BODY_LIMIT, scoped(s, Access::WORKER, routes!(farm_store::post_plan))))
+        .routes(read(routes!(farm_store::manifest)))
+        .routes(sized(farm_store::BLOB_BODY_LIMIT, scoped(s, Access::WORKER, routes!(farm_store::post_manifest))))
+        .routes(read(routes!(farm_store::artifacts)))
+        .routes(read(routes!(farm_store::log)))
+        .routes(sized(farm_store::LOG_BODY_LIMIT, scoped(s, Access::WORKER, routes!(farm_store::append_log))))
+        .routes(read(routes!(farm_store::search)))
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private).merge(farm)
 }

@@ -47,6 +47,12 @@ pub struct Metrics {
     jobs_oldest_queued: GaugeVec,
     /// Cluster-wide totals from the replicated state, by event.
     job_events: IntCounterVec,
+    /// Build jobs kept, by state; the build queue's depth; cache reports.
+    farm_builds: IntGaugeVec,
+    farm_queue_depth: IntGauge,
+    farm_cache: IntCounterVec,
+    /// Build events kept, by kind.
+    farm_events: IntGaugeVec,
 }
 
 /// Queues given their own series; the rest are summed into `other`, so a
@@ -200,7 +206,74 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            farm_builds: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("farm_builds", "Builds (jobs of the build queue) kept, by state"),
+                    &["state"],
+                )
+                .unwrap(),
+            ),
+            farm_queue_depth: register(
+                &r,
+                IntGauge::new("farm_queue_depth", "Builds queued or waiting for a retry").unwrap(),
+            ),
+            farm_cache: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("farm_cache_total", "Build cache hits and misses the workers reported, cluster-wide"),
+                    &["result"],
+                )
+                .unwrap(),
+            ),
+            farm_events: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("farm_build_events", "Build events kept (30 days at most), by kind"),
+                    &["kind"],
+                )
+                .unwrap(),
+            ),
             registry: r,
+        }
+    }
+
+    /// Build-farm gauges and totals from the applied state.
+    fn render_farm(&self, state: &AppState) {
+        use model::state::farm::{EventKind, BUILD_QUEUE};
+        let stats = crate::routes::job_queue::stats(state);
+        let build = stats.queues.iter().map(|q| &q.stats).find(|q| q.queue == BUILD_QUEUE);
+        let l = build.map(|q| q.length.clone()).unwrap_or_default();
+        for (s, n) in [
+            ("queued", l.queued),
+            ("running", l.running),
+            ("succeeded", l.succeeded),
+            ("failed", l.failed),
+            ("dead", l.dead),
+            ("cancelled", l.cancelled),
+        ] {
+            self.farm_builds.with_label_values(&[s]).set(n as i64);
+        }
+        self.farm_queue_depth.set((l.queued + l.failed) as i64);
+        let applied = state.cluster.state.read();
+        let farm = &applied.state.farm;
+        for (result, total) in [("hit", farm.cache.hits), ("miss", farm.cache.misses)] {
+            let c = self.farm_cache.with_label_values(&[result]);
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        let mut kinds = std::collections::BTreeMap::new();
+        for e in &farm.events {
+            *kinds.entry(e.kind.as_str()).or_insert(0i64) += 1;
+        }
+        for k in [
+            EventKind::Queued,
+            EventKind::Started,
+            EventKind::Succeeded,
+            EventKind::Failed,
+            EventKind::Retried,
+            EventKind::Cancelled,
+        ] {
+            self.farm_events.with_label_values(&[k.as_str()]).set(kinds.get(k.as_str()).copied().unwrap_or(0));
         }
     }
 
@@ -286,6 +359,7 @@ impl Metrics {
             }
         }
         self.render_jobs(state);
+        self.render_farm(state);
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text format is UTF-8")

@@ -23,7 +23,7 @@ use crate::routes::workers::MAX_ENTRIES;
     info(title = "Engine Room API", description = "Highly available control plane for worker fleets."),
     modifiers(&Security),
     security(("bearer" = []), ("basic" = [])),
-    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "tokens"), (name = "jobs"), (name = "health"))
+    tags((name = "workers"), (name = "pools"), (name = "cluster"), (name = "alerts"), (name = "settings"), (name = "tokens"), (name = "jobs"), (name = "farm"), (name = "health"))
 )]
 pub struct ApiDoc;
 
@@ -188,6 +188,32 @@ pub fn profiles() -> Schema {
         .additional_properties(Some(Ref::from_schema_name("Profile")))
         .build();
     AnyOfBuilder::new().item(map).item(null()).build().into()
+}
+
+/// A build-farm environment map: at most 64 variables, names
+/// `[A-Za-z_][A-Za-z0-9_]*` (1-128), values without control characters
+/// (tab allowed), at most 256 characters.
+pub fn env_map() -> Object {
+    ObjectBuilder::new()
+        .property_names(Some(string().pattern(Some("^[A-Za-z_][A-Za-z0-9_]{0,127}$"))))
+        .additional_properties(Some(
+            string().max_length(Some(256)).pattern(Some("^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]*$")),
+        ))
+        .max_properties(Some(64))
+        .build()
+}
+
+/// A hint's extra build requirements: at most 64, each 1-64 characters
+/// without control characters.
+pub fn requirements() -> utoipa::openapi::schema::Array {
+    let item =
+        string().min_length(Some(1)).max_length(Some(64)).pattern(Some("^[^\\x00-\\x08\\x0a-\\x1f\\x7f-\\x9f]+$"));
+    utoipa::openapi::schema::ArrayBuilder::new().items(item).max_items(Some(64)).build()
+}
+
+/// A hint's pattern: a regular expression of 1-256 characters.
+pub fn hint_pattern() -> Object {
+    string().format(Some(SchemaFormat::Custom("regex".into()))).min_length(Some(1)).max_length(Some(256)).build()
 }
 
 /// `GET /api/workers?heartbeat_state=`.

@@ -90,6 +90,30 @@ async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
     assert!(applied.state.workers.is_empty() && applied.state.pools.is_empty() && applied.state.settings.is_empty());
 }
 
+/// `FARM_READS_OPEN=true`: the build farm's reads answer without a token
+/// (and say so in the document); its writes and every other route still
+/// need one.
+#[tokio::test]
+async fn farm_reads_open_leaves_only_the_farms_reads_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = api::JobOptions { farm_reads_open: true, ..api::JobOptions::default() };
+    let s = common::one_node_with(dir.path(), Start::Uninitialized, Duration::from_millis(300), jobs).await;
+    let app = api::app(s);
+    for uri in ["/summary", "/recent", "/history", "/queue", "/queue/stats", "/hints", "/config", "/artifacts"] {
+        let (status, json) = call(&app, "GET", uri, None, "").await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {json}");
+    }
+    let (status, _) = call(&app, "GET", "/logs/numpy/1.0", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "open, and no such log");
+    for (method, uri) in [("POST", "/hints"), ("POST", "/plan"), ("POST", "/queue/clear"), ("GET", "/api/pools")] {
+        let (status, _) = call(&app, method, uri, None, "{}").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+    let (_, doc) = call(&app, "GET", "/openapi.json", None, "").await;
+    assert_eq!(doc["paths"]["/summary"]["get"]["security"], serde_json::json!([{}]));
+    assert_eq!(doc["paths"]["/hints"]["post"]["security"][0]["bearer"], serde_json::json!(["operator"]));
+}
+
 #[tokio::test]
 async fn browser_writes_need_the_csrf_header() {
     let dir = tempfile::tempdir().unwrap();
@@ -130,6 +154,7 @@ async fn openapi_lists_every_api_route_with_schemas() {
                 if param["in"] == "path"
                     && ["id", "pool", "provider"].contains(&name)
                     && path != "/api/incidents/{id}/ack"
+                    && path != "/hints/{id}"
                 {
                     assert_eq!(param["schema"]["pattern"], api::openapi::NAME_PATTERN, "{method} {path} {name}");
                 }

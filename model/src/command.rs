@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::state::farm::{FarmOp, FarmReply};
 use crate::state::job::{JobOps, JobReply};
 use crate::state::token::{ApiToken, NewToken};
 use crate::state::{
@@ -149,6 +150,10 @@ pub enum Command {
     /// A group of job operations (producers, workers, operators, the leader's
     /// reaper and compaction), applied in order, each answered on its own.
     Jobs(JobOps),
+    // ---- cluster format 6 ----
+    /// One build-farm operation: hints, plan and manifest versions, build
+    /// log lines, cache reports, the farm's config (`state::farm`).
+    Farm(FarmOp),
 }
 
 impl Command {
@@ -187,6 +192,7 @@ impl Command {
             Command::CreateToken(_) => "token.create",
             Command::RevokeToken { .. } => "token.revoke",
             Command::Jobs(_) => "job.ops",
+            Command::Farm(_) => "farm.ops",
         }
     }
 
@@ -201,6 +207,7 @@ impl Command {
             Command::IncidentChanges(_) => 3,
             Command::CreateToken(_) | Command::RevokeToken { .. } => 4,
             Command::Jobs(_) => 5,
+            Command::Farm(_) => 6,
             _ => 1,
         }
     }
@@ -228,6 +235,8 @@ pub enum Reply {
     Token(ApiToken),
     /// Format 5: one answer per job operation, in order.
     Jobs(Vec<Result<JobReply, CommandError>>),
+    /// Format 6.
+    Farm(FarmReply),
 }
 
 /// Why a command was refused by the state machine. Refusals are deterministic:

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use model::state::farm::{BlobKind, FarmConfig, FarmOp, HintSpec, LogChunk, LogRetention, Recipe, Strategy};
 use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, LeaseToken, NewJob, Renew};
 use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
@@ -76,7 +77,52 @@ fn variant(c: &Command) -> &'static str {
             [JobOp::Compact { .. }] => "jobs-compact",
             _ => panic!("a job sample holds one operation"),
         },
+        Command::Farm(op) => match op {
+            FarmOp::CreateHint(_) => "farm-create_hint",
+            FarmOp::UpdateHint { .. } => "farm-update_hint",
+            FarmOp::DeleteHint { .. } => "farm-delete_hint",
+            FarmOp::PutBlob { .. } => "farm-put_blob",
+            FarmOp::AppendLog(_) => "farm-append_log",
+            FarmOp::CacheReport { .. } => "farm-cache_report",
+            FarmOp::SetConfig(_) => "farm-set_config",
+        },
     }
+}
+
+fn hint(pattern: &str) -> HintSpec {
+    HintSpec {
+        pattern: pattern.into(),
+        recipe: Recipe {
+            env: BTreeMap::from([("CFLAGS".to_string(), "-O1".to_string())]),
+            extra_requirements: vec!["cython<3".into()],
+            note: "old numpy needs cython 0.29".into(),
+        },
+    }
+}
+
+/// The format-6 samples: hints 1 and 2 are created, 1 updated, 2 deleted;
+/// a plan, a log chunk, a cache report and the config.
+fn farm_samples() -> Vec<Command> {
+    vec![
+        Command::Farm(FarmOp::CreateHint(hint("Cython\\.h: No such file"))),
+        Command::Farm(FarmOp::UpdateHint { id: 1, spec: hint("(?i)cython\\.h") }),
+        Command::Farm(FarmOp::DeleteHint { id: 2 }),
+        Command::Farm(FarmOp::PutBlob { kind: BlobKind::Plan, body: r#"{"nodes":["numpy"],"edges":[]}"#.into() }),
+        Command::Farm(FarmOp::AppendLog(LogChunk {
+            package: "numpy".into(),
+            version: "1.26.4".into(),
+            lines: vec!["building wheel".into(), "fatal error: Cython.h: No such file".into()],
+            keep: LogRetention { max_age_ms: 14 * 86_400_000, max_bytes: 256 << 20 },
+        })),
+        Command::Farm(FarmOp::CacheReport { hits: 40, misses: 2 }),
+        Command::Farm(FarmOp::SetConfig(FarmConfig {
+            strategy: Strategy::Upgrade,
+            python: "3.12".into(),
+            platform: "manylinux_2_28_x86_64".into(),
+            index_url: "https://pypi.org/simple".into(),
+            env: BTreeMap::from([("PIP_NO_CACHE_DIR".to_string(), "1".to_string())]),
+        })),
+    ]
 }
 
 const NONCE: u64 = 0x5eed_0000_0000_0017;
@@ -240,6 +286,8 @@ fn samples() -> Vec<Command> {
     .into_iter()
     // ---- format 5 ----
     .chain(job_samples())
+    // ---- format 6 ----
+    .chain(farm_samples())
     .collect()
 }
 
@@ -352,6 +400,46 @@ fn populated(format: u32) -> ControlState {
         let states: std::collections::BTreeSet<_> = state.jobs.by_id.values().map(|j| j.state).collect();
         assert_eq!(states.len(), 6, "every job state: {states:?}");
     }
+    if format >= 6 {
+        // A build that fails with a log matching hint 1, then another queued.
+        let build = |package: &str| NewJob {
+            queue: "build".into(),
+            kind: "build".into(),
+            payload: format!(r#"{{"package":"{package}","version":"1.26.4","run_id":"run-7"}}"#),
+            ..job("build", None)
+        };
+        let ops = vec![
+            JobOp::Enqueue(build("numpy")),
+            JobOp::Claim(Claim {
+                worker: "bw-1".into(),
+                queues: vec!["build".into()],
+                max_jobs: 1,
+                lease_ms: 60_000,
+                nonce: NONCE + 2,
+            }),
+        ];
+        let claimed = state.apply(&request(102, Command::Jobs(JobOps { ops }))).unwrap();
+        let lease = match claimed {
+            model::Reply::Jobs(r) => match &r[1] {
+                Ok(model::state::JobReply::Claimed { jobs }) => jobs[0].lease.as_ref().unwrap().token,
+                other => panic!("claim: {other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        let fail = JobOp::Fail(Finish {
+            job_id: state.jobs.job_seq,
+            worker: "bw-1".into(),
+            lease,
+            result: None,
+            error: Some("exit 1".into()),
+            retryable: true,
+            logs: vec!["fatal error: Cython.h: No such file".into()],
+        });
+        let ops = vec![fail, JobOp::Enqueue(build("scipy"))];
+        state.apply(&request(103, Command::Jobs(JobOps { ops }))).unwrap();
+        assert_eq!(state.farm.events.len(), 4, "queued, started, retried, queued");
+        assert_eq!(state.farm.events[2].hints, vec![1], "the failure matched hint 1");
+    }
     assert!(!state.workers.is_empty() && !state.pools.is_empty() && !state.incidents.is_empty());
     assert!(!state.providers.is_empty() && !state.settings.is_empty() && !state.audit.is_empty());
     state
@@ -366,6 +454,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
         (3, "snapshot-populated-format3"),
         (4, "snapshot-populated-format4"),
         (5, "snapshot-populated-format5"),
+        (6, "snapshot-populated-format6"),
     ] {
         let state = populated(format);
         assert_eq!(state.format(), format);
@@ -374,6 +463,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
         }
         assert_eq!(state.tokens.by_name.is_empty(), format < 4, "tokens from format 4 on");
         assert_eq!(state.jobs.by_id.is_empty(), format < 5, "jobs from format 5 on");
+        assert_eq!(state.farm.hints.is_empty(), format < 6, "the farm from format 6 on");
         let mut bytes = Vec::new();
         model::state::encode_snapshot(&state, &mut bytes).unwrap();
         if let Some(old) = check(name, &bytes, &mut missing) {

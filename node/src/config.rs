@@ -108,6 +108,16 @@ pub struct ServeArgs {
     /// And past this many finished jobs, the oldest first.
     #[arg(long, env = "JOB_RETENTION_MAX_FINISHED", default_value_t = 100_000)]
     pub job_retention_max_finished: u32,
+    /// The build farm's reads (`/summary`, `/history`, `/logs`…) need no token.
+    #[arg(long, env = "FARM_READS_OPEN", default_value_t = false, action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new())]
+    pub farm_reads_open: bool,
+    /// Build logs untouched this many days are dropped (1-365).
+    #[arg(long, env = "BUILD_LOG_RETENTION_DAYS", default_value_t = 14)]
+    pub build_log_retention_days: u64,
+    /// Build logs kept in all, in bytes (1 MiB to 2 GiB); the least recently written go first.
+    #[arg(long, env = "BUILD_LOG_MAX_BYTES", default_value_t = 256 << 20)]
+    pub build_log_max_bytes: u64,
     /// Slack incoming-webhook URL for incident notifications.
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
@@ -291,6 +301,19 @@ impl ServeArgs {
             keep: self.job_retention_max_finished,
         }
         .validate(transport.limits.request_timeout, write_timeout)?;
+        if !(1..=365).contains(&self.build_log_retention_days) {
+            return Err(format!("BUILD_LOG_RETENTION_DAYS must be 1..=365, got {}", self.build_log_retention_days));
+        }
+        let max_log = model::state::farm::MAX_LOG_STORE_BYTES;
+        if !((1 << 20)..=max_log).contains(&self.build_log_max_bytes) {
+            return Err(format!("BUILD_LOG_MAX_BYTES must be 1048576..={max_log}, got {}", self.build_log_max_bytes));
+        }
+        let jobs = raft_store::job_commit::JobOptions {
+            farm_reads_open: self.farm_reads_open,
+            build_log_retention: Duration::from_secs(self.build_log_retention_days * 86_400),
+            build_log_max_bytes: self.build_log_max_bytes,
+            ..jobs
+        };
         let cluster = ClusterOptions {
             id: node_id,
             cluster_name: self.cluster_id,
@@ -406,6 +429,7 @@ impl JobArgs {
             retention: Duration::from_secs(retention),
             keep_finished: keep,
             max_claim_wait: room.min(Duration::from_millis(api::routes::jobs::MAX_WAIT_MS)),
+            ..raft_store::job_commit::JobOptions::default()
         })
     }
 }

@@ -187,6 +187,8 @@ pub struct Cluster {
     pub state: StateReader,
     /// The job log store, for reads (the state machine writes it).
     pub job_logs: crate::state_machine::JobLogs,
+    /// The build farm's blob store (plans, manifests, build logs), for reads.
+    pub farm_blobs: crate::state_machine::FarmBlobs,
     pub rpc: RpcClient,
     pub opts: ClusterOptions,
     /// Last word from a leader, for the pre-vote (see [`crate::election`]).
@@ -314,6 +316,7 @@ impl Cluster {
         let peer_auth = PeerAuth::new(&opts.secret, peers.clock_skew, peers.allow_plain_secret);
         let state = sm.reader();
         let job_logs = sm.job_logs();
+        let farm_blobs = sm.farm_blobs();
         let network = NetworkFactory { rpc: rpc.clone() };
         let raft = Raft::new(opts.id, Arc::new(config), network, log_store, sm)
             .await
@@ -324,6 +327,7 @@ impl Cluster {
             raft,
             state,
             job_logs,
+            farm_blobs,
             rpc,
             opts,
             contact: LeaderContact::new(),

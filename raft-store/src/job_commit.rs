@@ -85,6 +85,12 @@ pub struct JobOptions {
     /// The longest a claim may long-poll: `wait_ms` is capped to it, so the
     /// answer comes before the request deadline (`ENGINE_REQUEST_TIMEOUT_MS`).
     pub max_claim_wait: Duration,
+    /// The build farm's reads need no token (`FARM_READS_OPEN`).
+    pub farm_reads_open: bool,
+    /// Build logs untouched this long are dropped (`BUILD_LOG_RETENTION_DAYS`).
+    pub build_log_retention: Duration,
+    /// And the least recently written past this many bytes (`BUILD_LOG_MAX_BYTES`).
+    pub build_log_max_bytes: u64,
 }
 
 impl Default for JobOptions {
@@ -96,6 +102,9 @@ impl Default for JobOptions {
             retention: Duration::from_secs(7 * 24 * 3600),
             keep_finished: 100_000,
             max_claim_wait: Duration::from_secs(24),
+            farm_reads_open: false,
+            build_log_retention: Duration::from_secs(14 * 86_400),
+            build_log_max_bytes: 256 << 20,
         }
     }
 }

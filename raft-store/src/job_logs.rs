@@ -243,7 +243,8 @@ impl JobLogs {
 
     /// Replace the whole store with a snapshot section (empty input: no lines,
     /// as in a snapshot written before the store existed).
-    pub(crate) fn install_section(&self, mut section: &[u8]) -> io::Result<u64> {
+    /// Reads from the front of `section`, leaving what follows the section.
+    pub(crate) fn install_section(&self, section: &mut &[u8]) -> io::Result<u64> {
         self.tree.clear().map_err(io::Error::other)?;
         if section.is_empty() {
             return Ok(0);
@@ -272,7 +273,7 @@ impl JobLogs {
             }
             let (v, rest) = section.split_at(len);
             batch.insert(&k[..], v);
-            section = rest;
+            *section = rest;
             n += 1;
             if n.is_multiple_of(10_000) {
                 self.tree.apply_batch(std::mem::take(&mut batch)).map_err(io::Error::other)?;
@@ -360,16 +361,16 @@ mod tests {
         assert_eq!(logs.write_section(12, &mut section).unwrap(), 6, "jobs 1 and 2 (indices 11, 12)");
         let (_dir2, other) = store();
         fill(&other, 9, 1);
-        assert_eq!(other.install_section(&section).unwrap(), 6);
+        assert_eq!(other.install_section(&mut &section[..]).unwrap(), 6);
         assert_eq!(other.len(), 6);
         assert_eq!(other.lines(2, None, 10).unwrap(), logs.lines(2, None, 10).unwrap());
-        assert_eq!(other.install_section(&[]).unwrap(), 0);
+        assert_eq!(other.install_section(&mut &[][..]).unwrap(), 0);
         assert!(other.is_empty());
         for cut in [1, 5, 20, section.len() - 1] {
-            assert!(other.install_section(&section[..cut]).is_err(), "cut at {cut}");
+            assert!(other.install_section(&mut &section[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = section.clone();
         bad[0] = b'X';
-        assert!(other.install_section(&bad).is_err());
+        assert!(other.install_section(&mut &bad[..]).is_err());
     }
 }

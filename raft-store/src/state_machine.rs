@@ -10,8 +10,11 @@
 //! Job log lines live beside the state in the sled tree of [`job_logs`]:
 //! apply writes the lines an entry's job operations had accepted, a snapshot
 //! carries them as a section after the state's bytes, an install replaces
-//! them.
+//! them. The build farm's plans, manifests and log lines live the same way
+//! in [`farm_blobs`] (from format 6), in the section after the job logs.
 
+#[path = "farm_blobs.rs"]
+pub mod farm_blobs;
 #[path = "job_logs.rs"]
 pub mod job_logs;
 
@@ -28,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::log_store::io_error;
 use crate::types::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+pub use farm_blobs::FarmBlobs;
 pub use job_logs::JobLogs;
 use model::codec;
 use model::command::{Reply, Response};
@@ -84,6 +88,8 @@ pub struct StateMachineStore {
     encoding: Arc<tokio::sync::RwLock<()>>,
     /// The job log store.
     logs: JobLogs,
+    /// The build farm's blob store.
+    blobs: FarmBlobs,
 }
 
 /// A cheap, cloneable read handle on the applied state for the API layer.
@@ -104,6 +110,7 @@ impl StateMachineStore {
     pub fn new(db: sled::Db, dir: PathBuf) -> Result<Self, StorageError> {
         let snapshots = db.open_tree("snapshot").map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         let logs = JobLogs::open(&db).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
+        let blobs = FarmBlobs::open(&db).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Read, e))?;
         std::fs::create_dir_all(&dir).map_err(|e| io_error(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let store = Self {
             applied: Arc::default(),
@@ -114,6 +121,7 @@ impl StateMachineStore {
             snapshot_seq: Arc::new(AtomicU64::new(0)),
             encoding: Arc::default(),
             logs,
+            blobs,
         };
         if let Some((meta, data)) = store.load_snapshot()? {
             let (state, used) = decode_state(&data)?;
@@ -138,12 +146,19 @@ impl StateMachineStore {
         self.logs.clone()
     }
 
-    /// Replace the job logs with a snapshot's section, durably: marked in
-    /// sled first, so that a crash half-way is redone at the next start.
-    fn install_logs(&self, section: &[u8]) -> io::Result<u64> {
+    /// A cloneable read handle on the build farm's blob store.
+    pub fn farm_blobs(&self) -> FarmBlobs {
+        self.blobs.clone()
+    }
+
+    /// Replace the job logs and the farm's blobs with a snapshot's sections,
+    /// durably: marked in sled first, so that a crash half-way is redone at
+    /// the next start.
+    fn install_logs(&self, mut section: &[u8]) -> io::Result<u64> {
         self.snapshots.insert(KEY_LOGS_INSTALLING, &[1u8][..]).map_err(io::Error::other)?;
         self.db.flush().map_err(io::Error::other)?;
-        let n = self.logs.install_section(section)?;
+        let n = self.logs.install_section(&mut section)?;
+        let n = n + self.blobs.install_section(&mut section)?;
         self.snapshots.remove(KEY_LOGS_INSTALLING).map_err(io::Error::other)?;
         self.db.flush().map_err(io::Error::other)?;
         Ok(n)
@@ -261,8 +276,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             };
             let mut encode_ms = 0.0;
             let with_logs = applied.state.format() >= 5;
+            let with_blobs = applied.state.format() >= 6;
             let upto = applied.last_applied.map_or(0, |l| l.index);
-            let logs = store.logs.clone();
+            let (logs, blobs) = (store.logs.clone(), store.blobs.clone());
             let size = store.save_blocking(&meta, |file| {
                 let encoded = model::state::encode_snapshot(&applied.state, file).map_err(io::Error::other);
                 drop(applied);
@@ -275,6 +291,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 // jobs a later entry removes again on whoever installs this.
                 if with_logs {
                     logs.write_section(upto, file)?;
+                }
+                if with_blobs {
+                    blobs.write_section(upto, file)?;
                 }
                 Ok(())
             });
@@ -295,10 +314,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
 impl StateMachineStore {
     /// Apply entries to the state under its write lock; returns the replies
     /// and what the job log store is to do.
-    fn apply_locked<I: IntoIterator<Item = Entry>>(&self, entries: I) -> (Vec<Response>, job_logs::Effects) {
+    fn apply_locked<I: IntoIterator<Item = Entry>>(&self, entries: I) -> (Vec<Response>, Stored) {
         let mut applied = self.write_applied();
         let mut replies = Vec::new();
-        let mut logs = job_logs::Effects::default();
+        let (mut logs, mut blobs) = (job_logs::Effects::default(), farm_blobs::Effects::default());
         for entry in entries {
             applied.last_applied = Some(entry.log_id);
             let reply = match entry.payload {
@@ -306,6 +325,7 @@ impl StateMachineStore {
                 EntryPayload::Normal(ref req) => {
                     let reply = applied.state.apply(req);
                     logs.collect(entry.log_id.index, req, &reply);
+                    blobs.collect(entry.log_id.index, req, &reply);
                     reply
                 }
                 EntryPayload::Membership(ref m) => {
@@ -322,9 +342,12 @@ impl StateMachineStore {
                 model::state::FORMAT_VERSION
             ));
         }
-        (replies, logs)
+        (replies, (logs, blobs))
     }
 }
+
+/// What applied entries leave for the job logs and the farm's blobs.
+type Stored = (job_logs::Effects, farm_blobs::Effects);
 
 impl RaftStateMachine<TypeConfig> for StateMachineStore {
     type SnapshotBuilder = Self;
@@ -341,13 +364,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let _gate = self.encoding.write().await;
-        let (replies, logs) = self.apply_locked(entries);
+        let (replies, (logs, blobs)) = self.apply_locked(entries);
         // The lines go to the store outside the state's lock (readers of the
         // state need not wait on sled) but inside the gate, before a
         // snapshot encode can start.
-        if !logs.is_empty() {
-            let store = self.logs.clone();
-            tokio::task::spawn_blocking(move || store.write(logs))
+        if !logs.is_empty() || !blobs.is_empty() {
+            let (store, farm) = (self.logs.clone(), self.blobs.clone());
+            tokio::task::spawn_blocking(move || store.write(logs).and_then(|()| farm.write(blobs)))
                 .await
                 .map_err(|e| store_error(ErrorVerb::Write, e))?
                 .map_err(|e| store_error(ErrorVerb::Write, e))?;

@@ -2,6 +2,9 @@
 
 pub mod audit;
 pub mod cluster;
+pub mod farm;
+pub mod farm_hints;
+pub mod farm_store;
 pub mod health;
 pub mod history;
 pub mod incidents;

@@ -22,6 +22,16 @@ pub enum Start {
 
 /// One node in `dir`, wrapped in the API state the router serves.
 pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Duration) -> AppState {
+    one_node_with(dir, start, write_timeout, api::JobOptions::default()).await
+}
+
+/// [`one_node`] with job (and build-farm) options of its own.
+pub async fn one_node_with(
+    dir: &std::path::Path,
+    start: Start,
+    write_timeout: Duration,
+    jobs: api::JobOptions,
+) -> AppState {
     let opts = ClusterOptions {
         id: 1,
         cluster_name: "test".into(),
@@ -52,11 +62,13 @@ pub async fn one_node(dir: &std::path::Path, start: Start, write_timeout: Durati
         assert_eq!(cluster.report().role, "leader", "single node elects itself");
     }
     let env = model::settings::env_defaults(|_| None).unwrap();
-    AppState::new(
+    AppState::with_auth(
         cluster,
         TOKEN,
         "s",
         Settings { env: Arc::new(env) },
         BatchOptions { max_batch: 64, max_inflight: 2, max_batch_bytes: 1 << 20 },
+        api::AuthOptions::default(),
+        jobs,
     )
 }

@@ -15,6 +15,7 @@
 //! | 3 | 0.3.0 | `IncidentChanges`: the alert round proposes only what changed, in parts under the entry limit |
 //! | 4 | 0.3.0 | `CreateToken`, `RevokeToken`: named, scoped API tokens; the snapshot's format-4 section |
 //! | 5 | | `Jobs`: the work queue (`state::job`); the snapshot's format-5 section |
+//! | 6 | | `Farm`: the build farm (`state::farm`); job operations on the `build` queue record build events; the snapshot's format-6 section |
 //!
 //! Snapshots: at format 1 a snapshot is written in the 0.1.0 layout (the
 //! bare state, so an 0.1.0 follower can install it); from format 2 on it is
@@ -30,6 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::farm::{Farm, Section6};
 use super::history::field;
 use super::job::{Jobs, Section5};
 use super::token::{ApiToken, Tokens};
@@ -38,7 +40,7 @@ use crate::codec::{self, CodecError};
 use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// The newest replicated format this binary knows.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// First bytes of a versioned snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = [0xff, b'E', b'R', b'S'];
@@ -112,6 +114,9 @@ pub fn encode_snapshot<W: std::io::Write>(state: &ControlState, w: &mut W) -> Re
     if state.format() >= 5 {
         codec::encode_into_writer(&state.jobs.section(), w)?;
     }
+    if state.format() >= 6 {
+        codec::encode_into_writer(&state.farm.section(), w)?;
+    }
     Ok(())
 }
 
@@ -156,6 +161,12 @@ pub fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(ControlState, usize), Cod
                 let rest = body.get(used..).unwrap_or_default();
                 let (section, n) = codec::decode_prefix::<Section5>(rest)?;
                 state.jobs = Jobs::from_section(section);
+                used += n;
+            }
+            if version >= 6 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (section, n) = codec::decode_prefix::<Section6>(rest)?;
+                state.farm = Farm::from_section(section);
                 used += n;
             }
             (state, SNAPSHOT_MAGIC.len() + 4 + used)

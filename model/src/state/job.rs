@@ -391,7 +391,8 @@ pub const MAX_STORED_LOG_BYTES: u64 = 512 << 20;
 pub const MAX_QUEUES: usize = 1_000;
 
 mod index;
-pub(crate) use index::{cut, Section5};
+pub use index::cut;
+pub(crate) use index::Section5;
 pub use index::{Jobs, QueueNumbers, ReadyKey};
 
 /// A splitmix64 step: the deterministic source of retry jitter.

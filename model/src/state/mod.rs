@@ -4,12 +4,14 @@
 //! One module per command family owns its commands' validation, apply and
 //! unit tests: `worker` (heartbeats, controls, removal), `pool`, `incident`
 //! (incidents and notifications), `provider`, `setting`, `token` (API
-//! tokens and scopes), `job` (the work queue), and `format` (the
+//! tokens and scopes), `job` (the work queue), `farm` (the build farm on
+//! it), and `format` (the
 //! cluster format version and the snapshot layout). [`ControlState::apply`]
 //! is only the dispatch; adding a command touches its family module, the
 //! dispatch and its route. Families record their entities' changes in one
 //! bounded history (`history`).
 
+pub mod farm;
 pub mod format;
 pub mod history;
 pub mod incident;
@@ -99,6 +101,10 @@ pub struct ControlState {
     /// Jobs, their queues and indices.
     #[serde(skip)]
     pub jobs: job::Jobs,
+    // ---- format 6: carried by the snapshot's format-6 section ----
+    /// The build farm: hints, build events, blob versions, log sizes.
+    #[serde(skip)]
+    pub farm: farm::Farm,
 }
 
 /// One operator or automation action, as recorded for `GET /api/audit`.
@@ -176,6 +182,7 @@ impl ControlState {
             Command::CreateToken(t) => self.create_token(req, t),
             Command::RevokeToken { name } => self.revoke_token(req, name),
             Command::Jobs(ops) => self.job_ops(req, ops),
+            Command::Farm(op) => self.farm_op(req, op),
         }
     }
 
@@ -198,6 +205,7 @@ impl ControlState {
     pub fn reindex(&mut self) {
         self.tokens.reindex();
         self.jobs.reindex();
+        self.farm.reindex();
         self.by_pool.clear();
         for w in self.workers.values() {
             self.by_pool.entry(w.pool.to_string()).or_default().insert(w.id.clone());

@@ -528,10 +528,10 @@ impl ControlState {
         if ops.ops.is_empty() || ops.ops.len() > MAX_OPS {
             return Err(invalid(format!("a job command carries 1-{MAX_OPS} operations")));
         }
-        Ok(Reply::Jobs(ops.ops.iter().map(|op| self.job_op(req, op)).collect()))
+        Ok(Reply::Jobs(ops.ops.iter().map(|op| self.job_op_observed(req, op)).collect()))
     }
 
-    fn job_op(&mut self, req: &Request, op: &JobOp) -> Result<JobReply, CommandError> {
+    pub(crate) fn job_op(&mut self, req: &Request, op: &JobOp) -> Result<JobReply, CommandError> {
         let at = req.at_ms;
         match op {
             JobOp::Enqueue(n) => self.jobs.enqueue(at, n),

@@ -390,7 +390,7 @@ pub(super) fn held(job: &Job) -> u64 {
 }
 
 /// `text` cut to at most `max` bytes, at a char boundary.
-pub(crate) fn cut(text: &str, max: usize) -> &str {
+pub fn cut(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
     }
