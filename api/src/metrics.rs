@@ -244,14 +244,7 @@ impl Metrics {
         let stats = crate::routes::job_queue::stats(state);
         let build = stats.queues.iter().map(|q| &q.stats).find(|q| q.queue == BUILD_QUEUE);
         let l = build.map(|q| q.length.clone()).unwrap_or_default();
-        for (s, n) in [
-            ("queued", l.queued),
-            ("running", l.running),
-            ("succeeded", l.succeeded),
-            ("failed", l.failed),
-            ("dead", l.dead),
-            ("cancelled", l.cancelled),
-        ] {
+        for (s, n) in by_state(&l) {
             self.farm_builds.with_label_values(&[s]).set(n as i64);
         }
         self.farm_queue_depth.set((l.queued + l.failed) as i64);
@@ -282,20 +275,9 @@ impl Metrics {
         let stats = crate::routes::job_queue::stats(state);
         self.jobs_by_state.reset();
         self.jobs_oldest_queued.reset();
-        let by_state = |q: &model::views::QueueStats| {
-            let l = &q.length;
-            [
-                ("queued", l.queued),
-                ("running", l.running),
-                ("succeeded", l.succeeded),
-                ("failed", l.failed),
-                ("dead", l.dead),
-                ("cancelled", l.cancelled),
-            ]
-        };
         let mut other = [0i64; 6];
         for (i, q) in stats.queues.iter().map(|q| &q.stats).enumerate() {
-            for (j, (s, n)) in by_state(q).into_iter().enumerate() {
+            for (j, (s, n)) in by_state(&q.length).into_iter().enumerate() {
                 if i < MAX_QUEUE_SERIES {
                     self.jobs_by_state.with_label_values(&[q.queue.as_str(), s]).set(n as i64);
                 } else {
@@ -307,7 +289,7 @@ impl Metrics {
             }
         }
         if stats.queues.len() > MAX_QUEUE_SERIES {
-            for (j, (s, _)) in by_state(&stats.total.stats).into_iter().enumerate() {
+            for (j, (s, _)) in by_state(&stats.total.stats.length).into_iter().enumerate() {
                 self.jobs_by_state.with_label_values(&["other", s]).set(other[j]);
             }
         }
@@ -364,6 +346,18 @@ impl Metrics {
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text format is UTF-8")
     }
+}
+
+/// Jobs of each state, under their metric label.
+fn by_state(l: &model::views::StateCounts) -> [(&'static str, u64); 6] {
+    [
+        ("queued", l.queued),
+        ("running", l.running),
+        ("succeeded", l.succeeded),
+        ("failed", l.failed),
+        ("dead", l.dead),
+        ("cancelled", l.cancelled),
+    ]
 }
 
 /// Count and time every request by its route template (not the raw path).

@@ -151,7 +151,7 @@ mod tests {
         let mut io = HeadTimed::new(server, requests.clone(), Duration::from_secs(10));
         let mut buf = [0u8; 64];
         client.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 19);
         // The service starts: a long request (a long poll) reads its body slowly.
         let call = requests.begin();
         tokio::time::sleep(Duration::from_secs(25)).await;
@@ -164,7 +164,7 @@ mod tests {
         let idle = tokio::time::timeout(Duration::from_secs(60), io.read(&mut buf)).await;
         assert!(idle.is_err());
         client.write_all(b"GET").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 3);
         let e = io.read(&mut buf).await.unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::TimedOut);
     }
