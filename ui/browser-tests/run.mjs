@@ -574,10 +574,18 @@ await step("overview: jobs card with totals and a link to the Jobs page", async 
   const since = problems.length;
   await page.goto(UI + BASE + "/overview");
   await page.locator("#live.on").waitFor({ timeout: 10000 });
-  const st = await apiGet("/api/v1/queue/stats");
-  await waitFor("live jobs totals", async () =>
-    Number(await page.locator('[data-k="jobs_dead"]').textContent()) === st.total.length.dead &&
-    Number(await page.locator('[data-k="jobs_running"]').textContent()) === st.total.length.running);
+  // Both sides are read on every try: jobs keep moving between one read and
+  // the next (the dev cluster's simulated job workers claim and finish theirs).
+  let seen = "";
+  await waitFor("live jobs totals", async () => {
+    const st = await apiGet("/api/v1/queue/stats");
+    const dead = Number(await page.locator('[data-k="jobs_dead"]').textContent());
+    const running = Number(await page.locator('[data-k="jobs_running"]').textContent());
+    seen = `page dead ${dead} running ${running}, API dead ${st.total.length.dead} running ${st.total.length.running}`;
+    return dead === st.total.length.dead && running === st.total.length.running;
+  }).catch((e) => {
+    throw new Error(`${e.message}; ${seen}`);
+  });
   assert(Number(await page.locator('[data-k="jobs_queued"]').textContent()) >= 2, "queued total");
   assert((await page.locator("#jobs-dead-stat").getAttribute("class")).includes("bad"), "dead jobs shown as bad");
   await page.click('#jobs-card a[href="/verifier-engine-room/jobs"]');
