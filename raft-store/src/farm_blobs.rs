@@ -12,17 +12,21 @@
 //! Bounded by the model: 20 versions of 1 MiB per kind, and the log
 //! retention (`BUILD_LOG_MAX_BYTES`, at most 2 GiB).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 use model::state::farm::{BlobKind, FarmOp, FarmReply};
 use model::{Command, CommandError, Reply, Request};
 
+use super::job_logs::contains_ignore_ascii_case;
+use super::tree_section::{KeyLen, Section};
+
 /// The tree's name in the node's sled database.
 pub const TREE: &str = "farm_blobs";
 /// Most lines one read or search answers.
 pub const MAX_READ: usize = 1_000;
-const SECTION_MAGIC: [u8; 4] = *b"ERFB";
+/// The snapshot section: keys with a length, values from a 16-byte header.
+const SECTION: Section = Section { magic: *b"ERFB", what: "farm blob section", key: KeyLen::Prefixed, min_value: 16 };
 const LOG_TAG: u8 = b'L';
 
 fn blob_key(kind: BlobKind, version: u64) -> Vec<u8> {
@@ -268,75 +272,14 @@ impl FarmBlobs {
 
     /// Write the snapshot section: what entries up to `upto` wrote.
     pub(crate) fn write_section(&self, upto: u64, w: &mut impl Write) -> io::Result<u64> {
-        w.write_all(&SECTION_MAGIC)?;
-        let mut n = 0u64;
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(io::Error::other)?;
-            if u64_at(&v, 0).is_none_or(|index| index > upto) || k.len() > u16::MAX as usize {
-                continue;
-            }
-            w.write_all(&[1])?;
-            w.write_all(&(k.len() as u16).to_be_bytes())?;
-            w.write_all(&k)?;
-            w.write_all(&(v.len() as u32).to_be_bytes())?;
-            w.write_all(&v)?;
-            n += 1;
-        }
-        w.write_all(&[0])?;
-        Ok(n)
+        SECTION.write(&self.tree, |_, v| u64_at(v, 0).is_some_and(|index| index <= upto), w)
     }
 
     /// Replace the whole store with the section at the front of `section`
     /// (empty: nothing, as in a snapshot written before format 6).
     pub(crate) fn install_section(&self, section: &mut &[u8]) -> io::Result<u64> {
-        self.tree.clear().map_err(io::Error::other)?;
-        if section.is_empty() {
-            return Ok(0);
-        }
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("farm blob section: {why}"));
-        let mut magic = [0u8; 4];
-        section.read_exact(&mut magic)?;
-        if magic != SECTION_MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let mut n = 0u64;
-        let mut batch = sled::Batch::default();
-        loop {
-            let mut tag = [0u8; 1];
-            section.read_exact(&mut tag)?;
-            if tag[0] == 0 {
-                break;
-            }
-            let mut klen = [0u8; 2];
-            section.read_exact(&mut klen)?;
-            let klen = u16::from_be_bytes(klen) as usize;
-            if klen == 0 || klen > section.len() {
-                return Err(bad("bad key length"));
-            }
-            let (k, rest) = section.split_at(klen);
-            let k = k.to_vec();
-            *section = rest;
-            let mut vlen = [0u8; 4];
-            section.read_exact(&mut vlen)?;
-            let vlen = u32::from_be_bytes(vlen) as usize;
-            if vlen < 16 || vlen > section.len() {
-                return Err(bad("bad value length"));
-            }
-            let (v, rest) = section.split_at(vlen);
-            batch.insert(k, v);
-            *section = rest;
-            n += 1;
-            if n.is_multiple_of(10_000) {
-                self.tree.apply_batch(std::mem::take(&mut batch)).map_err(io::Error::other)?;
-            }
-        }
-        self.tree.apply_batch(batch).map_err(io::Error::other)?;
-        Ok(n)
+        SECTION.install(&self.tree, section)
     }
-}
-
-fn contains_ignore_ascii_case(hay: &[u8], needle_lower: &[u8]) -> bool {
-    hay.len() >= needle_lower.len() && hay.windows(needle_lower.len()).any(|w| w.eq_ignore_ascii_case(needle_lower))
 }
 
 #[cfg(test)]

@@ -10,18 +10,22 @@
 //! one replaces the tree. Bounded by the model's caps: 10,000 lines and
 //! 1 MiB per job, 512 MiB for all jobs.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 use model::state::job::{JobId, JobOp, JobReply};
 use model::{Command, CommandError, Reply, Request};
+
+use super::tree_section::{KeyLen, Section};
 
 /// The tree's name in the node's sled database.
 pub const TREE: &str = "job_logs";
 /// Most lines one read answers.
 pub const MAX_READ: usize = 1_000;
 /// First bytes of the snapshot section.
-const SECTION_MAGIC: [u8; 4] = *b"ERJL";
+/// The snapshot section: fixed-length keys, values from an 8-byte header.
+const SECTION: Section =
+    Section { magic: *b"ERJL", what: "job log section", key: KeyLen::Fixed(KEY_LEN), min_value: 8 };
 const KEY_LEN: usize = 24;
 
 /// Where a line sits: the log entry, the operation within it and the line
@@ -223,68 +227,18 @@ impl JobLogs {
     /// Write the snapshot section: the lines of entries up to `upto` (the
     /// snapshot's index; later ones come with the log after it).
     pub(crate) fn write_section(&self, upto: u64, w: &mut impl Write) -> io::Result<u64> {
-        w.write_all(&SECTION_MAGIC)?;
-        let mut n = 0u64;
-        for kv in self.tree.iter() {
-            let (k, v) = kv.map_err(io::Error::other)?;
-            let Some(line) = decode(&k, &v) else { continue };
-            if line.id.index > upto {
-                continue;
-            }
-            w.write_all(&[1])?;
-            w.write_all(&k)?;
-            w.write_all(&(v.len() as u32).to_be_bytes())?;
-            w.write_all(&v)?;
-            n += 1;
-        }
-        w.write_all(&[0])?;
-        Ok(n)
+        SECTION.write(&self.tree, |k, v| decode(k, v).is_some_and(|line| line.id.index <= upto), w)
     }
 
     /// Replace the whole store with a snapshot section (empty input: no lines,
     /// as in a snapshot written before the store existed).
     /// Reads from the front of `section`, leaving what follows the section.
     pub(crate) fn install_section(&self, section: &mut &[u8]) -> io::Result<u64> {
-        self.tree.clear().map_err(io::Error::other)?;
-        if section.is_empty() {
-            return Ok(0);
-        }
-        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("job log section: {why}"));
-        let mut magic = [0u8; 4];
-        section.read_exact(&mut magic)?;
-        if magic != SECTION_MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let mut n = 0u64;
-        let mut batch = sled::Batch::default();
-        loop {
-            let mut tag = [0u8; 1];
-            section.read_exact(&mut tag)?;
-            if tag[0] == 0 {
-                break;
-            }
-            let mut k = [0u8; KEY_LEN];
-            section.read_exact(&mut k)?;
-            let mut len = [0u8; 4];
-            section.read_exact(&mut len)?;
-            let len = u32::from_be_bytes(len) as usize;
-            if len < 8 || len > section.len() {
-                return Err(bad("bad line length"));
-            }
-            let (v, rest) = section.split_at(len);
-            batch.insert(&k[..], v);
-            *section = rest;
-            n += 1;
-            if n.is_multiple_of(10_000) {
-                self.tree.apply_batch(std::mem::take(&mut batch)).map_err(io::Error::other)?;
-            }
-        }
-        self.tree.apply_batch(batch).map_err(io::Error::other)?;
-        Ok(n)
+        SECTION.install(&self.tree, section)
     }
 }
 
-fn contains_ignore_ascii_case(hay: &[u8], needle_lower: &[u8]) -> bool {
+pub(crate) fn contains_ignore_ascii_case(hay: &[u8], needle_lower: &[u8]) -> bool {
     hay.len() >= needle_lower.len() && hay.windows(needle_lower.len()).any(|w| w.eq_ignore_ascii_case(needle_lower))
 }
 

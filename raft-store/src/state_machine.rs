@@ -17,6 +17,8 @@
 pub mod farm_blobs;
 #[path = "job_logs.rs"]
 pub mod job_logs;
+#[path = "tree_section.rs"]
+mod tree_section;
 
 use std::fs::File;
 use std::io::{self, BufWriter, Cursor, Write};
