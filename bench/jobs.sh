@@ -21,6 +21,9 @@ WORKERS=${WORKERS:-8}
 JOBS=${JOBS:-20000}
 MAX_TIME=${MAX_TIME:-120}
 CLAIM_BATCH=${CLAIM_BATCH:-1}
+# 1: a worker completes the last job of its batch and claims the next batch
+# in one call (Engine Room: `next` on the complete; Postgres: one transaction).
+COMPLETE_NEXT=${COMPLETE_NEXT:-0}
 FILL_JOBS=${FILL_JOBS:-1000000}
 PG_PORT=${PG_PORT:-25432}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
@@ -59,19 +62,21 @@ pg_start() {
 }
 
 jobs_load() { # jobs_load TARGET JSON URL
-    log "$1: $PRODUCERS producers, $WORKERS workers, $JOBS jobs (claim batch $CLAIM_BATCH), at most $MAX_TIME s"
+    log "$1: $PRODUCERS producers, $WORKERS workers, $JOBS jobs (claim batch $CLAIM_BATCH, complete-next $COMPLETE_NEXT), at most $MAX_TIME s"
+    local next=()
+    [ "$COMPLETE_NEXT" = 1 ] && next=(--complete-next)
     "$BENCH_BIN" jobs --target "$1" --url "$3" --token "$TOKEN" --producers "$PRODUCERS" --workers "$WORKERS" \
-        --jobs "$JOBS" --max-time "$MAX_TIME" --claim-batch "$CLAIM_BATCH" --json "$2" >/dev/null
+        --jobs "$JOBS" --max-time "$MAX_TIME" --claim-batch "$CLAIM_BATCH" "${next[@]}" --json "$2" >/dev/null
 }
 
 ER_URLS=http://127.0.0.1:27101,http://127.0.0.1:27102,http://127.0.0.1:27103
 
-# Job operations need cluster format 5, which the leader's upgrade loop
+# Job operations need cluster format 5 (or later), which the leader's upgrade loop
 # commits shortly after the cluster first forms.
 wait_format_5() {
     for _ in $(seq 600); do
         curl -fsS -m 1 -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:27101/api/history?entity=cluster:format" 2>/dev/null \
-            | grep -q '"format_version":5' && return 0
+            | grep -qE '"format_version":([5-9]|[1-9][0-9])' && return 0
         sleep 0.1
     done
     echo "the cluster did not reach format 5 within 60 s" >&2
@@ -110,7 +115,7 @@ PY
     exit 0
 fi
 
-COMMAND="PRODUCERS=$PRODUCERS WORKERS=$WORKERS JOBS=$JOBS CLAIM_BATCH=$CLAIM_BATCH MAX_TIME=$MAX_TIME bench/jobs.sh"
+COMMAND="PRODUCERS=$PRODUCERS WORKERS=$WORKERS JOBS=$JOBS CLAIM_BATCH=$CLAIM_BATCH COMPLETE_NEXT=$COMPLETE_NEXT MAX_TIME=$MAX_TIME bench/jobs.sh"
 ensure_postgres
 
 log "postgres: $PG_BIN on 127.0.0.1:$PG_PORT"

@@ -36,6 +36,10 @@ pub struct JobsOptions {
     pub max_time: Duration,
     /// Jobs per claim.
     pub claim_batch: u32,
+    /// A worker completes the last job of its batch and claims the next
+    /// batch in one call (Engine Room: `next` on the complete, one Raft
+    /// entry; Postgres: both statements in one transaction, one commit).
+    pub complete_next: bool,
     /// A distinct queue name per run, so runs never see each other's jobs.
     pub queue: String,
 }
@@ -227,26 +231,46 @@ mod er {
         for w in 0..run.opts.workers {
             let (run, c) = (run.clone(), client(run, format!("bench-w-{w}"))?);
             workers.push(tokio::spawn(async move {
+                let mut jobs = Vec::new();
                 loop {
-                    let jobs = match c.claim(run.opts.claim_batch, 5_000).await {
-                        Ok(j) => j,
-                        Err(_) => {
-                            run.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
+                    if jobs.is_empty() {
+                        jobs = match c.claim(run.opts.claim_batch, 5_000).await {
+                            Ok(j) => j,
+                            Err(_) => {
+                                run.errors.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        };
+                        for j in &jobs {
+                            run.claimed(&j.payload);
                         }
-                    };
-                    for j in &jobs {
-                        run.claimed(&j.payload);
                     }
-                    for j in jobs {
-                        match c.complete(&j, Some(&json!({"ok": true})), &[]).await {
+                    let (n, mut next) = (jobs.len(), Vec::new());
+                    for (i, j) in std::mem::take(&mut jobs).into_iter().enumerate() {
+                        let result = json!({"ok": true});
+                        let done = if run.opts.complete_next && i + 1 == n {
+                            match c.complete_next(&j, Some(&result), &[], run.opts.claim_batch).await {
+                                Ok((finished, more)) => {
+                                    for m in &more {
+                                        run.claimed(&m.payload);
+                                    }
+                                    next = more;
+                                    Ok(finished)
+                                }
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            c.complete(&j, Some(&result), &[]).await
+                        };
+                        match done {
                             Ok(jobs_client::Finished::Accepted { .. }) => run.completed(1),
                             _ => {
                                 run.errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
+                    jobs = next;
                 }
             }));
         }
@@ -297,6 +321,13 @@ mod pg {
             lease_token = NULL, locked_by = NULL
         WHERE id = $1 AND lease_token = $2 AND state = 'running'";
 
+    fn claimed(run: &Run, rows: &[tokio_postgres::Row]) {
+        for row in rows {
+            let body: String = row.get(1);
+            run.claimed(&serde_json::from_str(&body).unwrap_or(Value::Null));
+        }
+    }
+
     async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
@@ -330,38 +361,59 @@ mod pg {
         }
         let mut workers = Vec::new();
         for w in 0..run.opts.workers {
-            let (run, c) = (run.clone(), connect(&url).await?);
+            let (run, mut c) = (run.clone(), connect(&url).await?);
             let claim = c.prepare(CLAIM).await.map_err(|e| e.to_string())?;
             let complete = c.prepare(COMPLETE).await.map_err(|e| e.to_string())?;
             let worker = format!("bench-w-{w}");
             workers.push(tokio::spawn(async move {
                 let limit = run.opts.claim_batch as i64;
+                let mut rows = Vec::new();
                 loop {
-                    let rows = match c.query(&claim, &[&run.opts.queue, &worker, &limit]).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            run.errors.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                    if rows.is_empty() {
+                        rows = match c.query(&claim, &[&run.opts.queue, &worker, &limit]).await {
+                            Ok(r) => r,
+                            Err(_) => {
+                                run.errors.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        };
+                        if rows.is_empty() {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
                             continue;
                         }
-                    };
-                    if rows.is_empty() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
+                        claimed(&run, &rows);
                     }
-                    for row in &rows {
-                        let body: String = row.get(1);
-                        run.claimed(&serde_json::from_str(&body).unwrap_or(Value::Null));
-                    }
-                    for row in rows {
+                    let (n, mut next) = (rows.len(), Vec::new());
+                    for (i, row) in std::mem::take(&mut rows).into_iter().enumerate() {
                         let (id, token): (i64, i64) = (row.get(0), row.get(2));
-                        match c.execute(&complete, &[&id, &token, &r#"{"ok": true}"#]).await {
+                        let result = r#"{"ok": true}"#;
+                        let done = if run.opts.complete_next && i + 1 == n {
+                            // The complete and the next claim commit together.
+                            async {
+                                let tx = c.transaction().await?;
+                                let done = tx.execute(&complete, &[&id, &token, &result]).await?;
+                                let more = tx.query(&claim, &[&run.opts.queue, &worker, &limit]).await?;
+                                tx.commit().await?;
+                                Ok::<_, tokio_postgres::Error>((done, more))
+                            }
+                            .await
+                            .map(|(done, more)| {
+                                claimed(&run, &more);
+                                next = more;
+                                done
+                            })
+                        } else {
+                            c.execute(&complete, &[&id, &token, &result]).await
+                        };
+                        match done {
                             Ok(1) => run.completed(1),
                             _ => {
                                 run.errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
+                    rows = next;
                 }
             }));
         }

@@ -105,6 +105,10 @@ struct JobsArgs {
     /// Jobs per claim.
     #[arg(long, default_value_t = 1)]
     claim_batch: u32,
+    /// Complete the last job of a batch and claim the next batch in one call
+    /// (Postgres: in one transaction).
+    #[arg(long)]
+    complete_next: bool,
     /// Queue name (default: one per run).
     #[arg(long)]
     queue: Option<String>,
@@ -145,6 +149,7 @@ fn jobs(a: JobsArgs) -> anyhow::Result<()> {
         jobs: a.jobs,
         max_time,
         claim_batch: a.claim_batch.clamp(1, 100),
+        complete_next: a.complete_next,
         queue: a.queue.unwrap_or_else(|| format!("bench-{stamp}")),
     };
     let summary = runtime(None)?.block_on(bench::jobs::run(opts)).map_err(anyhow::Error::msg)?;

@@ -188,6 +188,62 @@ fn the_worker_contract_end_to_end() {
     assert_eq!(body["job"]["state"], "succeeded");
     assert_eq!(body["job"]["result"], json!({"echo": 1}));
     assert_eq!(api.post(&lu, "/internal/worker/complete", &worker, done).0, 409);
+
+    // ---- complete with `next`: the worker's next jobs claimed in the same commit ----
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let (code, body) =
+            api.post(&fu, "/api/v1/jobs", &producer, json!({"queue": "qn", "kind": "echo", "payload": {"n": n}}));
+        assert_eq!(code, 201, "{body}");
+        ids.push(body["job_id"].as_str().unwrap().to_string());
+    }
+    let (code, body) = api.post(&fu, "/internal/worker/claim", &worker, json!({"worker_id": "w1", "queues": ["qn"]}));
+    assert_eq!(code, 200, "{body}");
+    let a = body["jobs"][0].clone();
+    assert_eq!(a["job_id"], ids[0].as_str());
+    let finish = |j: &Value, token: &str, next: Value| json!({"job_id": j["job_id"], "worker_id": "w1", "lease_token": token, "result": {"ok": true}, "next": next});
+    let a_lease = a["lease_token"].as_str().unwrap();
+    for bad in [json!({"queues": []}), json!({"queues": ["qn"], "max_jobs": 101}), json!({"queues": ["q n"]})] {
+        let (code, body) = api.post(&fu, "/internal/worker/complete", &worker, finish(&a, a_lease, bad.clone()));
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    let (_, still) = api.get(&lu, &format!("/api/v1/jobs/{}?consistent=true", ids[0]), &reader);
+    assert_eq!(still["state"], "running", "a refused next changed nothing: {still}");
+    let (code, body) = api.post(
+        &fu,
+        "/internal/worker/complete",
+        &worker,
+        finish(&a, a_lease, json!({"queues": ["qn"], "max_jobs": 2})),
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["job"]["state"], "succeeded");
+    let next: Vec<Value> = body["next"]["jobs"].as_array().unwrap().clone();
+    let next_ids: Vec<&str> = next.iter().filter_map(|j| j["job_id"].as_str()).collect();
+    assert_eq!(next_ids, [ids[1].as_str(), ids[2].as_str()], "{body}");
+    for j in &next {
+        let (_, v) = api.get(&lu, &format!("/api/v1/jobs/{}?consistent=true", j["job_id"].as_str().unwrap()), &reader);
+        assert_eq!((v["state"].as_str(), v["lease"]["worker_id"].as_str()), (Some("running"), Some("w1")), "{v}");
+        assert_eq!(v["lease"]["lease_token"], j["lease_token"]);
+    }
+    // A refused complete keeps its job as it was, and still answers the jobs
+    // its `next` took (they are the worker's now).
+    let (code, body) =
+        api.post(&fu, "/internal/worker/complete", &worker, finish(&next[0], &forged, json!({"queues": ["qn"]})));
+    assert_eq!((code, body["error"]["code"].as_str()), (409, Some("lease_lost")), "{body}");
+    assert_eq!(body["next"]["jobs"][0]["job_id"], ids[3].as_str(), "{body}");
+    let last = body["next"]["jobs"][0].clone();
+    let (_, v) = api.get(&lu, &format!("/api/v1/jobs/{}?consistent=true", ids[1]), &reader);
+    assert_eq!(v["state"], "running", "{v}");
+    for j in [&next[0], &next[1], &last] {
+        let (code, body) = api.post(
+            &lu,
+            "/internal/worker/complete",
+            &worker,
+            finish(j, j["lease_token"].as_str().unwrap(), json!({"queues": ["qn"]})),
+        );
+        assert_eq!((code, body["job"]["state"].as_str()), (200, Some("succeeded")), "{body}");
+        assert_eq!(body["next"]["jobs"], json!([]), "nothing left to claim: {body}");
+    }
     // The log store holds the accepted lines, on every node, in order.
     c.eventually(SECS(5), "the job's log lines on a follower", || {
         let (code, body) = api.get(&fu, &format!("/api/v1/jobs/{id}/logs"), &reader);

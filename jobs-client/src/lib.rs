@@ -207,6 +207,13 @@ pub enum Finished {
     MaybeApplied,
 }
 
+/// A complete's or fail's answer as a [`Finished::Accepted`].
+fn finished(v: &Value) -> Finished {
+    let state = v.get("state").or_else(|| v.pointer("/job/state")).and_then(Value::as_str).unwrap_or("").to_string();
+    let logs_accepted = v.get("logs_accepted").and_then(Value::as_u64).map(|n| n as u32);
+    Finished::Accepted { state, logs_accepted }
+}
+
 /// A new job for [`JobsClient::enqueue`].
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct NewJob {
@@ -357,6 +364,44 @@ impl JobsClient {
         self.finish("/internal/worker/complete", &body).await
     }
 
+    /// Complete a job and claim up to `max_jobs` (1..=100) next ones in the
+    /// same commit (no waiting: an empty list when nothing is claimable).
+    /// The claimed jobs are this worker's whatever became of the complete,
+    /// so they are answered with every [`Finished`]; an error means no
+    /// answer came, and any job claimed then returns to the queue when its
+    /// lease expires.
+    pub async fn complete_next(
+        &self,
+        job: &ClaimedJob,
+        result: Option<&Value>,
+        logs: &[String],
+        max_jobs: u32,
+    ) -> Result<(Finished, Vec<ClaimedJob>), ClientError> {
+        let body = json!({
+            "job_id": job.job_id,
+            "worker_id": self.cfg.worker_id,
+            "lease_token": job.lease_token,
+            "result": result,
+            "logs": logs,
+            "next": {"queues": self.cfg.queues, "max_jobs": max_jobs.clamp(1, MAX_CLAIM), "pool": self.cfg.pool},
+        });
+        self.finish_next("/internal/worker/complete", &body).await
+    }
+
+    async fn finish_next(&self, path: &str, body: &Value) -> Result<(Finished, Vec<ClaimedJob>), ClientError> {
+        let next = |v: Option<&Value>| -> Vec<ClaimedJob> {
+            v.and_then(|n| n.get("jobs")).and_then(|j| serde_json::from_value(j.clone()).ok()).unwrap_or_default()
+        };
+        match self.nodes.post::<_, Value>(path, body, Duration::ZERO).await {
+            Ok(r) => Ok((finished(&r.value), next(r.value.get("next")))),
+            Err(ClientError::Refused { refusal, earlier_maybe_applied }) if refusal.code == "lease_lost" => {
+                let jobs = next(refusal.next.as_ref());
+                Ok((if earlier_maybe_applied { Finished::MaybeApplied } else { Finished::LeaseLost }, jobs))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Fail a job; `retryable` lets it run again (within its `max_attempts`).
     pub async fn fail(
         &self,
@@ -378,17 +423,7 @@ impl JobsClient {
 
     async fn finish(&self, path: &str, body: &Value) -> Result<Finished, ClientError> {
         match self.nodes.post::<_, Value>(path, body, Duration::ZERO).await {
-            Ok(r) => {
-                let state = r
-                    .value
-                    .get("state")
-                    .or_else(|| r.value.pointer("/job/state"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let logs_accepted = r.value.get("logs_accepted").and_then(Value::as_u64).map(|n| n as u32);
-                Ok(Finished::Accepted { state, logs_accepted })
-            }
+            Ok(r) => Ok(finished(&r.value)),
             Err(e) if e.is_lease_lost() && e.maybe_applied() => Ok(Finished::MaybeApplied),
             Err(e) if e.is_lease_lost() => Ok(Finished::LeaseLost),
             Err(e) => Err(e),

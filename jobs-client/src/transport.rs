@@ -46,6 +46,8 @@ pub struct Refusal {
     pub status: u16,
     pub code: String,
     pub message: String,
+    /// Jobs claimed by a `next` that rode with a refused complete or fail.
+    pub next: Option<Value>,
 }
 
 /// What one try came to.
@@ -184,6 +186,7 @@ impl Nodes {
                 .and_then(Value::as_str)
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()),
+            next: value.get("next").cloned(),
         };
         match status {
             // `unavailable` (no leader reached) and `overloaded` (shed before the

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use model::state::job::{
     Claim, Finish, JobId, JobOp, JobReply, LeaseToken, Renew, MAX_CLAIM, MAX_CLAIM_QUEUES, MAX_ERROR_BYTES,
@@ -82,6 +83,35 @@ fn pending(state: &ControlState, queues: &[String]) -> bool {
     queues.iter().any(|q| !jobs.queues.get(q).is_some_and(|c| c.paused) && jobs.pending_in(q) > 0)
 }
 
+/// Check a claim's queues, `max_jobs` and pool, and that the caller's token
+/// may act for the worker (a worker token acts only for its workers and
+/// pool, as in heartbeats); answers `max_jobs` with its default.
+fn check_claim(
+    s: &AppState,
+    caller: &Caller,
+    worker: &str,
+    queues: &[String],
+    max_jobs: Option<u32>,
+    pool: Option<&str>,
+) -> Result<u32, ApiError> {
+    if queues.is_empty() || queues.len() > MAX_CLAIM_QUEUES {
+        return Err(ApiError::bad_request(format!("queues must name 1..={MAX_CLAIM_QUEUES} queues")));
+    }
+    for q in queues {
+        validate_name("queue", q)?;
+    }
+    if let Some(p) = pool {
+        validate_name("pool", p)?;
+    }
+    let max_jobs = max_jobs.unwrap_or(1);
+    if !(1..=MAX_CLAIM).contains(&max_jobs) {
+        return Err(ApiError::bad_request(format!("max_jobs must be 1..={MAX_CLAIM}")));
+    }
+    let known_pool = s.cluster.state.read().state.workers.get(worker).map(|w| w.pool.to_string());
+    caller.check_worker(worker, known_pool.as_deref().or(pool))?;
+    Ok(max_jobs)
+}
+
 /// Claim up to `max_jobs` jobs, committed through Raft before the answer;
 /// with `wait_ms`, wait for one to arrive (woken by applied entries that
 /// change the jobs, never by polling).
@@ -99,26 +129,11 @@ pub async fn claim(
 ) -> Result<Json<ClaimAnswer>, ApiError> {
     let started = Instant::now();
     validate_name("worker_id", &body.worker_id)?;
-    if body.queues.is_empty() || body.queues.len() > MAX_CLAIM_QUEUES {
-        return Err(ApiError::bad_request(format!("queues must name 1..={MAX_CLAIM_QUEUES} queues")));
-    }
-    for q in &body.queues {
-        validate_name("queue", q)?;
-    }
-    if let Some(p) = &body.pool {
-        validate_name("pool", p)?;
-    }
-    let max_jobs = body.max_jobs.unwrap_or(1);
-    if !(1..=MAX_CLAIM).contains(&max_jobs) {
-        return Err(ApiError::bad_request(format!("max_jobs must be 1..={MAX_CLAIM}")));
-    }
+    let max_jobs = check_claim(&s, &caller, &body.worker_id, &body.queues, body.max_jobs, body.pool.as_deref())?;
     let wait_ms = body.wait_ms.unwrap_or(0);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::bad_request(format!("wait_ms must be 0..={MAX_WAIT_MS}")));
     }
-    // A worker token acts only for its workers and pool, as in heartbeats.
-    let known_pool = s.cluster.state.read().state.workers.get(&body.worker_id).map(|w| w.pool.to_string());
-    caller.check_worker(&body.worker_id, known_pool.as_deref().or(body.pool.as_deref()))?;
     let interval = s.job_options.heartbeat_interval.as_secs();
     if body.dry_run {
         return Ok(Json(ClaimAnswer { jobs: Vec::new(), heartbeat_interval_seconds: interval }));
@@ -323,6 +338,8 @@ pub struct CompleteBody {
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub logs: Vec<String>,
+    /// Claim the worker's next jobs in the same commit.
+    pub next: Option<NextClaim>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -344,6 +361,8 @@ pub struct FailBody {
     #[serde(default)]
     #[schema(max_items = 1000)]
     pub logs: Vec<String>,
+    /// Claim the worker's next jobs in the same commit.
+    pub next: Option<NextClaim>,
 }
 
 fn yes() -> bool {
@@ -354,23 +373,97 @@ fn yes() -> bool {
 pub struct FinishAnswer {
     pub job: JobView,
     pub logs_accepted: u32,
+    /// Present when the call asked for `next`: the jobs claimed with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<ClaimAnswer>,
+}
+
+/// A complete or fail that also claims the worker's next jobs, in the same
+/// commit: one round trip and one Raft entry per job instead of two. The
+/// claim does not wait (no long poll); an empty `next.jobs` means nothing
+/// was claimable, or the worker may not take jobs now.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NextClaim {
+    /// 1..=16 queues, in preference order.
+    #[schema(min_items = 1, max_items = 16, value_type = Vec<QueueName>)]
+    pub queues: Vec<String>,
+    /// 1..=100, default 1.
+    #[serde(default, deserialize_with = "crate::extract::whole_opt")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_jobs: Option<u32>,
+    /// As in a claim: the pool of a worker the cluster does not know yet.
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
+    pub pool: Option<String>,
 }
 
 /// A worker's report on its attempt (complete or fail): the worker id is
 /// checked and bound to the caller's token, then `op` builds the operation
-/// from it, which is committed and answered.
+/// from it, which is committed and answered. With `next`, a claim for the
+/// same worker rides in the same entry, after the report; when the report
+/// is refused, the refusal's body carries the claimed jobs as `next` too
+/// (they are leased to the worker either way).
 async fn report(
     s: &AppState,
     caller: &Caller,
     worker: String,
+    next: Option<NextClaim>,
     op: impl FnOnce(String) -> Result<JobOp, ApiError>,
-) -> Result<Json<FinishAnswer>, ApiError> {
+) -> Result<Response, ApiError> {
     validate_name("worker_id", &worker)?;
     check_bound(s, caller, &worker)?;
+    let claim = match &next {
+        Some(n) => {
+            let max_jobs = check_claim(s, caller, &worker, &n.queues, n.max_jobs, n.pool.as_deref())?;
+            let may = worker_may_claim(&s.cluster.state.read().state, &worker);
+            may.then(|| {
+                JobOp::Claim(Claim {
+                    worker: worker.clone(),
+                    queues: n.queues.clone(),
+                    max_jobs,
+                    lease_ms: s.job_options.lease_ttl.as_millis() as u64,
+                    nonce: rand::random(),
+                })
+            })
+        }
+        None => None,
+    };
     let op = op(worker)?;
-    match s.jobs.submit(op).await.map_err(batch_refused)? {
-        JobReply::Finished { job, logs_accepted } => Ok(Json(FinishAnswer { job: view(&job), logs_accepted })),
-        other => Err(ApiError::internal(format!("unexpected reply to a finish: {other:?}"))),
+    let interval = s.job_options.heartbeat_interval.as_secs();
+    let empty = || ClaimAnswer { jobs: Vec::new(), heartbeat_interval_seconds: interval };
+    let (finished, next) = match claim {
+        None => (s.jobs.submit(op).await.map_err(batch_refused), next.map(|_| empty())),
+        Some(claim) => {
+            let mut answers = s.jobs.submit_all(vec![op, claim]).await.map_err(batch_refused)?.into_iter();
+            let (finished, claimed) = (answers.next(), answers.next());
+            let next = match claimed {
+                Some(Ok(JobReply::Claimed { jobs })) => ClaimAnswer {
+                    jobs: jobs.iter().filter_map(ClaimedJob::of).collect(),
+                    heartbeat_interval_seconds: interval,
+                },
+                _ => empty(),
+            };
+            let finished = finished
+                .ok_or_else(|| ApiError::internal("a report's batch answered nothing"))?
+                .map_err(crate::routes::jobs::refused);
+            (finished, Some(next))
+        }
+    };
+    match finished {
+        Ok(JobReply::Finished { job, logs_accepted }) => {
+            Ok(Json(FinishAnswer { job: view(&job), logs_accepted, next }).into_response())
+        }
+        Ok(other) => Err(ApiError::internal(format!("unexpected reply to a finish: {other:?}"))),
+        Err(e) => match next {
+            Some(next) if !next.jobs.is_empty() => {
+                let body = serde_json::json!({
+                    "error": {"code": e.code, "message": e.message},
+                    "next": next,
+                });
+                Ok((e.status, Json(body)).into_response())
+            }
+            _ => Err(e),
+        },
     }
 }
 
@@ -381,15 +474,15 @@ async fn report(
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers", body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
-    (status = 409, description = "`lease_lost`: not the current lease of this job (or expired); nothing changed", body = crate::openapi::ErrorBody),
+    (status = 409, description = "`lease_lost`: not the current lease of this job (or expired); the job did not change (a `next` claim in the same call still took jobs: the body's `next` lists them)", body = crate::openapi::ErrorBody),
     (status = 413, description = "`payload_too_large`: result over 64 KiB or body over the limit", body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn complete(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(b): ApiJson<CompleteBody>,
-) -> Result<Json<FinishAnswer>, ApiError> {
-    report(&s, &caller, b.worker_id, |worker| {
+) -> Result<Response, ApiError> {
+    report(&s, &caller, b.worker_id, b.next, |worker| {
         let result = b.result.map(|v| v.to_string());
         if result.as_ref().is_some_and(|r| r.len() > MAX_PAYLOAD_BYTES) {
             return Err(ApiError::new(
@@ -419,15 +512,15 @@ pub async fn complete(
     (status = 400, body = crate::openapi::ErrorBody),
     (status = 403, description = "a worker token bound to other workers", body = crate::openapi::ErrorBody),
     (status = 404, body = crate::openapi::ErrorBody),
-    (status = 409, description = "`lease_lost`: not the current lease of this job (or expired); nothing changed", body = crate::openapi::ErrorBody),
+    (status = 409, description = "`lease_lost`: not the current lease of this job (or expired); the job did not change (a `next` claim in the same call still took jobs: the body's `next` lists them)", body = crate::openapi::ErrorBody),
     (status = 413, body = crate::openapi::ErrorBody),
     (status = 503, body = crate::openapi::ErrorBody)))]
 pub async fn fail(
     State(s): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiJson(b): ApiJson<FailBody>,
-) -> Result<Json<FinishAnswer>, ApiError> {
-    report(&s, &caller, b.worker_id, |worker| {
+) -> Result<Response, ApiError> {
+    report(&s, &caller, b.worker_id, b.next, |worker| {
         text_cap("error", &Some(b.error.clone()), MAX_ERROR_BYTES)?;
         Ok(JobOp::Fail(Finish {
             job_id: b.job_id,
