@@ -225,8 +225,11 @@ impl FarmBlobs {
             }
             None => vec![LOG_TAG],
         };
-        let mut prev: Option<BuildLine> = None;
+        // Lines are matched on their stored bytes; only a hit and the lines
+        // around it are decoded.
+        let mut prev: Option<(sled::IVec, sled::IVec)> = None;
         let mut want_after = false;
+        let same_log = |a: &[u8], b: &[u8]| a.len() == b.len() && a[..a.len() - 8] == b[..b.len() - 8];
         for kv in self.tree.scan_prefix(&prefix) {
             if found.scanned.is_multiple_of(256) && Instant::now() >= deadline {
                 found.complete = false;
@@ -234,29 +237,39 @@ impl FarmBlobs {
             }
             let (k, v) = kv.map_err(io::Error::other)?;
             found.scanned += 1;
-            let Some(line) = decode_line(&k, &v) else { continue };
-            let same_log = |a: &BuildLine, b: &BuildLine| a.package == b.package && a.version == b.version;
+            if k.len() < 9 || v.len() < 16 {
+                continue;
+            }
             if want_after {
-                if let Some(last) = found.hits.last_mut().filter(|h| same_log(&h.line, &line)) {
-                    last.after = Some(line.text.clone());
-                }
                 want_after = false;
+                if let Some(last) = found.hits.last_mut() {
+                    let last_key = line_key(&last.line.package, &last.line.version, last.line.line);
+                    if same_log(&last_key, &k) {
+                        last.after = decode_line(&k, &v).map(|l| l.text);
+                    }
+                }
                 if found.hits.len() >= limit {
                     found.complete = false;
                     break;
                 }
             }
-            let matched = line.at_ms >= since_ms && contains_ignore_ascii_case(line.text.as_bytes(), needle.as_bytes());
-            if matched {
+            let at_ms = u64_at(&v, 8).unwrap_or(0);
+            if at_ms >= since_ms && contains_ignore_ascii_case(&v[16..], needle.as_bytes()) {
                 if found.hits.len() >= limit {
                     found.complete = false;
                     break;
                 }
-                let before = prev.filter(|p| same_log(p, &line)).map(|p| p.text);
-                found.hits.push(Hit { line: line.clone(), before, after: None });
-                want_after = true;
+                if let Some(line) = decode_line(&k, &v) {
+                    let before = prev
+                        .as_ref()
+                        .filter(|(pk, _)| same_log(pk, &k))
+                        .and_then(|(pk, pv)| decode_line(pk, pv))
+                        .map(|p| p.text);
+                    found.hits.push(Hit { line, before, after: None });
+                    want_after = true;
+                }
             }
-            prev = Some(line);
+            prev = Some((k, v));
         }
         Ok(found)
     }

@@ -239,7 +239,15 @@ impl JobLogs {
 }
 
 pub(crate) fn contains_ignore_ascii_case(hay: &[u8], needle_lower: &[u8]) -> bool {
-    hay.len() >= needle_lower.len() && hay.windows(needle_lower.len()).any(|w| w.eq_ignore_ascii_case(needle_lower))
+    let Some((&first, rest)) = needle_lower.split_first() else { return true };
+    if hay.len() < needle_lower.len() {
+        return false;
+    }
+    // Candidates are the places of the first byte in either case (found with
+    // SIMD by memchr); only those are compared in full.
+    let last_start = hay.len() - needle_lower.len();
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last_start])
+        .any(|at| hay[at + 1..at + needle_lower.len()].eq_ignore_ascii_case(rest))
 }
 
 #[cfg(test)]
@@ -247,6 +255,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn contains_ignore_ascii_case_agrees_with_a_plain_scan() {
+        let plain = |hay: &[u8], n: &[u8]| {
+            n.is_empty() || (hay.len() >= n.len() && hay.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n)))
+        };
+        let hays: [&[u8]; 7] =
+            [b"", b"a", b"Error: NUMPY missing", b"errerror", b"xx ERROR", b"\xff\xfeerr", b"ab-AB-aB-Ab-"];
+        for hay in hays {
+            for needle in [&b""[..], b"e", b"error", b"numpy missing", b"ab-a", b"b-", b"-ab-", b"zz", b"error!"] {
+                assert_eq!(contains_ignore_ascii_case(hay, needle), plain(hay, needle), "{hay:?} {needle:?}");
+            }
+        }
+        // A needle at the very end, and one a byte too long.
+        assert!(contains_ignore_ascii_case(b"the end", b"end"));
+        assert!(!contains_ignore_ascii_case(b"the end", b"the end!"));
+    }
 
     fn store() -> (tempfile::TempDir, JobLogs) {
         let dir = tempfile::tempdir().unwrap();
