@@ -786,8 +786,14 @@ await step("hints: create through the UI, test a pattern, edit, delete", async (
   await page.waitForLoadState("load");
   const made = await waitFor("the API has it", async () => (await apiGet("/hints", UI)).hints.find((h) => h.pattern === pattern));
   assert(made.recipe.env.UITEST === "1" && made.recipe.extra_requirements[0] === "uitest-helper>=1", "recipe saved: " + JSON.stringify(made.recipe));
+  // The page may have been rendered by this follower a moment before it
+  // applied the write: reload until it shows it.
+  const shows = (check) => waitFor("the page shows it", async () => {
+    await page.goto(UI + BASE + "/hints");
+    return check();
+  }, 10000, 300);
   const row = page.locator(`#hints-table tr[data-hint="${made.id}"]`);
-  await row.waitFor();
+  await shows(async () => (await row.count()) === 1);
   assert((await row.textContent()).includes("<b>from the browser test</b>"), "the note is shown as text");
   // Edit: a bad pattern is refused in the dialog, then a good one saved.
   await row.locator("[data-hint-edit]").click();
@@ -801,14 +807,14 @@ await step("hints: create through the UI, test a pattern, edit, delete", async (
   await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#hint-save")]);
   await page.waitForLoadState("load");
   await waitFor("edited in the API", async () => (await apiGet("/hints", UI)).hints.find((h) => h.id === made.id).pattern === edited);
-  assert((await page.locator(`#hints-table tr[data-hint="${made.id}"] .hint-pattern`).textContent()) === edited, "edited in the table");
+  await shows(async () => (await page.locator(`#hints-table tr[data-hint="${made.id}"] .hint-pattern`).textContent()) === edited);
   // Delete, through the confirm dialog.
   await page.locator(`#hints-table tr[data-hint="${made.id}"] [data-hint-delete]`).click();
   await page.locator("#confirm").waitFor({ state: "visible" });
   await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#confirm-ok")]);
   await page.waitForLoadState("load");
   await waitFor("gone from the API", async () => !(await apiGet("/hints", UI)).hints.some((h) => h.id === made.id));
-  assert((await page.locator(`#hints-table tr[data-hint="${made.id}"]`).count()) === 0, "gone from the table");
+  await shows(async () => (await page.locator(`#hints-table tr[data-hint="${made.id}"]`).count()) === 0);
   await noProblems(since);
 });
 
@@ -829,6 +835,9 @@ await step("settings: the farm config is shown and saved through PUT /config", a
     return c.python === "3.12" ? c : null;
   });
   assert(cfg.strategy === "upgrade" && cfg.platform === "manylinux_2_28_x86_64" && cfg.env.UITEST_FARM === "yes", JSON.stringify(cfg));
+  // Rendered again now that this node has applied it (the reload after
+  // saving may have come a moment before).
+  await page.goto(UI + BASE + "/settings");
   assert((await page.inputValue("#farm-python")) === "3.12" && (await page.inputValue("#farm-strategy")) === "upgrade", "the page shows it");
   // A bad environment line is refused before any call.
   await page.fill("#farm-env", "no equals sign");
