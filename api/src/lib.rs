@@ -202,6 +202,13 @@ fn public_routes(state: AppState) -> Router {
         .route("/verifier-engine-room/static/{file}", get(routes::ui::asset))
         .route("/verifier-engine-room/workers/{id}", get(routes::ui::worker))
         .route("/verifier-engine-room/jobs/{id}", get(routes::ui::job))
+        .route("/verifier-engine-room/builds/{package}", get(routes::ui_farm::package))
+        .route("/verifier-engine-room/logs/{name}/{version}", get(routes::ui_farm::log))
+        .route(
+            "/verifier-engine-room/hints/test",
+            axum::routing::post(routes::ui_farm::test_pattern)
+                .layer(DefaultBodyLimit::max(routes::ui_farm::TEST_BODY_LIMIT)),
+        )
         .route("/verifier-engine-room/{page}", get(routes::ui::page))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_basic))
         .layer(middleware::from_fn(ui_headers));

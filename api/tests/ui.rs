@@ -97,6 +97,9 @@ async fn every_page_renders_with_navigation_and_state() {
         ("workers", "w-2"),
         ("jobs", "No queues yet"),
         ("alerts", "Alert rules"),
+        ("builds", "No builds yet"),
+        ("plan", "no plan posted yet"),
+        ("hints", "No hints yet"),
         ("pools", "eu-west"),
         ("settings", "SSE_INTERVAL_SECONDS"),
         ("cluster", "http://127.0.0.1:9"),
@@ -317,4 +320,87 @@ async fn events_stream_sends_a_snapshot_at_once() {
     assert_eq!(v["interval_seconds"], 2);
     assert!(v["fleet"]["heartbeats_total"].as_u64().unwrap() >= 1);
     assert!(v["incidents"].as_array().is_some_and(|i| i.is_empty()), "no incident open yet");
+}
+
+#[tokio::test]
+async fn farm_pages_show_builds_logs_hint_highlights_plan_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = leader(dir.path()).await;
+    let version = model::state::FORMAT_VERSION;
+    s.cluster.write("t", model::Command::SetFormatVersion { version }).await.unwrap().unwrap();
+    let app = api::app(s);
+    let ok = |a: &Answer, want: StatusCode| assert_eq!(a.status, want, "{}", a.body);
+    ok(
+        &post_json(
+            &app,
+            "/hints",
+            r#"{"pattern":"fatal error: .*\\.h: No such file","recipe":{"note":"install <dev>"}}"#,
+        )
+        .await,
+        StatusCode::CREATED,
+    );
+    ok(
+        &post_json(&app, "/queue/enqueue", r#"{"package":"lxml","version":"5.2.2","run_id":"r1"}"#).await,
+        StatusCode::CREATED,
+    );
+    let error = "fatal error: libxml<x>.h: No such file";
+    let lines = format!(r#"{{"lines":["compiling etree","{error}","done"]}}"#);
+    ok(&post_json(&app, "/logs/lxml/5.2.2", &lines).await, StatusCode::OK);
+    let claim =
+        post_json(&app, "/internal/worker/claim", r#"{"worker_id":"bw","queues":["build"],"max_jobs":1}"#).await;
+    let c: Value = serde_json::from_str(&claim.body).unwrap();
+    let fail = serde_json::json!({"job_id": c["jobs"][0]["job_id"], "worker_id": "bw", "lease_token": c["jobs"][0]["lease_token"],
+        "error": error, "retryable": false, "logs": []});
+    ok(&post_json(&app, "/internal/worker/fail", &fail.to_string()).await, StatusCode::OK);
+    let plan =
+        r#"{"packages":[{"name":"cython","version":"3.0"},{"name":"lxml","version":"5.2.2","deps":["cython"]}]}"#;
+    ok(&post_json(&app, "/plan", plan).await, StatusCode::CREATED);
+
+    let page = get(&app, "/verifier-engine-room/builds", Some(BASIC)).await;
+    ok(&page, StatusCode::OK);
+    assert!(page.body.contains(r#"data-kind="failed" data-package="lxml""#) && page.body.contains("hint #1"));
+    assert!(!page.body.contains("libxml<x>") && page.body.contains("libxml&#60;x&#62;"), "errors are escaped");
+    let rows = get(&app, "/verifier-engine-room/builds?partial=rows&status=queued", Some(BASIC)).await.body;
+    assert!(
+        rows.contains(r#"data-kind="queued""#) && !rows.contains(r#"data-kind="failed""#) && !rows.contains("<nav>")
+    );
+    let bad = get(&app, "/verifier-engine-room/builds?partial=rows&package=bad%20name", Some(BASIC)).await.body;
+    assert!(bad.contains("history-error"), "the API's refusal is shown");
+
+    let pkg = get(&app, "/verifier-engine-room/builds/lxml", Some(BASIC)).await.body;
+    assert!(pkg.contains(r#"data-version="5.2.2""#) && pkg.contains("3 lines"));
+    let log = get(&app, "/verifier-engine-room/logs/lxml/5.2.2", Some(BASIC)).await;
+    ok(&log, StatusCode::OK);
+    assert_eq!(log.body.matches("log-line hint-line").count(), 1, "one highlighted line");
+    assert!(log.body.contains(r#"id="L2" data-hints="1""#), "the header line, naming hint 1");
+    assert!(log.body.contains("install &#60;dev&#62;"), "the hint's note, escaped");
+    let found = get(&app, "/verifier-engine-room/logs/lxml/5.2.2?q=COMPILING", Some(BASIC)).await.body;
+    assert!(found.contains("<mark>compiling</mark>") && !found.contains("id=\"L3\""), "only the hit");
+    ok(&get(&app, "/verifier-engine-room/logs/lxml/9.9", Some(BASIC)).await, StatusCode::NOT_FOUND);
+    ok(&get(&app, "/verifier-engine-room/builds/bad%20name", Some(BASIC)).await, StatusCode::NOT_FOUND);
+
+    let plan = get(&app, "/verifier-engine-room/plan", Some(BASIC)).await.body;
+    assert!(plan.contains(r#"class="node st-failed" data-package="lxml""#), "lxml drawn with its failure");
+    assert_eq!(plan.matches(r#"<path class="edge""#).count(), 1);
+    let hints = get(&app, "/verifier-engine-room/hints", Some(BASIC)).await.body;
+    assert!(hints.contains(r#"id="hint-1""#) && hints.contains("1 events"));
+    let settings = get(&app, "/verifier-engine-room/settings", Some(BASIC)).await.body;
+    assert!(settings.contains(r#"id="farm-config-form""#));
+
+    let test = |csrf: bool, auth: bool| {
+        let mut req =
+            Request::post("/verifier-engine-room/hints/test").header(header::CONTENT_TYPE, "application/json");
+        if csrf {
+            req = req.header("x-engine-csrf", "1");
+        }
+        if auth {
+            req = req.header(header::AUTHORIZATION, BASIC);
+        }
+        req.body(Body::from(r#"{"pattern":"(?i)ERROR","log":"ok\n<b>error</b> here"}"#)).unwrap()
+    };
+    let t = send(&app, test(true, true)).await;
+    ok(&t, StatusCode::OK);
+    assert!(t.body.contains("<mark>error</mark>") && t.body.contains("&#60;b&#62;"), "{}", t.body);
+    ok(&send(&app, test(false, true)).await, StatusCode::FORBIDDEN);
+    ok(&send(&app, test(true, false)).await, StatusCode::UNAUTHORIZED);
 }

@@ -1,6 +1,6 @@
 //! `engine-room dev`: a local cluster of real node processes on loopback, with
 //! per-node data dirs and logs, simulated workers and job workers with a
-//! producer, for a newcomer to look at and poke.
+//! producer, and a simulated build farm, for a newcomer to look at and poke.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -36,6 +36,9 @@ pub struct DevArgs {
     /// Jobs the simulated producer enqueues per minute (0: none).
     #[arg(long, default_value_t = 60)]
     pub jobs_per_minute: u32,
+    /// Run the simulated build farm (`--builds=false`: none).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub builds: bool,
 }
 
 /// The dev cluster's default token: long enough for the node's secret check.
@@ -94,6 +97,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         (1..=args.nodes).map(url).collect(),
         args.token.clone(),
     );
+    if args.builds {
+        println!("  a simulated build worker builds a few Python packages (one requested every 20 s); lxml always");
+        println!("  fails on a missing C header that a seeded hint recognizes: see the Builds, Plan and Hints pages");
+        crate::sim_farm::spawn((1..=args.nodes).map(url).collect(), args.token.clone());
+    }
     println!("Ctrl-C stops the cluster; data stays in {}.", args.dir.display());
 
     // SIGTERM as well as Ctrl-C: a script that started `dev` stops it with

@@ -11,6 +11,7 @@ mod dev;
 mod secrets;
 mod serve;
 mod sim;
+mod sim_farm;
 mod transport;
 mod worker;
 

@@ -13,7 +13,7 @@ const TOKEN = process.env.TOKEN;
 const SHOTS = process.env.SHOT_DIR || "screenshots";
 const SCALE = Number(process.env.SCALE_WORKERS || 10000);
 const BASE = "/verifier-engine-room";
-const PAGES = ["overview", "workers", "jobs", "alerts", "pools", "settings", "cluster"];
+const PAGES = ["overview", "workers", "jobs", "alerts", "builds", "plan", "hints", "pools", "settings", "cluster"];
 if (!UI || !TOKEN) throw new Error("UI_URL and TOKEN are required");
 mkdirSync(SHOTS, { recursive: true });
 
@@ -590,6 +590,262 @@ await step("overview: jobs card with totals and a link to the Jobs page", async 
   assert((await page.locator("#jobs-dead-stat").getAttribute("class")).includes("bad"), "dead jobs shown as bad");
   await page.click('#jobs-card a[href="/verifier-engine-room/jobs"]');
   await page.waitForURL((u) => u.pathname === BASE + "/jobs");
+  await noProblems(since);
+});
+
+// ------------------------------------------------------------------ build farm
+
+// The dev cluster's simulated build worker moves builds all the time: every
+// check below re-reads the API on each try instead of trusting one read.
+
+await step("builds: cards, both success-rate charts, and the history table", async () => {
+  const since = problems.length;
+  await waitFor("build events from the simulated worker", async () => (await apiGet("/recent?limit=5")).events.length > 0, 60000, 500);
+  await page.goto(UI + BASE + "/builds");
+  assert((await page.locator(".sidebar a.active").textContent()).trim() === "Builds", "nav entry");
+  for (const k of ["rate_24h", "succeeded_24h", "failed_24h", "queue_depth", "hit_rate", "last_run"]) {
+    assert((await page.locator(`#build-cards [data-k="${k}"]`).count()) === 1, "card " + k);
+  }
+  assert((await page.locator("#build-charts svg.rate-chart").count()) === 2, "two charts");
+  assert((await page.locator("#build-charts svg.rate-chart rect.bar").count()) === 24 + 7, "24 hourly and 7 daily bars");
+  let seen = "";
+  await waitFor("cards agree with /summary", async () => {
+    await page.goto(UI + BASE + "/builds");
+    const sum = await apiGet("/summary", UI);
+    const succeeded = Number(await page.locator('[data-k="succeeded_24h"]').textContent());
+    const hits = Number((await page.locator('[data-k="cache_hits"]').textContent()).replace(/,/g, ""));
+    seen = `page succeeded ${succeeded} hits ${hits}; API ${sum.last_24h.succeeded} ${sum.cache.hits}`;
+    // The page is rendered before this read: the API may be ahead, never behind.
+    return succeeded <= sum.last_24h.succeeded && succeeded >= sum.last_24h.succeeded - 3 && hits <= sum.cache.hits && hits > 0;
+  }, 20000, 1000).catch((e) => {
+    throw new Error(`${e.message}; ${seen}`);
+  });
+  const rows = await page.locator("#builds-table tbody tr[data-seq]").count();
+  assert(rows > 0, "history rows " + rows);
+  const seqs = await page.locator("#builds-table tbody tr[data-seq]").evaluateAll((trs) => trs.map((t) => Number(t.dataset.seq)));
+  assert(seqs.every((v, i) => i === 0 || seqs[i - 1] > v), "newest first: " + seqs.slice(0, 5));
+  await page.screenshot({ path: `${SHOTS}/builds.png`, fullPage: true });
+  await noProblems(since);
+});
+
+await step("builds: history filters (package, status, dates) and cursor paging", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/builds");
+  await page.evaluate(() => (window.__noReload = true));
+  await page.fill('#build-filters input[name="package"]', "lxml");
+  await page.selectOption('#build-filters select[name="status"]', "failed");
+  await waitFor("only failed lxml events", async () => {
+    const kinds = await page.locator("#builds-table tbody tr[data-seq]").evaluateAll((trs) => trs.map((t) => t.dataset.package + ":" + t.dataset.kind));
+    return kinds.length > 0 && kinds.every((k) => k === "lxml:failed" || k === "lxml:retried");
+  }, 90000, 1000);
+  assert(new URL(page.url()).search.includes("package=lxml"), "the URL keeps the filter: " + page.url());
+  assert(await page.evaluate(() => window.__noReload === true), "filtered without a reload");
+  // A future day range: nothing.
+  await page.fill('#build-filters input[name="since"]', "2099-01-01");
+  await waitFor("empty for a future day", async () => (await page.locator("#builds-table tbody tr[data-seq]").count()) === 0);
+  // Paging: one row a page, the next page older.
+  await page.goto(UI + BASE + "/builds?limit=50");
+  const all = await apiGet("/history?limit=2", UI);
+  if (all.next_cursor) {
+    await page.goto(UI + BASE + "/builds?cursor=" + all.events[0].seq);
+    const first = Number(await page.locator("#builds-table tbody tr[data-seq]").first().getAttribute("data-seq"));
+    assert(first < all.events[0].seq, `the page from a cursor starts older: ${first} < ${all.events[0].seq}`);
+    assert((await page.locator('#build-pager a:has-text("Newest")').count()) === 1, "a link back to the newest");
+  }
+  // A name the API refuses is its message, on the page.
+  await page.goto(UI + BASE + "/builds?package=" + encodeURIComponent("bad name"));
+  assert((await page.locator("#history-error").textContent()).includes("package"), "the API's refusal is shown");
+  await noProblems(since);
+});
+
+await step("builds: the log viewer highlights the seeded hint's line of a failed lxml build", async () => {
+  const since = problems.length;
+  const ev = await waitFor("an lxml failure that recorded a hint", async () => {
+    const h = await apiGet("/history?package=lxml&status=failed&limit=20", UI);
+    return h.events.find((e) => e.hints.length > 0);
+  }, 90000, 1000);
+  const hints = await apiGet("/hints", UI);
+  const seeded = hints.hints.find((h) => h.id === ev.hints[0]);
+  assert(seeded && /No such file/.test(seeded.pattern), "the event names the seeded hint: " + JSON.stringify(ev.hints));
+  // From the history row, follow the version link to the log.
+  await page.goto(UI + BASE + "/builds?package=lxml&status=failed");
+  await page.locator(`#builds-table a[href="${BASE}/logs/lxml/${ev.version}"]`).first().click();
+  await page.waitForURL((u) => u.pathname === `${BASE}/logs/lxml/${ev.version}`);
+  const hl = page.locator("#build-log .log-line.hint-line");
+  assert((await hl.count()) >= 1, "a highlighted line");
+  assert((await hl.first().textContent()).includes("fatal error: libxml/xmlversion.h"), "the header line is the one highlighted");
+  assert((await hl.first().getAttribute("data-hints")).split(" ").includes(String(seeded.id)), "it names the hint");
+  assert((await page.locator("#log-hints").textContent()).includes("hint #" + seeded.id), "the hint is listed");
+  assert((await page.locator("#build-log .log-line:not(.hint-line)").count()) > 0, "other lines are not highlighted");
+  await page.screenshot({ path: `${SHOTS}/build-log.png`, fullPage: true });
+  // Search inside the log: only matching lines, the match marked.
+  await page.fill('#log-search input[name="q"]', "XMLVERSION");
+  await Promise.all([page.waitForURL((u) => u.search.includes("q=XMLVERSION")), page.click("#log-search button")]);
+  const lines = await page.locator("#build-log .log-line").allTextContents();
+  assert(lines.length >= 1 && lines.every((l) => /xmlversion/i.test(l)), "search hits only: " + lines.length);
+  assert((await page.locator("#build-log mark").first().textContent()) === "xmlversion", "the match is marked");
+  await noProblems(since);
+  const missing = await page.goto(UI + BASE + "/logs/lxml/0.0.0-none");
+  assert(missing.status() === 404, "no log: " + missing.status());
+  // Chromium logs the 404 document itself; nothing else may be logged.
+  const unexpected = problems.splice(since).filter((x) => !/404|Failed to load resource/.test(x));
+  assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
+});
+
+await step("builds: a package page lists its versions with their latest event and log", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/builds/lxml");
+  const row = page.locator('#versions-table tr[data-version="5.2.2"]');
+  assert((await row.count()) === 1, "version row");
+  assert((await row.locator("a.log-link").count()) === 1, "log link");
+  assert((await page.locator("#package-events tbody tr[data-seq]").count()) > 0, "recent events");
+  assert((await page.locator("#package-events .badge.hint").count()) >= 1, "the failures name their hint");
+  await noProblems(since);
+});
+
+await step("builds: enqueue from the page, then clear the queue through the confirm dialog", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/builds");
+  await page.fill('#enqueue-form input[name="package"]', "uitest-pkg");
+  await page.fill('#enqueue-form input[name="version"]', "0.0.1");
+  await page.fill('#enqueue-form input[name="run_id"]', "ui-run");
+  await page.click("#enqueue-submit");
+  await page.locator(".toast", { hasText: "Queued uitest-pkg 0.0.1" }).waitFor({ timeout: 10000 });
+  const h = await waitFor("the queued event", async () => (await apiGet("/history?run_id=ui-run", UI)).events.find((e) => e.kind === "queued"));
+  assert(h.package === "uitest-pkg", "queued " + JSON.stringify(h));
+  // Clear: a confirm dialog first; Cancel changes nothing.
+  await page.click("#queue-clear");
+  await page.locator("#confirm").waitFor({ state: "visible" });
+  assert((await page.locator("#confirm-title").textContent()).includes("Clear the build queue"), "the dialog says what it does");
+  await page.click("#confirm-cancel");
+  await page.locator("#confirm").waitFor({ state: "hidden" });
+  await apiSend("POST", "/queue/enqueue", { package: "uitest-pkg", version: "0.0.2", run_id: "ui-run" });
+  await page.click("#queue-clear");
+  await page.click("#confirm-ok");
+  const toast = page.locator(".toast", { hasText: "Build queue cleared" });
+  await toast.waitFor({ timeout: 10000 });
+  assert(/\d+ builds cancelled/.test(await toast.textContent()), "the toast counts them");
+  const audit = await apiGet("/api/audit?limit=20");
+  const entries = audit.entries || audit.audit || audit;
+  assert(JSON.stringify(entries).includes("queue:build"), "the clear is audited");
+  await noProblems(since);
+});
+
+await step("plan: the latest plan drawn as an SVG graph with nodes and edges", async () => {
+  const since = problems.length;
+  const plan = await waitFor("a plan posted by the simulated worker", async () => {
+    try {
+      return await apiGet("/plan", UI);
+    } catch (_) {
+      return null;
+    }
+  }, 60000, 1000);
+  await page.goto(UI + BASE + "/plan");
+  const nodes = page.locator("#plan-graph g.node");
+  const n = await nodes.count();
+  assert(n === plan.document.packages.length, `one node per package: ${n} vs ${plan.document.packages.length}`);
+  const edges = await page.locator("#plan-graph path.edge").count();
+  const deps = plan.document.packages.reduce((a, p) => a + p.deps.length, 0);
+  assert(edges === deps && edges > 0, `one edge per dependency: ${edges} vs ${deps}`);
+  // Dependencies sit above the packages that need them.
+  const y = async (name) => Number(await page.locator(`#plan-graph g.node[data-package="${name}"] rect`).getAttribute("y"));
+  assert((await y("numpy")) < (await y("pandas")), "numpy above pandas");
+  assert((await page.locator('#plan-graph g.node[data-package="lxml"]').getAttribute("class")).includes("st-"), "status colour");
+  assert((await page.locator("#plan-version option").count()) >= plan.versions.length, "version picker");
+  await page.screenshot({ path: `${SHOTS}/plan.png`, fullPage: true });
+  await Promise.all([page.waitForURL((u) => u.pathname === `${BASE}/builds/numpy`), page.locator('#plan-graph g.node[data-package="numpy"]').click()]);
+  await noProblems(since);
+});
+
+await step("hints: create through the UI, test a pattern, edit, delete", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/hints");
+  assert((await page.locator("#hints-table tr[data-hint]").count()) >= 1, "the seeded hint is listed");
+  // The standalone test box: the farm's syntax, its errors.
+  await page.fill('#pattern-test-form input[name="pattern"]', "(?i)LINKER error");
+  await page.fill('#pattern-test-form textarea[name="log"]', "ok\nfatal: linker error in foo\nok");
+  await page.click("#pattern-test-run");
+  await page.locator("#pattern-test-result #hint-test-summary").waitFor();
+  assert((await page.locator("#pattern-test-result mark").textContent()) === "linker error", "the match is marked");
+  await page.fill('#pattern-test-form input[name="pattern"]', "(unclosed");
+  await page.click("#pattern-test-run");
+  await page.locator("#pattern-test-result #hint-test-error").waitFor();
+  assert((await page.locator("#hint-test-error").textContent()).includes("not a valid regular expression"), "the compiler's error");
+  // Create.
+  const pattern = "uitest-[0-9]+ exploded";
+  await page.click("#hint-create-open");
+  await page.fill('#hint-form input[name="pattern"]', pattern);
+  await page.fill('#hint-form textarea[name="env"]', "UITEST=1");
+  await page.fill('#hint-form textarea[name="requirements"]', "uitest-helper>=1");
+  await page.fill('#hint-form textarea[name="note"]', "<b>from the browser test</b>");
+  await page.fill('#hint-form textarea[name="log"]', "a\nboom: uitest-42 exploded here\nc");
+  await page.click("#hint-test-run");
+  await page.locator("#hint-test-result mark").waitFor();
+  assert((await page.locator("#hint-test-result mark").textContent()) === "uitest-42 exploded", "tested in the dialog");
+  await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#hint-save")]);
+  await page.waitForLoadState("load");
+  const made = await waitFor("the API has it", async () => (await apiGet("/hints", UI)).hints.find((h) => h.pattern === pattern));
+  assert(made.recipe.env.UITEST === "1" && made.recipe.extra_requirements[0] === "uitest-helper>=1", "recipe saved: " + JSON.stringify(made.recipe));
+  // The page may have been rendered by this follower a moment before it
+  // applied the write: reload until it shows it.
+  const shows = (check) => waitFor("the page shows it", async () => {
+    await page.goto(UI + BASE + "/hints");
+    return check();
+  }, 10000, 300);
+  const row = page.locator(`#hints-table tr[data-hint="${made.id}"]`);
+  await shows(async () => (await row.count()) === 1);
+  assert((await row.textContent()).includes("<b>from the browser test</b>"), "the note is shown as text");
+  // Edit: a bad pattern is refused in the dialog, then a good one saved.
+  await row.locator("[data-hint-edit]").click();
+  assert((await page.inputValue('#hint-form input[name="pattern"]')) === pattern, "the dialog starts from the hint");
+  await page.fill('#hint-form input[name="pattern"]', "uitest-(");
+  await page.click("#hint-save");
+  await page.locator("#hint-error").waitFor({ state: "visible" });
+  assert((await page.locator("#hint-error").textContent()).includes("invalid_hint"), "the API's 400");
+  const edited = "uitest-[0-9]+ (exploded|imploded)";
+  await page.fill('#hint-form input[name="pattern"]', edited);
+  await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#hint-save")]);
+  await page.waitForLoadState("load");
+  await waitFor("edited in the API", async () => (await apiGet("/hints", UI)).hints.find((h) => h.id === made.id).pattern === edited);
+  await shows(async () => (await page.locator(`#hints-table tr[data-hint="${made.id}"] .hint-pattern`).textContent()) === edited);
+  // Delete, through the confirm dialog.
+  await page.locator(`#hints-table tr[data-hint="${made.id}"] [data-hint-delete]`).click();
+  await page.locator("#confirm").waitFor({ state: "visible" });
+  await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#confirm-ok")]);
+  await page.waitForLoadState("load");
+  await waitFor("gone from the API", async () => !(await apiGet("/hints", UI)).hints.some((h) => h.id === made.id));
+  await shows(async () => (await page.locator(`#hints-table tr[data-hint="${made.id}"]`).count()) === 0);
+  // The console logs the refused PUT (HTTP 400) as a failed resource load;
+  // that one is expected, any other error is not.
+  const unexpected = problems.slice(since).filter((p) => !/status of 400/.test(p));
+  assert(unexpected.length === 0, "errors: " + unexpected.join("; "));
+});
+
+await step("settings: the farm config is shown and saved through PUT /config", async () => {
+  const since = problems.length;
+  await page.goto(UI + BASE + "/settings");
+  await page.locator("#farm-config-form").waitFor();
+  await page.selectOption("#farm-strategy", "upgrade");
+  await page.fill("#farm-python", "3.12");
+  await page.fill("#farm-platform", "manylinux_2_28_x86_64");
+  await page.fill("#farm-index", "https://pypi.org/simple");
+  await page.fill("#farm-env", "UITEST_FARM=yes\nPIP_NO_CACHE_DIR=1");
+  assert((await page.locator("#farm-dirty").textContent()).includes("unsaved"), "changes are marked");
+  await Promise.all([page.waitForEvent("framenavigated", { timeout: 15000 }), page.click("#farm-save")]);
+  await page.waitForLoadState("load");
+  const cfg = await waitFor("the config on the UI's node", async () => {
+    const c = await apiGet("/config", UI);
+    return c.python === "3.12" ? c : null;
+  });
+  assert(cfg.strategy === "upgrade" && cfg.platform === "manylinux_2_28_x86_64" && cfg.env.UITEST_FARM === "yes", JSON.stringify(cfg));
+  // Rendered again now that this node has applied it (the reload after
+  // saving may have come a moment before).
+  await page.goto(UI + BASE + "/settings");
+  assert((await page.inputValue("#farm-python")) === "3.12" && (await page.inputValue("#farm-strategy")) === "upgrade", "the page shows it");
+  // A bad environment line is refused before any call.
+  await page.fill("#farm-env", "no equals sign");
+  await page.click("#farm-save");
+  await waitFor("the banner", async () => (await page.locator("#banner").textContent()).includes("NAME=value"));
   await noProblems(since);
 });
 

@@ -3,10 +3,14 @@
 //! turns domain state into HTML and knows nothing of HTTP.
 
 pub mod assets;
+pub mod build_log;
+pub mod builds;
 pub mod fleet;
 pub mod format;
+pub mod hints;
 pub mod jobs;
 pub mod pages;
+pub mod plan;
 
 pub use fleet::{summarize, FleetSummary};
 pub use pages::*;

@@ -539,16 +539,39 @@ pub struct ProviderRow {
     pub unknown: String,
 }
 
+/// The build farm's replicated config as the Settings page edits it, with
+/// this node's log retention beside it.
+#[derive(Debug, Clone, Default)]
+pub struct FarmConfigForm {
+    /// `pinned` or `upgrade`.
+    pub strategy: String,
+    pub python: String,
+    pub platform: String,
+    pub index_url: String,
+    /// `NAME=value` lines.
+    pub env_text: String,
+    pub retention_days: u64,
+    pub max_bytes: String,
+    pub log_bytes: String,
+    pub reads_open: bool,
+}
+
 #[derive(Template)]
 #[template(path = "settings.html")]
 struct SettingsPage<'a> {
     chrome: &'a Chrome,
     groups: &'a [SettingGroup],
     providers: &'a [ProviderRow],
+    farm: Option<&'a FarmConfigForm>,
 }
 
-pub fn settings(chrome: &Chrome, groups: &[SettingGroup], providers: &[ProviderRow]) -> String {
-    render(&SettingsPage { chrome, groups, providers })
+pub fn settings(
+    chrome: &Chrome,
+    groups: &[SettingGroup],
+    providers: &[ProviderRow],
+    farm: Option<&FarmConfigForm>,
+) -> String {
+    render(&SettingsPage { chrome, groups, providers, farm })
 }
 
 // ---------------------------------------------------------------- cluster

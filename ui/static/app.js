@@ -868,6 +868,261 @@ function initCluster() {
   });
 }
 
+// ------------------------------------------------------------------ build farm
+
+/** `NAME=value` lines as an object; throws naming the first bad line. */
+function envLines(text, what) {
+  const env = {};
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line) return;
+    const eq = line.indexOf("=");
+    if (eq < 1) throw new Error(what + " line " + (i + 1) + ": expected NAME=value, got " + JSON.stringify(line));
+    env[line.slice(0, eq).trim()] = line.slice(eq + 1);
+  });
+  return env;
+}
+
+/** Keep `results` current from `path?...&partial=rows`: filters, paging, polling. */
+function livePartial({ form, results, live, path, defaults = {} }) {
+  let current = location.search.replace(/^\?/, "");
+  let loading = null;
+  function queryFromForm() {
+    const p = new URLSearchParams();
+    for (const [k, v] of new FormData(form).entries()) {
+      if (v !== "" && defaults[k] !== v) p.set(k, v);
+    }
+    return p.toString();
+  }
+  async function load(query, opts = {}) {
+    if (loading) loading.abort();
+    const ctl = new AbortController();
+    loading = ctl;
+    try {
+      const res = await fetch(BASE + path + "?" + query + (query ? "&" : "") + "partial=rows", { credentials: "same-origin", signal: ctl.signal });
+      if (!res.ok) throw new Error("HTTP " + res.status);
+      results.innerHTML = await res.text();
+      current = query;
+      if (!opts.keepUrl) history.replaceState(null, "", BASE + path + (query ? "?" + query : ""));
+      if (live) {
+        live.className = "live on";
+        live.textContent = "live · every " + (Number(document.body.dataset.poll) || 10) + " s";
+      }
+      banner(null);
+    } catch (e) {
+      if (e.name !== "AbortError") {
+        if (live) {
+          live.className = "live off";
+          live.textContent = "not refreshing";
+        }
+        banner("Could not refresh: " + describe(e));
+      }
+    } finally {
+      if (loading === ctl) loading = null;
+    }
+  }
+  let typing = null;
+  form.addEventListener("input", (ev) => {
+    clearTimeout(typing);
+    const delay = ev.target.type === "search" ? 350 : 0;
+    typing = setTimeout(() => load(queryFromForm()), delay);
+  });
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    load(queryFromForm());
+  });
+  results.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a[data-page-link]");
+    if (!a) return;
+    ev.preventDefault();
+    load(new URL(a.href).search.replace(/^\?/, ""));
+  });
+  const every = Math.max(1, Number(document.body.dataset.poll) || 10) * 1000;
+  setInterval(() => {
+    if ($("#confirm").open || document.hidden || loading) return;
+    const a = document.activeElement;
+    if (a && (a.type === "search" || a.type === "date" || a.closest("#enqueue-form"))) return;
+    load(current, { keepUrl: true });
+  }, every);
+  if (live) {
+    live.className = "live on";
+    live.textContent = "live · every " + every / 1000 + " s";
+  }
+  return { reload: () => load(current, { keepUrl: true }) };
+}
+
+function initBuilds() {
+  const results = $("#build-results");
+  const view = livePartial({ form: $("#build-filters"), results, live: $("#builds-live"), path: "/builds", defaults: { limit: "50" } });
+  if (document.body.dataset.readOnly) return;
+  wireJobActions(results, () => view.reload());
+  const form = $("#enqueue-form");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = form.elements;
+    const body = { package: f.package.value.trim(), version: f.version.value.trim(), priority: Number(f.priority.value || 0) };
+    if (f.run_id.value.trim()) body.run_id = f.run_id.value.trim();
+    try {
+      const j = await api("POST", "/queue/enqueue", body);
+      toast("Queued " + body.package + " " + body.version + " as job " + j.job_id);
+      await view.reload();
+    } catch (e) {
+      banner("Build not queued: " + describe(e));
+    }
+  });
+  $("#queue-clear").addEventListener("click", () => {
+    const depth = ($('[data-k="queue_depth"]') || {}).textContent || "every";
+    confirmThen(
+      { title: "Clear the build queue?", text: "Cancels " + depth + " queued and retry-waiting builds; running builds run on. Recorded in the audit log.", okLabel: "Clear queue", danger: true },
+      async () => {
+        const r = await api("POST", "/queue/clear");
+        toast("Build queue cleared: " + r.cancelled + " builds cancelled");
+        await view.reload();
+      },
+    );
+  });
+}
+
+function initBuildPackage() {
+  if (document.body.dataset.readOnly) return;
+  document.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("[data-rebuild]");
+    if (!b) return;
+    b.disabled = true;
+    try {
+      const j = await api("POST", "/queue/enqueue", { package: b.dataset.package, version: b.dataset.rebuild });
+      toast("Queued " + b.dataset.package + " " + b.dataset.rebuild + " as job " + j.job_id);
+    } catch (e) {
+      toast("Rebuild: " + describe(e), "error");
+    } finally {
+      b.disabled = false;
+    }
+  });
+}
+
+/** Ask the server where `pattern` matches `log`; the answer is HTML (escaped there). */
+async function testPattern(pattern, log, into) {
+  const res = await fetch(BASE + "/hints/test", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "x-engine-csrf": "1", "content-type": "application/json" },
+    body: JSON.stringify({ pattern, log }),
+  });
+  const text = await res.text();
+  if (res.ok) {
+    into.innerHTML = text;
+  } else {
+    into.innerHTML = "";
+    const d = document.createElement("div");
+    d.className = "form-error";
+    d.textContent = text || "HTTP " + res.status;
+    into.appendChild(d);
+  }
+}
+
+function initHints() {
+  const card = $("#pattern-test-form");
+  card.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    await testPattern(card.elements.pattern.value, card.elements.log.value, $("#pattern-test-result"));
+  });
+  if (document.body.dataset.readOnly) return;
+  const dlg = $("#hint-dialog");
+  const form = $("#hint-form");
+  const err = $("#hint-error");
+  let editing = null;
+  function open(h) {
+    editing = h ? h.id : null;
+    form.reset();
+    err.hidden = true;
+    $("#hint-test-result").innerHTML = "";
+    $("#hint-dialog-title").textContent = h ? "Edit hint #" + h.id : "New hint";
+    if (h) {
+      form.elements.pattern.value = h.pattern;
+      form.elements.env.value = h.env;
+      form.elements.requirements.value = h.requirements;
+      form.elements.note.value = h.note;
+    }
+    dlg.showModal();
+  }
+  $("#hint-create-open").addEventListener("click", () => open(null));
+  $("[data-close]", dlg).addEventListener("click", () => dlg.close());
+  $("#hint-test-run").addEventListener("click", () => testPattern(form.elements.pattern.value, form.elements.log.value, $("#hint-test-result")));
+  document.addEventListener("click", (ev) => {
+    const e = ev.target.closest("[data-hint-edit]");
+    if (e) {
+      const d = e.dataset;
+      open({ id: d.hintEdit, pattern: d.pattern, env: d.env, requirements: d.requirements, note: d.note });
+      return;
+    }
+    const del = ev.target.closest("[data-hint-delete]");
+    if (del) {
+      const id = del.dataset.hintDelete;
+      confirmThen({ title: "Delete hint #" + id + "?", text: "Pattern " + del.dataset.pattern + ". Events keep the ids they recorded.", okLabel: "Delete", danger: true }, async () => {
+        await api("DELETE", "/hints/" + encodeURIComponent(id));
+        flashAfterReload("Deleted hint #" + id);
+      });
+    }
+  });
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    err.hidden = true;
+    const f = form.elements;
+    try {
+      const body = {
+        pattern: f.pattern.value,
+        recipe: {
+          env: envLines(f.env.value, "Environment"),
+          extra_requirements: f.requirements.value.split("\n").map((r) => r.trim()).filter(Boolean),
+          note: f.note.value,
+        },
+      };
+      const h = editing ? await api("PUT", "/hints/" + encodeURIComponent(editing), body) : await api("POST", "/hints", body);
+      dlg.close();
+      flashAfterReload((editing ? "Saved hint #" : "Created hint #") + h.id);
+    } catch (e) {
+      err.textContent = describe(e);
+      err.hidden = false;
+    }
+  });
+}
+
+function initPlan() {
+  const sel = $("#plan-version");
+  if (sel) sel.addEventListener("change", () => sel.form.submit());
+}
+
+function initFarmConfig() {
+  const form = $("#farm-config-form");
+  if (!form) return;
+  const fields = () => $$("[data-initial]", form);
+  const dirty = () => fields().filter((f) => f.value.trim() !== f.dataset.initial.trim());
+  const mark = () => {
+    for (const f of fields()) f.closest(".setting").classList.toggle("dirty", f.value.trim() !== f.dataset.initial.trim());
+    const n = dirty().length;
+    $("#farm-dirty").textContent = n ? n + " unsaved change" + (n > 1 ? "s" : "") : "No unsaved changes.";
+  };
+  form.addEventListener("input", mark);
+  form.addEventListener("change", mark);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const f = form.elements;
+    try {
+      const body = {
+        strategy: f.strategy.value,
+        python: f.python.value.trim(),
+        platform: f.platform.value.trim(),
+        index_url: f.index_url.value.trim(),
+        env: envLines(f.env.value, "Environment"),
+      };
+      await api("PUT", "/config", body);
+      flashAfterReload("Saved the build farm config");
+    } catch (e) {
+      banner("Farm config not saved: " + describe(e));
+    }
+  });
+}
+
 // ------------------------------------------------------------------ boot
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -879,7 +1134,13 @@ document.addEventListener("DOMContentLoaded", () => {
     jobs: $("#job-filters") ? initJobs : initJobDetail,
     pools: initPools,
     alerts: initAlerts,
-    settings: initSettings,
+    settings: () => {
+      initSettings();
+      initFarmConfig();
+    },
+    builds: $("#build-filters") ? initBuilds : $("[data-build-package]") ? initBuildPackage : null,
+    plan: initPlan,
+    hints: initHints,
     cluster: initCluster,
   }[page];
   if (init) init();

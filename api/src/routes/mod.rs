@@ -17,6 +17,7 @@ pub mod settings;
 pub mod slo;
 pub mod tokens;
 pub mod ui;
+pub mod ui_farm;
 pub mod workers;
 
 use axum::http::StatusCode;

@@ -25,7 +25,7 @@ use crate::AppState;
 const UI_PAGE: usize = 50;
 const UI_MAX_PAGE: usize = 250;
 
-fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome {
+pub(crate) fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome {
     let me = s.cluster.report();
     let nodes = {
         let m = s.cluster.raft.metrics().borrow().clone();
@@ -41,11 +41,16 @@ fn chrome(s: &AppState, page: &'static str, title: impl Into<String>) -> Chrome 
         poll_seconds: s.with_settings(|e| e.count("UI_POLL_INTERVAL_SECONDS")).max(1),
         nodes,
         removed: s.cluster.removed(),
-        read_only: crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false),
+        read_only: read_only(),
     }
 }
 
-fn html(status: StatusCode, body: String) -> Response {
+/// Whether the viewer's token may only read (controls are left out).
+pub(crate) fn read_only() -> bool {
+    crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false)
+}
+
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
 }
 
@@ -64,14 +69,17 @@ pub async fn page(
         "workers" => workers(&s, &query),
         "jobs" => jobs(&s, &query),
         "alerts" => alerts(&s),
+        "builds" => super::ui_farm::builds(&s, &query).await,
+        "plan" => super::ui_farm::plan(&s, &query).await,
+        "hints" => super::ui_farm::hints(&s),
         "pools" => pools(&s),
-        "settings" => settings(&s),
+        "settings" => settings(&s).await,
         "cluster" => cluster(&s).await,
         _ => not_found(&s, &format!("no page called {page:?}")),
     }
 }
 
-fn not_found(s: &AppState, what: &str) -> Response {
+pub(crate) fn not_found(s: &AppState, what: &str) -> Response {
     html(StatusCode::NOT_FOUND, ui::not_found(&chrome(s, "", "Not found"), what))
 }
 
@@ -166,7 +174,7 @@ pub async fn worker(State(s): State<AppState>, ApiPath(id): ApiPath<String>) -> 
 
 fn jobs(s: &AppState, query: &HashMap<String, String>) -> Response {
     let filter = ui::jobs::JobFilter::from_query(query);
-    let read_only = crate::auth::READ_ONLY.try_with(|r| *r).unwrap_or(false);
+    let read_only = read_only();
     let now = now_ms();
     let rates = s.job_rates.per_minute();
     let results = {
@@ -285,7 +293,7 @@ fn alerts(s: &AppState) -> Response {
     html(StatusCode::OK, page)
 }
 
-fn settings(s: &AppState) -> Response {
+async fn settings(s: &AppState) -> Response {
     let overrides = s.cluster.state.read().state.settings.clone();
     let groups = ui::setting_groups(&s.settings.env, &overrides);
     let health = super::providers::provider_health(s);
@@ -305,7 +313,10 @@ fn settings(s: &AppState) -> Response {
             unknown: pct(p.unknown_rate),
         })
         .collect();
-    html(StatusCode::OK, ui::settings(&chrome(s, "settings", "Settings"), &groups, &providers))
+    // Shown once the cluster runs the farm's format; its writes are refused before.
+    let farm =
+        if s.cluster.state.read().state.format() >= 6 { Some(super::ui_farm::farm_config(s).await) } else { None };
+    html(StatusCode::OK, ui::settings(&chrome(s, "settings", "Settings"), &groups, &providers, farm.as_ref()))
 }
 
 async fn cluster(s: &AppState) -> Response {
