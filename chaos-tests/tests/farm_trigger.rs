@@ -109,7 +109,8 @@ fn a_trigger_survives_a_leader_kill_between_send_and_record() {
     assert_eq!(list["triggers"].as_array().map(Vec::len), Some(1), "{list}");
     let (_, metrics) = call(&c.url(new), "GET", "/metrics", Some(chaos_tests::cluster::TOKEN), None);
     let text = metrics.as_str().unwrap_or_default();
-    assert!(text.contains(r#"farm_triggers_total{kind="trigger",outcome="succeeded"} 1"#), "{text}");
+    let line = format!(r#"engine_room_farm_triggers_total{{kind="trigger",outcome="succeeded",node_id="{new}"}} 1"#);
+    assert!(text.contains(&line), "{text}");
     eprintln!(
         "FIGURE trigger across a leader kill: {} sends of key drill-1, resent by node {resender} {} ms after the kill, outcome recorded {} ms after the request",
         got.len(),
