@@ -38,12 +38,22 @@ const MAX_ANSWER: usize = 4096;
 /// (tokens, secrets) are not passed on.
 const KEPT_ENV: [&str; 6] = ["PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER"];
 
-/// Where the leader sends triggers.
+/// Where the leader sends triggers. `Debug` names the kind only: the
+/// command line and the URL may embed credentials.
 #[derive(Clone, PartialEq, Eq)]
 pub enum TriggerTargetConfig {
     /// Run with `sh -c`.
     Command(String),
     Webhook(String),
+}
+
+impl std::fmt::Debug for TriggerTargetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TriggerTargetConfig::Command(_) => f.write_str("Command(<redacted>)"),
+            TriggerTargetConfig::Webhook(_) => f.write_str("Webhook(<redacted>)"),
+        }
+    }
 }
 
 /// The worker trigger's settings. `Debug` leaves the token and the webhook
@@ -65,13 +75,8 @@ impl Default for TriggerConfig {
 
 impl std::fmt::Debug for TriggerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let target = match &self.target {
-            None => "none",
-            Some(TriggerTargetConfig::Command(_)) => "command",
-            Some(TriggerTargetConfig::Webhook(_)) => "webhook <redacted>",
-        };
         f.debug_struct("TriggerConfig")
-            .field("target", &target)
+            .field("target", &self.target)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("timeout", &self.timeout)
             .finish()
