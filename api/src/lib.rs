@@ -228,8 +228,8 @@ fn public_routes(state: AppState) -> Router {
 pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
     use auth::{scoped, Access};
     use routes::{
-        audit, cluster, farm, farm_hints, farm_store, health, history, incidents, job_queue, job_worker, jobs, pools,
-        providers, settings, slo, tokens, workers,
+        audit, cluster, farm, farm_hints, farm_store, farm_trigger, health, history, incidents, job_queue, job_worker,
+        jobs, pools, providers, settings, slo, tokens, workers,
     };
     let s = &state;
     let public =
@@ -295,7 +295,8 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     // The build farm under reference 003's paths: reads need `read` (none
     // with FARM_READS_OPEN=true), writes `operator`, the build worker's
-    // callbacks (plan, manifest, log lines, cache reports) `worker`.
+    // callbacks (plan, manifest, log lines, cache reports) `worker`;
+    // worker triggers are writes (`operator`), their list a read.
     let read = |r| if s.job_options.farm_reads_open { auth::open(r) } else { scoped(s, Access::OPERATOR, r) };
     let farm = OpenApiRouter::new()
         .routes(read(routes!(farm::summary)))
@@ -319,6 +320,10 @@ pub fn api_routes(state: AppState) -> OpenApiRouter<AppState> {
         .routes(read(routes!(farm_store::log)))
         .routes(sized(farm_store::LOG_BODY_LIMIT, scoped(s, Access::WORKER, routes!(farm_store::append_log))))
         .routes(read(routes!(farm_store::search)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm_trigger::trigger)))
+        .routes(scoped(s, Access::OPERATOR, routes!(farm_trigger::smoke)))
+        .routes(read(routes!(farm_trigger::list)))
+        .routes(read(routes!(farm_trigger::get)))
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).merge(public).merge(private).merge(farm)
 }

@@ -53,6 +53,9 @@ pub struct Metrics {
     farm_cache: IntCounterVec,
     /// Build events kept, by kind.
     farm_events: IntGaugeVec,
+    /// Finished worker triggers by kind and result; those still pending.
+    farm_triggers: IntCounterVec,
+    farm_triggers_pending: IntGauge,
 }
 
 /// Queues given their own series; the rest are summed into `other`, so a
@@ -234,13 +237,25 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            farm_triggers: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("farm_triggers_total", "Worker triggers and smoke runs finished, by kind and outcome"),
+                    &["kind", "outcome"],
+                )
+                .unwrap(),
+            ),
+            farm_triggers_pending: register(
+                &r,
+                IntGauge::new("farm_triggers_pending", "Worker triggers waiting for an outcome").unwrap(),
+            ),
             registry: r,
         }
     }
 
     /// Build-farm gauges and totals from the applied state.
     fn render_farm(&self, state: &AppState) {
-        use model::state::farm::{EventKind, BUILD_QUEUE};
+        use model::state::farm::{EventKind, TriggerKind, TriggerResult, BUILD_QUEUE};
         let stats = crate::routes::job_queue::stats(state);
         let build = stats.queues.iter().map(|q| &q.stats).find(|q| q.queue == BUILD_QUEUE);
         let l = build.map(|q| q.length.clone()).unwrap_or_default();
@@ -268,6 +283,15 @@ impl Metrics {
         ] {
             self.farm_events.with_label_values(&[k.as_str()]).set(kinds.get(k.as_str()).copied().unwrap_or(0));
         }
+        let t = &farm.triggers;
+        for kind in [TriggerKind::Trigger, TriggerKind::Smoke] {
+            for result in [TriggerResult::Succeeded, TriggerResult::Failed, TriggerResult::NotConfigured] {
+                let total = t.totals.get(&(kind, result)).copied().unwrap_or(0);
+                let c = self.farm_triggers.with_label_values(&[kind.as_str(), result.as_str()]);
+                c.inc_by(total.saturating_sub(c.get()));
+            }
+        }
+        self.farm_triggers_pending.set(t.pending() as i64);
     }
 
     /// Job gauges and totals from the applied state.

@@ -99,13 +99,15 @@ async fn farm_reads_open_leaves_only_the_farms_reads_open() {
     let jobs = api::JobOptions { farm_reads_open: true, ..api::JobOptions::default() };
     let s = common::one_node_with(dir.path(), Start::Uninitialized, Duration::from_millis(300), jobs).await;
     let app = api::app(s);
-    for uri in ["/summary", "/recent", "/history", "/queue", "/queue/stats", "/hints", "/config", "/artifacts"] {
+    let reads = ["/summary", "/recent", "/history", "/queue", "/queue/stats", "/hints", "/config", "/artifacts"];
+    for uri in reads.into_iter().chain(["/worker/triggers"]) {
         let (status, json) = call(&app, "GET", uri, None, "").await;
         assert_eq!(status, StatusCode::OK, "{uri}: {json}");
     }
     let (status, _) = call(&app, "GET", "/logs/numpy/1.0", None, "").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "open, and no such log");
-    for (method, uri) in [("POST", "/hints"), ("POST", "/plan"), ("POST", "/queue/clear"), ("GET", "/api/pools")] {
+    let writes = [("POST", "/hints"), ("POST", "/plan"), ("POST", "/queue/clear"), ("POST", "/worker/trigger")];
+    for (method, uri) in writes.into_iter().chain([("POST", "/worker/smoke"), ("GET", "/api/pools")]) {
         let (status, _) = call(&app, method, uri, None, "{}").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {uri}");
     }
@@ -155,6 +157,7 @@ async fn openapi_lists_every_api_route_with_schemas() {
                     && ["id", "pool", "provider"].contains(&name)
                     && path != "/api/incidents/{id}/ack"
                     && path != "/hints/{id}"
+                    && path != "/worker/triggers/{id}"
                 {
                     assert_eq!(param["schema"]["pattern"], api::openapi::NAME_PATTERN, "{method} {path} {name}");
                 }

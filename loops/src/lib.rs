@@ -1,7 +1,8 @@
 //! Leader loops: alerts and incidents, notifications, autoscale, auto-protect,
-//! stale-worker cleanup, and the job lease reaper with job compaction. They
-//! run on every node but act only while the node is an acting leader, and
-//! every decision is committed through Raft before any outside effect.
+//! stale-worker cleanup, the job lease reaper with job compaction, and the
+//! build farm's worker triggers. They run on every node but act only while
+//! the node is an acting leader, and every decision is committed through
+//! Raft before any outside effect.
 
 pub mod alerts;
 pub mod autoscale;
@@ -10,6 +11,7 @@ pub mod gc;
 pub mod jobs;
 pub mod notify;
 pub mod rules;
+pub mod trigger;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use model::settings::Effective;
 use raft_store::Cluster;
 
 pub use notify::{NotifyConfig, SmtpConfig};
+pub use trigger::{TriggerConfig, TriggerTargetConfig};
 
 /// What every loop needs.
 pub struct LoopContext {
@@ -28,6 +31,8 @@ pub struct LoopContext {
     pub notify: NotifyConfig,
     /// Lease reaper period and job retention.
     pub jobs: raft_store::job_commit::JobOptions,
+    /// Where worker triggers go (`WORKER_TRIGGER_COMMAND`, `WORKER_WEBHOOK_URL`).
+    pub trigger: TriggerConfig,
 }
 
 impl LoopContext {
@@ -70,6 +75,8 @@ pub fn spawn_all(ctx: Arc<LoopContext>) {
     sup.spawn("cleanup", move |probe| gc::run(c.clone(), probe));
     let c = ctx.clone();
     sup.spawn("jobs", move |probe| jobs::run(c.clone(), probe));
+    let c = ctx.clone();
+    sup.spawn("worker-trigger", move |probe| trigger::run(c.clone(), probe));
     sup.spawn("format", move |probe| format::run(ctx.clone(), probe));
 }
 

@@ -152,7 +152,8 @@ pub enum Command {
     Jobs(JobOps),
     // ---- cluster format 6 ----
     /// One build-farm operation: hints, plan and manifest versions, build
-    /// log lines, cache reports, the farm's config (`state::farm`).
+    /// log lines, cache reports, the farm's config (`state::farm`); from
+    /// format 7 also worker triggers (`FarmOp::min_format`).
     Farm(FarmOp),
 }
 
@@ -207,7 +208,7 @@ impl Command {
             Command::IncidentChanges(_) => 3,
             Command::CreateToken(_) | Command::RevokeToken { .. } => 4,
             Command::Jobs(_) => 5,
-            Command::Farm(_) => 6,
+            Command::Farm(op) => op.min_format(),
             _ => 1,
         }
     }

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use model::state::farm::{BlobKind, FarmConfig, FarmOp, HintSpec, LogChunk, LogRetention, Recipe, Strategy};
+use model::state::farm::{
+    BlobKind, FarmConfig, FarmOp, HintSpec, LogChunk, LogRetention, Recipe, Strategy, TriggerKind, TriggerOutcome,
+    TriggerResult, TriggerTarget,
+};
 use model::state::job::{Backoff, Claim, Finish, JobOp, JobOps, LeaseToken, NewJob, Renew};
 use model::state::token::{NewToken, Scope};
 use model::state::worker::{MetricMap, NestedMetrics, SmallMap};
@@ -85,6 +88,9 @@ fn variant(c: &Command) -> &'static str {
             FarmOp::AppendLog(_) => "farm-append_log",
             FarmOp::CacheReport { .. } => "farm-cache_report",
             FarmOp::SetConfig(_) => "farm-set_config",
+            FarmOp::RequestTrigger { .. } => "farm-request_trigger",
+            FarmOp::ClaimTrigger { .. } => "farm-claim_trigger",
+            FarmOp::RecordTrigger { .. } => "farm-record_trigger",
         },
     }
 }
@@ -122,6 +128,27 @@ fn farm_samples() -> Vec<Command> {
             index_url: "https://pypi.org/simple".into(),
             env: BTreeMap::from([("PIP_NO_CACHE_DIR".to_string(), "1".to_string())]),
         })),
+    ]
+}
+
+/// The format-7 samples: trigger 1 is requested, claimed and recorded as
+/// a failure to be retried.
+fn trigger_samples() -> Vec<Command> {
+    vec![
+        Command::Farm(FarmOp::RequestTrigger { kind: TriggerKind::Trigger, key: "ci-run-7".into() }),
+        Command::Farm(FarmOp::ClaimTrigger { id: 1, until_ms: 1_700_000_900_000 }),
+        Command::Farm(FarmOp::RecordTrigger {
+            id: 1,
+            attempt: 1,
+            outcome: TriggerOutcome {
+                result: TriggerResult::Failed,
+                target: Some(TriggerTarget::Webhook),
+                code: Some(503),
+                duration_ms: 41,
+                detail: "webhook answered 503 Service Unavailable".into(),
+                retry_at_ms: Some(1_700_000_950_000),
+            },
+        }),
     ]
 }
 
@@ -288,6 +315,8 @@ fn samples() -> Vec<Command> {
     .chain(job_samples())
     // ---- format 6 ----
     .chain(farm_samples())
+    // ---- format 7 ----
+    .chain(trigger_samples())
     .collect()
 }
 
@@ -440,6 +469,13 @@ fn populated(format: u32) -> ControlState {
         assert_eq!(state.farm.events.len(), 4, "queued, started, retried, queued");
         assert_eq!(state.farm.events[2].hints, vec![1], "the failure matched hint 1");
     }
+    if format >= 7 {
+        // Trigger 1 waits for its retry (the samples); a smoke run is pending.
+        let smoke = FarmOp::RequestTrigger { kind: TriggerKind::Smoke, key: "smoke-1".into() };
+        state.apply(&request(104, Command::Farm(smoke))).unwrap();
+        assert_eq!(state.farm.triggers.kept.len(), 2);
+        assert_eq!(state.farm.triggers.kept[0].attempts, 1, "the samples claimed trigger 1");
+    }
     assert!(!state.workers.is_empty() && !state.pools.is_empty() && !state.incidents.is_empty());
     assert!(!state.providers.is_empty() && !state.settings.is_empty() && !state.audit.is_empty());
     state
@@ -455,6 +491,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
         (4, "snapshot-populated-format4"),
         (5, "snapshot-populated-format5"),
         (6, "snapshot-populated-format6"),
+        (7, "snapshot-populated-format7"),
     ] {
         let state = populated(format);
         assert_eq!(state.format(), format);
@@ -464,6 +501,7 @@ fn a_populated_snapshot_keeps_its_bytes() {
         assert_eq!(state.tokens.by_name.is_empty(), format < 4, "tokens from format 4 on");
         assert_eq!(state.jobs.by_id.is_empty(), format < 5, "jobs from format 5 on");
         assert_eq!(state.farm.hints.is_empty(), format < 6, "the farm from format 6 on");
+        assert_eq!(state.farm.triggers.kept.is_empty(), format < 7, "triggers from format 7 on");
         let mut bytes = Vec::new();
         model::state::encode_snapshot(&state, &mut bytes).unwrap();
         if let Some(old) = check(name, &bytes, &mut missing) {

@@ -118,6 +118,22 @@ pub struct ServeArgs {
     /// Build logs kept in all, in bytes (1 MiB to 2 GiB); the least recently written go first.
     #[arg(long, env = "BUILD_LOG_MAX_BYTES", default_value_t = 256 << 20)]
     pub build_log_max_bytes: u64,
+    /// Worker trigger: a command the leader runs with `sh -c` (the key in
+    /// ENGINE_IDEMPOTENCY_KEY, the payload on stdin). Not with WORKER_WEBHOOK_URL.
+    #[arg(long, env = "WORKER_TRIGGER_COMMAND", hide_env_values = true)]
+    pub worker_trigger_command: Option<String>,
+    /// Worker trigger: a URL the leader POSTs `{"action":"drain"}` to.
+    #[arg(long, env = "WORKER_WEBHOOK_URL", hide_env_values = true)]
+    pub worker_webhook_url: Option<String>,
+    /// Sent as `X-Worker-Token` with every webhook trigger.
+    #[arg(long, env = "WORKER_TOKEN", hide_env_values = true)]
+    pub worker_token: Option<String>,
+    /// File holding WORKER_TOKEN (a trailing newline is dropped).
+    #[arg(long, env = "WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<PathBuf>,
+    /// Longest trigger send in seconds (1-300): the command is killed, the request abandoned.
+    #[arg(long, env = "WORKER_TRIGGER_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub worker_trigger_timeout_seconds: u64,
     /// Slack incoming-webhook URL for incident notifications.
     #[arg(long, env = "SLACK_WEBHOOK_URL", hide_env_values = true)]
     pub slack_webhook_url: Option<String>,
@@ -187,6 +203,7 @@ pub struct NodeConfig {
     pub settings: api::Settings,
     pub batch: api::BatchOptions,
     pub notify: loops::NotifyConfig,
+    pub trigger: loops::TriggerConfig,
     pub auth: api::AuthOptions,
     pub jobs: raft_store::job_commit::JobOptions,
     /// Problems that do not stop the node, logged once logging is up.
@@ -235,6 +252,9 @@ impl ServeArgs {
         self.smtp_password =
             secrets::secret_value(self.smtp_password.take(), self.smtp_password_file.take(), "SMTP_PASSWORD")?;
         let notify = notify_config(&self)?;
+        self.worker_token =
+            secrets::secret_value(self.worker_token.take(), self.worker_token_file.take(), "WORKER_TOKEN")?;
+        let trigger = trigger_config(&self)?;
         let node_id: u64 = required(self.node_id, "ENGINE_NODE_ID", "node-id")?
             .parse()
             .map_err(|_| "ENGINE_NODE_ID must be an unsigned integer".to_string())?;
@@ -380,6 +400,7 @@ impl ServeArgs {
             settings,
             batch,
             notify,
+            trigger,
             auth,
             warnings,
             transport,
@@ -483,6 +504,39 @@ fn notify_config(a: &ServeArgs) -> Result<loops::NotifyConfig, String> {
     Ok(loops::NotifyConfig { slack_webhook, smtp })
 }
 
+/// The worker trigger's target, token and timeout. The URL and the token
+/// are credentials: no error echoes them.
+fn trigger_config(a: &ServeArgs) -> Result<loops::TriggerConfig, String> {
+    use loops::TriggerTargetConfig as Target;
+    let set = |v: &Option<String>| v.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let target = match (set(&a.worker_trigger_command), set(&a.worker_webhook_url)) {
+        (Some(_), Some(_)) => return Err("set WORKER_TRIGGER_COMMAND or WORKER_WEBHOOK_URL, not both".into()),
+        (Some(cmd), None) => {
+            if cmd.len() > 4096 || cmd.contains('\0') {
+                return Err("WORKER_TRIGGER_COMMAND must be at most 4096 bytes without NUL".into());
+            }
+            Some(Target::Command(cmd))
+        }
+        (None, Some(url)) => {
+            check_url("WORKER_WEBHOOK_URL", &url)
+                .map_err(|_| "WORKER_WEBHOOK_URL must be an https:// or http:// URL")?;
+            Some(Target::Webhook(url))
+        }
+        (None, None) => None,
+    };
+    let token = set(&a.worker_token);
+    if token.as_ref().is_some_and(|t| t.len() > 4096 || t.bytes().any(|b| b < 0x20 || b == 0x7f)) {
+        return Err("WORKER_TOKEN must be at most 4096 bytes of printable characters (it is an HTTP header)".into());
+    }
+    if !(1..=300).contains(&a.worker_trigger_timeout_seconds) {
+        return Err(format!(
+            "WORKER_TRIGGER_TIMEOUT_SECONDS must be 1..=300, got {}",
+            a.worker_trigger_timeout_seconds
+        ));
+    }
+    Ok(loops::TriggerConfig { target, token, timeout: Duration::from_secs(a.worker_trigger_timeout_seconds) })
+}
+
 /// The data dir must exist (or be creatable) and be writable by us. It is
 /// made private: the directory 0700, whatever is already in it 0600 (files)
 /// or 0700 (directories); what the node creates later is private by the
@@ -571,6 +625,32 @@ pub(crate) mod tests {
         assert!(with(&["--lease-reaper-interval-seconds", "0"]).unwrap_err().contains("LEASE_REAPER"));
         assert!(with(&["--job-retention-seconds", "1"]).unwrap_err().contains("JOB_RETENTION_SECONDS"));
         assert!(with(&["--job-retention-max-finished", "0"]).unwrap_err().contains("JOB_RETENTION_MAX_FINISHED"));
+    }
+
+    #[test]
+    fn worker_trigger_keys_are_checked_in_one_line_that_names_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let (token, secret) = ("t".repeat(32), "s".repeat(32));
+        let base = ["--peers", "1=http://127.0.0.1:7001", "--data-dir", d, "--node-id", "1", "--token", &token];
+        let with = |extra: &[&str]| args(&[&base[..], &["--cluster-secret", &secret], extra].concat()).validate();
+        let none = with(&[]).unwrap().trigger;
+        assert!(none.target.is_none() && none.token.is_none());
+        assert_eq!(none.timeout, Duration::from_secs(30));
+        let hook = ["--worker-webhook-url", "http://127.0.0.1:9/drain", "--worker-token", "wt-secret"];
+        let t = with(&[&hook[..], &["--worker-trigger-timeout-seconds", "4"]].concat()).unwrap().trigger;
+        assert_eq!(t.target, Some(loops::TriggerTargetConfig::Webhook("http://127.0.0.1:9/drain".into())));
+        assert_eq!((t.token.as_deref(), t.timeout), (Some("wt-secret"), Duration::from_secs(4)));
+        let cmd = with(&["--worker-trigger-command", "touch /tmp/x"]).unwrap().trigger;
+        assert_eq!(cmd.target, Some(loops::TriggerTargetConfig::Command("touch /tmp/x".into())));
+        let e = with(&[&hook[..], &["--worker-trigger-command", "true"]].concat()).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = with(&["--worker-webhook-url", "ftp://h/url-secret"]).unwrap_err();
+        assert!(e.starts_with("WORKER_WEBHOOK_URL") && !e.contains("url-secret"), "{e}");
+        let e = with(&["--worker-token", "bad\u{1}token-secret"]).unwrap_err();
+        assert!(e.starts_with("WORKER_TOKEN") && !e.contains("token-secret"), "{e}");
+        let e = with(&["--worker-trigger-timeout-seconds", "0"]).unwrap_err();
+        assert!(e.contains("WORKER_TRIGGER_TIMEOUT_SECONDS") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -24,6 +24,10 @@ impl std::fmt::Debug for ServeArgs {
             .field("cluster_secret_file", &self.cluster_secret_file)
             .field("cluster_id", &self.cluster_id)
             .field("slack_webhook_url", &redact(&self.slack_webhook_url))
+            .field("worker_trigger_command", &redact(&self.worker_trigger_command))
+            .field("worker_webhook_url", &redact(&self.worker_webhook_url))
+            .field("worker_token", &redact(&self.worker_token))
+            .field("worker_token_file", &self.worker_token_file)
             .field("smtp_host", &self.smtp_host)
             .field("smtp_username", &self.smtp_username)
             .field("smtp_password", &redact(&self.smtp_password))
@@ -45,6 +49,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("settings", &self.settings)
             .field("batch", &self.batch)
             .field("notify", &self.notify)
+            .field("trigger", &self.trigger)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -288,13 +293,19 @@ mod tests {
             "u",
             "--smtp-password",
             "smtp-password-value",
+            "--worker-webhook-url",
+            "https://worker.example/drain/worker-hook-secret",
+            "--worker-token",
+            "worker-token-value",
         ];
         let mut v = base(d);
         v.extend(extra.iter().map(|s| s.to_string()));
         let a = args(&v.iter().map(String::as_str).collect::<Vec<_>>());
         let cfg = a.clone().validate().unwrap();
         for dbg in [format!("{a:?}"), format!("{cfg:?}"), format!("{cfg:#?}"), format!("{:?}", cfg.cluster)] {
-            for secret in [TOKEN, SECRET, "hook-secret-value", "smtp-password-value"] {
+            for secret in
+                [TOKEN, SECRET, "hook-secret-value", "smtp-password-value", "worker-hook-secret", "worker-token-value"]
+            {
                 assert!(!dbg.contains(secret), "{secret} in {dbg}");
             }
             assert!(dbg.contains("<redacted>"), "{dbg}");

@@ -53,6 +53,7 @@ pub async fn run(cfg: NodeConfig) -> anyhow::Result<()> {
         env: (*cfg.settings.env).clone(),
         notify: cfg.notify.clone(),
         jobs: cfg.jobs,
+        trigger: cfg.trigger.clone(),
     }));
 
     let supervisor = cluster.supervisor.clone();

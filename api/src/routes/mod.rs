@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod farm;
 pub mod farm_hints;
 pub mod farm_store;
+pub mod farm_trigger;
 pub mod health;
 pub mod history;
 pub mod incidents;

@@ -84,6 +84,33 @@ pub enum FarmOp {
         misses: u64,
     },
     SetConfig(FarmConfig),
+    // ---- cluster format 7 (`trigger`) ----
+    /// An operator asks for a worker trigger or smoke run under `key`.
+    RequestTrigger {
+        kind: TriggerKind,
+        key: String,
+    },
+    /// The leader reserves a due trigger until `until_ms`, before sending it.
+    ClaimTrigger {
+        id: u64,
+        until_ms: u64,
+    },
+    /// The outcome of the send of attempt `attempt`.
+    RecordTrigger {
+        id: u64,
+        attempt: u32,
+        outcome: TriggerOutcome,
+    },
+}
+
+impl FarmOp {
+    /// The cluster format that introduced the operation.
+    pub fn min_format(&self) -> u32 {
+        match self {
+            FarmOp::RequestTrigger { .. } | FarmOp::ClaimTrigger { .. } | FarmOp::RecordTrigger { .. } => 7,
+            _ => 6,
+        }
+    }
 }
 
 /// What an operator gives for a hint.
@@ -271,6 +298,12 @@ pub enum FarmReply {
     },
     Cache(CacheCounters),
     Config(FarmConfig),
+    /// Format 7: the trigger after the operation; `created` is false when a
+    /// request's key named a kept trigger (nothing new was asked).
+    Trigger {
+        trigger: Trigger,
+        created: bool,
+    },
 }
 
 /// Hints with their compiled patterns (derived, rebuilt after a decode).
@@ -293,6 +326,8 @@ pub struct Farm {
     pub log_bytes: u64,
     pub cache: CacheCounters,
     pub config: FarmConfig,
+    /// Format 7: worker triggers, carried by the snapshot's format-7 section.
+    pub triggers: Triggers,
     // ---- derived ----
     pub compiled: Compiled,
 }
@@ -310,6 +345,7 @@ impl PartialEq for Farm {
             && self.log_bytes == other.log_bytes
             && self.cache == other.cache
             && self.config == other.config
+            && self.triggers == other.triggers
     }
 }
 
@@ -371,6 +407,7 @@ impl Farm {
             log_bytes: s.log_bytes,
             cache: s.cache,
             config: s.config,
+            triggers: Triggers::default(),
             compiled: Compiled::default(),
         };
         farm.reindex();
@@ -427,8 +464,10 @@ fn one_line(s: &str) -> String {
 }
 
 mod apply;
+pub mod trigger;
 pub use apply::{
     build_identity, check_package, BuildIdentity, MAX_CACHE_REPORT, MAX_LOG_BYTES_PER_BUILD, MAX_LOG_LINES_PER_BUILD,
 };
+pub use trigger::{Trigger, TriggerKind, TriggerOutcome, TriggerResult, TriggerState, TriggerTarget, Triggers};
 #[cfg(test)]
 mod tests;

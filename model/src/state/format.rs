@@ -16,6 +16,7 @@
 //! | 4 | 0.3.0 | `CreateToken`, `RevokeToken`: named, scoped API tokens; the snapshot's format-4 section |
 //! | 5 | | `Jobs`: the work queue (`state::job`); the snapshot's format-5 section |
 //! | 6 | | `Farm`: the build farm (`state::farm`); job operations on the `build` queue record build events; the snapshot's format-6 section |
+//! | 7 | | `FarmOp::RequestTrigger`, `ClaimTrigger`, `RecordTrigger`: worker triggers as a leader effect (`state::farm::trigger`); the snapshot's format-7 section |
 //!
 //! Snapshots: at format 1 a snapshot is written in the 0.1.0 layout (the
 //! bare state, so an 0.1.0 follower can install it); from format 2 on it is
@@ -31,6 +32,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::farm::trigger::Section7;
 use super::farm::{Farm, Section6};
 use super::history::field;
 use super::job::{Jobs, Section5};
@@ -40,7 +42,7 @@ use crate::codec::{self, CodecError};
 use crate::command::{CommandError, ErrorKind, Reply, Request, Response};
 
 /// The newest replicated format this binary knows.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// First bytes of a versioned snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = [0xff, b'E', b'R', b'S'];
@@ -117,6 +119,9 @@ pub fn encode_snapshot<W: std::io::Write>(state: &ControlState, w: &mut W) -> Re
     if state.format() >= 6 {
         codec::encode_into_writer(&state.farm.section(), w)?;
     }
+    if state.format() >= 7 {
+        codec::encode_into_writer::<Section7, _>(&state.farm.triggers, w)?;
+    }
     Ok(())
 }
 
@@ -167,6 +172,12 @@ pub fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(ControlState, usize), Cod
                 let rest = body.get(used..).unwrap_or_default();
                 let (section, n) = codec::decode_prefix::<Section6>(rest)?;
                 state.farm = Farm::from_section(section);
+                used += n;
+            }
+            if version >= 7 {
+                let rest = body.get(used..).unwrap_or_default();
+                let (section, n) = codec::decode_prefix::<Section7>(rest)?;
+                state.farm.triggers = section;
                 used += n;
             }
             (state, SNAPSHOT_MAGIC.len() + 4 + used)

@@ -294,6 +294,9 @@ impl ControlState {
     pub(crate) fn farm_op(&mut self, req: &Request, op: &FarmOp) -> Response {
         let at = req.at_ms;
         let reply = match op {
+            FarmOp::RequestTrigger { .. } | FarmOp::ClaimTrigger { .. } | FarmOp::RecordTrigger { .. } => {
+                return self.trigger_op(req, op)
+            }
             FarmOp::CreateHint(spec) => {
                 let re = spec.validate()?;
                 if self.farm.hints.len() >= MAX_HINTS {
