@@ -354,14 +354,17 @@ impl JobsClient {
         result: Option<&Value>,
         logs: &[String],
     ) -> Result<Finished, ClientError> {
-        let body = json!({
+        self.finish("/internal/worker/complete", &self.complete_body(job, result, logs)).await
+    }
+
+    fn complete_body(&self, job: &ClaimedJob, result: Option<&Value>, logs: &[String]) -> Value {
+        json!({
             "job_id": job.job_id,
             "worker_id": self.cfg.worker_id,
             "lease_token": job.lease_token,
             "result": result,
             "logs": logs,
-        });
-        self.finish("/internal/worker/complete", &body).await
+        })
     }
 
     /// Complete a job and claim up to `max_jobs` (1..=100) next ones in the
@@ -377,14 +380,9 @@ impl JobsClient {
         logs: &[String],
         max_jobs: u32,
     ) -> Result<(Finished, Vec<ClaimedJob>), ClientError> {
-        let body = json!({
-            "job_id": job.job_id,
-            "worker_id": self.cfg.worker_id,
-            "lease_token": job.lease_token,
-            "result": result,
-            "logs": logs,
-            "next": {"queues": self.cfg.queues, "max_jobs": max_jobs.clamp(1, MAX_CLAIM), "pool": self.cfg.pool},
-        });
+        let mut body = self.complete_body(job, result, logs);
+        body["next"] =
+            json!({"queues": self.cfg.queues, "max_jobs": max_jobs.clamp(1, MAX_CLAIM), "pool": self.cfg.pool});
         self.finish_next("/internal/worker/complete", &body).await
     }
 
