@@ -76,7 +76,21 @@ fn ui_answers_carry_browser_hardening_and_no_inline_script() {
         assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
     };
-    let pages = ["overview", "workers", "pools", "alerts", "settings", "cluster", "nope"];
+    let pages = [
+        "overview",
+        "workers",
+        "pools",
+        "alerts",
+        "settings",
+        "cluster",
+        "jobs",
+        "builds",
+        "builds/numpy",
+        "hints",
+        "plan",
+        "logs/numpy/1.0",
+        "nope",
+    ];
     for page in pages {
         let res = ui(page, true);
         assert!(res.status().is_success() || res.status() == 404, "{page}: {}", res.status());
