@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod command;
+pub mod policy;
 pub mod settings;
 pub mod state;
 pub mod views;

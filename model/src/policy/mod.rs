@@ -1,0 +1,37 @@
+//! Provider policies (issue 22): the payload format and its validation, the
+//! canary cohort, and the rule that rolls a canary back. Pure: no commands,
+//! state or clock here; the policy command family builds on these pieces.
+//!
+//! Design note, for the Raft, API and leader work that follows:
+//! - `POST /api/policies/validate` and `…/versions` call [`validate_payload`]
+//!   with the strict flag from `POLICY_PAYLOAD_STRICT_VALIDATION_ENABLED`; a
+//!   refusal answers 4xx with every [`Problem`] (`path: message`). An accepted
+//!   payload is stored as its typed [`Policy`] with [`checksum`] (SHA-256 of
+//!   [`canonical_bytes`]) and the name [`version_name`] of the next sequence
+//!   number, the same string heartbeat answers carry as `policy_version`.
+//!   Checksums are computed on the leader before the command is proposed, so
+//!   apply only stores them.
+//! - Promote keeps `(previous, candidate, canary_percent)` in the state; the
+//!   heartbeat answer gives a worker the candidate when
+//!   [`in_canary_percent`] says so and the previous version otherwise.
+//!   The cohort is a function of the worker id alone: stepping 5 → 25 → 100 %
+//!   only adds workers, and every node and release answers alike.
+//! - The leader's rollout loop feeds each window's per-cohort counts (probes
+//!   and bad outcomes, one [`RollbackTest`] per watched rate) and, on
+//!   [`Decision::RollBack`], proposes the rollback once, with the evidence,
+//!   like the other leader effects. The windows' counts should be kept in the
+//!   replicated rollout record so a new leader replays the test to the same
+//!   point instead of starting over (which would reset its error budget).
+
+mod cohort;
+mod payload;
+mod rollback;
+#[cfg(test)]
+mod schema_tests;
+
+pub use cohort::{canary_bucket, in_canary, in_canary_percent, BUCKETS};
+pub use payload::{
+    canonical_bytes, checksum, parse_version, validate_payload, version_name, Backoff, Policy, Problem, ProviderPolicy,
+    Retry, Routing, Thresholds, MAX_DESCRIPTION_LEN, MAX_PAYLOAD_BYTES, MAX_PROBLEMS, MAX_PROVIDERS, POLICY_FORMAT,
+};
+pub use rollback::{Decision, RollbackTest, Window, DEFAULT_FALSE_ROLLBACK_RATE, RATIO_GRID};
