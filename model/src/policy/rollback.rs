@@ -20,9 +20,9 @@
 //! Why it holds: each window's ratio is `exp(c·x)` times a constant, a convex
 //! function of `x`, so by Hoeffding (1963, Thm 4) its mean under the
 //! hypergeometric null is at most its mean under `Binomial(k, s)`, which is
-//! 1. The product is then a non-negative supermartingale under "equal rates
-//! in every window" (volumes, shares and the common rate may change from
-//! window to window), so is the mixture, and Ville's inequality bounds the
+//! one. The product is then a non-negative supermartingale under "equal
+//! rates in every window" (volumes, shares and the common rate may change
+//! from window to window), so is the mixture, and Ville's inequality bounds the
 //! chance it ever reaches `1/alpha` by `alpha`, for any number of windows.
 //! A fixed-sample test re-run every window would not: peeking drives its
 //! false-rollback rate towards 1. Flagger's bare thresholds ignore volume.
