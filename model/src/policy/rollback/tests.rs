@@ -44,20 +44,25 @@ const BASELINE_BAD: f64 = 0.03;
 const WINDOWS: u64 = 40;
 const RUNS: u64 = 1_000;
 
+/// One window's counts. `drift` moves the common bad rate between 1 % and
+/// 8 % and the canary's volume between 100 and 300 probes, window by window.
+fn window(rng: &mut Rng, ratio: f64, drift: bool) -> Window {
+    let (base, canary_probes) =
+        if drift { (0.01 + 0.07 * rng.unit(), 100 + rng.next() % 201) } else { (BASELINE_BAD, CANARY_PROBES) };
+    Window {
+        canary_probes,
+        canary_bad: rng.binomial(canary_probes, (base * ratio).min(1.0)),
+        baseline_probes: BASELINE_PROBES,
+        baseline_bad: rng.binomial(BASELINE_PROBES, base),
+    }
+}
+
 /// One rollout; the 1-based window it was rolled back in, if any.
-/// `drift` moves the common bad rate between 1 % and 8 % from window to window.
 fn rollout(seed: u64, ratio: f64, drift: bool) -> Option<u64> {
     let mut rng = Rng(seed);
     let mut test = RollbackTest::new(DEFAULT_FALSE_ROLLBACK_RATE).unwrap();
     for _ in 0..WINDOWS {
-        let base = if drift { 0.01 + 0.07 * rng.unit() } else { BASELINE_BAD };
-        let w = Window {
-            canary_probes: CANARY_PROBES,
-            canary_bad: rng.binomial(CANARY_PROBES, (base * ratio).min(1.0)),
-            baseline_probes: BASELINE_PROBES,
-            baseline_bad: rng.binomial(BASELINE_PROBES, base),
-        };
-        if let Decision::RollBack { window, .. } = test.observe(w).unwrap() {
+        if let Decision::RollBack { window, .. } = test.observe(window(&mut rng, ratio, drift)).unwrap() {
             return Some(window);
         }
     }
@@ -116,6 +121,38 @@ fn a_canary_twice_as_bad_is_rolled_back_within_ten_windows() {
         assert!(caught_by_10 as u64 >= RUNS * 99 / 100, "only {caught_by_10} of {RUNS} caught by window 10");
         assert_eq!(at.len() as u64, RUNS, "every run rolled back within {WINDOWS} windows");
     }
+}
+
+#[test]
+fn a_canary_half_again_as_bad_is_mostly_caught_within_the_rollout() {
+    let mut at = rolled_back(1.5, false, 6);
+    at.sort_unstable();
+    eprintln!("1.5x canary: {} of {RUNS} rolled back, median window {}", at.len(), at[at.len() / 2]);
+    assert!(at.len() as u64 >= RUNS * 9 / 10, "only {} of {RUNS} caught in {WINDOWS} windows", at.len());
+}
+
+/// What the sequential test is for: a one-sided z-test at 5 % re-run on the
+/// pooled counts after every window (peeking) rolls back far more than 5 %
+/// of equal canaries over the same 40 windows.
+#[test]
+fn peeking_at_a_fixed_sample_test_would_not_hold_the_rate() {
+    let limit = binomial_quantile(RUNS, DEFAULT_FALSE_ROLLBACK_RATE, 0.999);
+    let naive = (0..RUNS)
+        .filter(|&i| {
+            let mut rng = Rng(7 + i.wrapping_mul(0x1000_0001));
+            let (mut x, mut nx, mut y, mut ny) = (0.0, 0.0, 0.0, 0.0);
+            (0..WINDOWS).any(|_| {
+                let w = window(&mut rng, 1.0, false);
+                (x, nx) = (x + w.canary_bad as f64, nx + w.canary_probes as f64);
+                (y, ny) = (y + w.baseline_bad as f64, ny + w.baseline_probes as f64);
+                let p = (x + y) / (nx + ny);
+                let se = (p * (1.0 - p) * (1.0 / nx + 1.0 / ny)).sqrt();
+                se > 0.0 && (x / nx - y / ny) / se > 1.645
+            })
+        })
+        .count() as u64;
+    eprintln!("peeking z-test: {naive} of {RUNS} equal canaries rolled back");
+    assert!(naive > limit, "{naive} of {RUNS}: peeking was expected to exceed {limit}");
 }
 
 #[test]
