@@ -16,10 +16,11 @@
 //!   [`in_canary_percent`] says so and the previous version otherwise.
 //!   The cohort is a function of the worker id alone: stepping 5 → 25 → 100 %
 //!   only adds workers, and every node and release answers alike.
-//! - The leader's rollout loop feeds each window's per-cohort counts (probes
-//!   and bad outcomes, one [`RollbackTest`] per watched rate) and, on
-//!   [`Decision::RollBack`], proposes the rollback once, with the evidence,
-//!   like the other leader effects. The windows' counts should be kept in the
+//! - The leader's rollout loop feeds each window's per-cohort counts
+//!   ([`CohortCounts`]: probes, tempfails, rejects, unknowns, summed from the
+//!   heartbeats' `provider_metrics` by the worker's cohort) to a
+//!   [`CanaryWatch`] and, on a [`Verdict`], proposes the rollback once, with
+//!   the rate and evidence, like the other leader effects. The windows' counts should be kept in the
 //!   replicated rollout record so a new leader replays the test to the same
 //!   point instead of starting over (which would reset its error budget).
 
@@ -28,6 +29,7 @@ mod payload;
 mod rollback;
 #[cfg(test)]
 mod schema_tests;
+mod watch;
 
 pub use cohort::{canary_bucket, in_canary, in_canary_percent, BUCKETS};
 pub use payload::{
@@ -35,3 +37,4 @@ pub use payload::{
     Retry, Routing, Thresholds, MAX_DESCRIPTION_LEN, MAX_PAYLOAD_BYTES, MAX_PROBLEMS, MAX_PROVIDERS, POLICY_FORMAT,
 };
 pub use rollback::{Decision, RollbackTest, Window, DEFAULT_FALSE_ROLLBACK_RATE, RATIO_GRID};
+pub use watch::{CanaryWatch, CohortCounts, Verdict, WatchedRate};

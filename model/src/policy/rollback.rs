@@ -105,7 +105,7 @@ impl RollbackTest {
     /// probes, or nothing went bad, carries no evidence either way.
     pub fn observe(&mut self, w: Window) -> Result<Decision, CommandError> {
         if w.canary_bad > w.canary_probes || w.baseline_bad > w.baseline_probes {
-            return Err(CommandError::new(ErrorKind::Invalid, format!("more bad outcomes than probes in {w:?}")));
+            return Err(Self::refuse(&w));
         }
         if let Some(d) = self.decided {
             return Ok(d);
@@ -127,6 +127,10 @@ impl RollbackTest {
         Ok(Decision::Continue)
     }
 
+    pub(super) fn refuse(w: &Window) -> CommandError {
+        CommandError::new(ErrorKind::Invalid, format!("more bad outcomes than probes in {w:?}"))
+    }
+
     /// Log of the mixture likelihood ratio (the e-value) so far.
     pub fn log_evidence(&self) -> f64 {
         let top = self.log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -146,4 +150,4 @@ impl RollbackTest {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -4,10 +4,10 @@
 use super::*;
 
 /// SplitMix64: a small, fully specified PRNG, so runs repeat on any platform.
-struct Rng(u64);
+pub(in crate::policy) struct Rng(pub(in crate::policy) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(in crate::policy) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -16,12 +16,12 @@ impl Rng {
     }
 
     /// Uniform in (0, 1].
-    fn unit(&mut self) -> f64 {
+    pub(in crate::policy) fn unit(&mut self) -> f64 {
         ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
     /// Binomial(n, p) by geometric gaps between successes.
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
+    pub(in crate::policy) fn binomial(&mut self, n: u64, p: f64) -> u64 {
         if p <= 0.0 {
             return 0;
         }
@@ -70,7 +70,7 @@ fn rollout(seed: u64, ratio: f64, drift: bool) -> Option<u64> {
 }
 
 /// Smallest `c` with `P(Binomial(n, p) ≤ c) ≥ q`.
-fn binomial_quantile(n: u64, p: f64, q: f64) -> u64 {
+pub(in crate::policy) fn binomial_quantile(n: u64, p: f64, q: f64) -> u64 {
     let mut pmf = (1.0 - p).powi(n as i32);
     let mut cdf = pmf;
     let mut c = 0;
