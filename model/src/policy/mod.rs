@@ -11,18 +11,21 @@
 //!   number, the same string heartbeat answers carry as `policy_version`.
 //!   Checksums are computed on the leader before the command is proposed, so
 //!   apply only stores them.
-//! - Promote keeps `(previous, candidate, canary_percent)` in the state; the
-//!   heartbeat answer gives a worker the candidate when
-//!   [`in_canary_percent`] says so and the previous version otherwise.
-//!   The cohort is a function of the worker id alone: stepping 5 → 25 → 100 %
-//!   only adds workers, and every node and release answers alike.
+//! - Promote keeps `(previous, candidate, canary_percent)` in the state.
+//!   Today the heartbeat answer copies the one `ControlState::policy_version`
+//!   to every worker (`state/worker.rs`); with a rollout it gives a worker
+//!   the candidate when [`in_canary_percent`] says so and the previous
+//!   version otherwise. The cohort is a function of the worker id alone:
+//!   stepping 5 → 25 → 100 % only adds workers, and every node and release
+//!   answers alike.
 //! - The leader's rollout loop feeds each window's per-cohort counts
 //!   ([`CohortCounts`]: probes, tempfails, rejects, unknowns, summed from the
 //!   heartbeats' `provider_metrics` by the worker's cohort) to a
 //!   [`CanaryWatch`] and, on a [`Verdict`], proposes the rollback once, with
-//!   the rate and evidence, like the other leader effects. The windows' counts should be kept in the
-//!   replicated rollout record so a new leader replays the test to the same
-//!   point instead of starting over (which would reset its error budget).
+//!   the rate and evidence, like the other leader effects. The windows'
+//!   counts belong in the replicated rollout record, so a new leader
+//!   [`CanaryWatch::replay`]s them to the same point: starting over would
+//!   drop the evidence so far and spend the false-rollback rate again.
 
 mod cohort;
 mod payload;

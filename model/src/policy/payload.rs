@@ -120,6 +120,9 @@ pub fn validate_payload(bytes: &[u8], strict: bool) -> Result<Policy, Vec<Proble
 /// The bytes the checksum covers: the typed policy as compact JSON, fields in
 /// declaration order and providers sorted, so formatting, key order and
 /// (outside strict mode) unknown fields of the upload do not change it.
+/// Numbers are written by serde_json's shortest round-trip float format; a
+/// release that changed it would fail the golden test of the example, and a
+/// stored checksum is never recomputed, only compared with a new upload's.
 pub fn canonical_bytes(policy: &Policy) -> Vec<u8> {
     serde_json::to_vec(policy).expect("a policy of plain fields and finite numbers serializes")
 }

@@ -62,6 +62,21 @@ impl CanaryWatch {
         Ok(Self { tests: [t.clone(), t.clone(), t], verdict: None })
     }
 
+    /// Replays a rollout's recorded `(canary, baseline)` windows, as a new
+    /// leader does after failover.
+    pub fn replay(alpha: f64, windows: &[(CohortCounts, CohortCounts)]) -> Result<Self, CommandError> {
+        let mut watch = Self::new(alpha)?;
+        for (canary, baseline) in windows {
+            watch.observe(*canary, *baseline)?;
+        }
+        Ok(watch)
+    }
+
+    /// The verdict, once a rate has fired.
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.verdict
+    }
+
     /// Adds one window. The answer is latched: once a rate fires, every later
     /// window answers the same verdict.
     pub fn observe(&mut self, canary: CohortCounts, baseline: CohortCounts) -> Result<Option<Verdict>, CommandError> {
@@ -109,6 +124,9 @@ mod tests {
         assert!(v.log_evidence >= v.threshold);
         assert_eq!(v.threshold, -(0.05f64 / 3.0).ln(), "each rate gets a third of alpha");
         assert_eq!(w.observe(counts(100, 0, 0, 0), baseline).unwrap(), Some(v), "latched");
+        let replayed =
+            CanaryWatch::replay(0.05, &[(counts(100, 5, 2, 3), baseline), (counts(100, 5, 2, 20), baseline)]).unwrap();
+        assert_eq!(replayed.verdict(), Some(v), "a new leader reaches the same verdict");
     }
 
     /// 1,000 rollouts of 40 windows, 5 % of 4,000 probes on the canary, with
